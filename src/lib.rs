@@ -1,0 +1,14 @@
+//! crier: a WebSocket pub/sub push broker with one event loop per core.
+//!
+//! The crate is split so the architecture shows in the file tree:
+//! - [`proto`]: the sans-IO protocol core (HTTP heads, the RFC 6455 handshake and framing,
+//!   JSON commands). Pure functions and state machines over bytes; no sockets, threads or clocks.
+//! - [`topic`]: topic names, topic ownership, subscriber indexes and sequence numbers. Pure data
+//!   structures that return decisions and send nothing.
+//! - [`mesh`]: the only cross-thread code: messages between shards, inboxes and wake-ups.
+//! - [`shard`]: one event loop per core that drives sockets with the pieces above.
+//! - [`server`]: starts the shards and hands out a [`server::ServerHandle`].
+//! - [`sys`]: the only `unsafe` code (rlimits, signals, CPU affinity).
+
+pub mod proto;
+pub mod topic;
