@@ -2,3 +2,6 @@
 //! out. Nothing in here touches a socket, a thread or a clock, so every rule is unit-tested
 //! over byte strings and fuzzed.
 #![forbid(unsafe_code)]
+
+pub mod frame;
+pub mod prepared;
