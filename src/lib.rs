@@ -8,7 +8,13 @@
 //! - [`mesh`]: the only cross-thread code: messages between shards, inboxes and wake-ups.
 //! - [`shard`]: one event loop per core that drives sockets with the pieces above.
 //! - [`server`]: starts the shards and hands out a [`server::ServerHandle`].
+//! - [`metrics`]: per-shard counters merged when scraped.
+//! - [`config`]: every option with its default.
 //! - [`sys`]: the only `unsafe` code (rlimits, signals, CPU affinity).
 
+pub mod config;
+pub mod mesh;
+pub mod metrics;
 pub mod proto;
+pub mod sys;
 pub mod topic;

@@ -35,7 +35,10 @@ mod tests {
 
     #[test]
     fn rfc6455_section_5_7_unmasked_hello() {
-        assert_eq!(&prepared_frame(OpCode::Text, b"Hello")[..], b"\x81\x05Hello");
+        assert_eq!(
+            &prepared_frame(OpCode::Text, b"Hello")[..],
+            b"\x81\x05Hello"
+        );
     }
 
     #[test]

@@ -1,0 +1,255 @@
+//! Per-shard counters and a loop-turn histogram. The hot path increments plain `u64`s owned by
+//! its shard; once per loop turn the shard copies them into atomics that only it writes, and
+//! `/metrics` reads those from any thread and merges them. No lock, and no atomic that two
+//! threads write, is on the delivery path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! metrics {
+    ($( $variant:ident => ($name:literal, $kind:literal, $help:literal), )*) => {
+        /// One metric a shard keeps.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Metric { $( $variant, )* }
+
+        /// (Prometheus name, type, help) of every metric, in `Metric` order.
+        pub const METRICS: &[(Metric, &str, &str, &str)] = &[
+            $( (Metric::$variant, $name, $kind, $help), )*
+        ];
+    };
+}
+
+metrics! {
+    ConnectionsOpen => ("crier_connections_open", "gauge", "Open TCP connections."),
+    ConnectionsAccepted => ("crier_connections_accepted_total", "counter", "TCP connections accepted."),
+    ConnectionsRefused => ("crier_connections_refused_total", "counter", "Requests refused with 503 because --max-connections was reached."),
+    AcceptErrors => ("crier_accept_errors_total", "counter", "accept() failures, e.g. out of file descriptors."),
+    WebSocketsOpen => ("crier_websockets_open", "gauge", "Connections upgraded to WebSocket and still open."),
+    HandshakeBadRequest => ("crier_handshake_failures_bad_request_total", "counter", "Upgrade refused: malformed request or missing/invalid WebSocket headers (400)."),
+    HandshakeNotFound => ("crier_handshake_failures_not_found_total", "counter", "Requests for an unknown path (404)."),
+    HandshakeMethod => ("crier_handshake_failures_method_total", "counter", "Requests with a method the path does not allow (405)."),
+    HandshakeOrigin => ("crier_handshake_failures_origin_total", "counter", "Upgrade refused by the Origin allowlist (403)."),
+    HandshakeVersion => ("crier_handshake_failures_version_total", "counter", "Upgrade refused: WebSocket version other than 13 (426)."),
+    HandshakeTooLarge => ("crier_handshake_failures_too_large_total", "counter", "Request head or body over the limits (431/413)."),
+    HandshakeTimeout => ("crier_handshake_failures_timeout_total", "counter", "Connections closed because the request did not complete within --handshake-timeout."),
+    ProtocolErrors => ("crier_protocol_errors_total", "counter", "WebSocket connections closed for breaking RFC 6455 or a limit (1002/1007/1009)."),
+    IdleTimeouts => ("crier_idle_timeouts_total", "counter", "WebSockets closed because they did not answer a ping within --ping-interval."),
+    MessagesReceived => ("crier_messages_received_total", "counter", "WebSocket data messages received."),
+    CommandErrors => ("crier_command_errors_total", "counter", "Commands answered with an error."),
+    MessagesPublished => ("crier_messages_published_total", "counter", "Publishes sequenced by their topic's owner on this shard."),
+    MessagesUnheard => ("crier_messages_unheard_total", "counter", "Publishes to a topic that had no subscribers."),
+    Deliveries => ("crier_deliveries_total", "counter", "Frames queued to subscribers."),
+    BytesIn => ("crier_bytes_in_total", "counter", "Bytes read from sockets."),
+    BytesOut => ("crier_bytes_out_total", "counter", "Bytes written to sockets."),
+    Writes => ("crier_writes_total", "counter", "Vectored write calls."),
+    SlowConsumerDrops => ("crier_slow_consumer_drops_total", "counter", "Messages skipped for a subscriber over --max-backlog-bytes (policy drop)."),
+    SlowConsumerDisconnects => ("crier_slow_consumer_disconnects_total", "counter", "Subscribers closed with 1008 for being over --max-backlog-bytes (policy disconnect)."),
+    TopicsLocal => ("crier_topics_local", "gauge", "Topics with at least one subscriber on this shard."),
+    TopicsOwned => ("crier_topics_owned", "gauge", "Topics owned by this shard that have subscribers somewhere."),
+    Subscriptions => ("crier_subscriptions", "gauge", "Subscriptions held by connections on this shard."),
+    MeshBatchesSent => ("crier_mesh_batches_sent_total", "counter", "Batches of cross-shard messages sent."),
+    MeshMessagesSent => ("crier_mesh_messages_sent_total", "counter", "Cross-shard messages sent."),
+    MeshInboxFull => ("crier_mesh_inbox_full_total", "counter", "Times a peer shard's inbox was full when sending."),
+    MeshDropped => ("crier_mesh_dropped_total", "counter", "Publishes and deliveries not sent because a peer's inbox was full."),
+    LoopTurns => ("crier_loop_turns_total", "counter", "Event-loop turns."),
+}
+
+const METRIC_COUNT: usize = METRICS.len();
+
+/// Upper bounds (microseconds) of the loop-turn time histogram buckets; the last is +Inf.
+pub const TURN_BUCKETS_US: [u64; 12] = [
+    10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+];
+
+/// The counters one shard owns and increments without synchronisation.
+#[derive(Debug, Clone)]
+pub struct ShardCounters {
+    values: [u64; METRIC_COUNT],
+    turn_buckets: [u64; TURN_BUCKETS_US.len() + 1],
+    turn_sum_us: u64,
+}
+
+impl Default for ShardCounters {
+    fn default() -> Self {
+        ShardCounters {
+            values: [0; METRIC_COUNT],
+            turn_buckets: [0; TURN_BUCKETS_US.len() + 1],
+            turn_sum_us: 0,
+        }
+    }
+}
+
+impl ShardCounters {
+    #[inline]
+    pub fn add(&mut self, metric: Metric, n: u64) {
+        self.values[metric as usize] += n;
+    }
+
+    #[inline]
+    pub fn incr(&mut self, metric: Metric) {
+        self.values[metric as usize] += 1;
+    }
+
+    #[inline]
+    pub fn set(&mut self, metric: Metric, value: u64) {
+        self.values[metric as usize] = value;
+    }
+
+    #[inline]
+    pub fn sub(&mut self, metric: Metric, n: u64) {
+        let v = &mut self.values[metric as usize];
+        *v = v.saturating_sub(n);
+    }
+
+    pub fn get(&self, metric: Metric) -> u64 {
+        self.values[metric as usize]
+    }
+
+    /// Records how long one busy loop turn took.
+    pub fn record_turn(&mut self, micros: u64) {
+        let bucket = TURN_BUCKETS_US
+            .iter()
+            .position(|&upper| micros <= upper)
+            .unwrap_or(TURN_BUCKETS_US.len());
+        self.turn_buckets[bucket] += 1;
+        self.turn_sum_us += micros;
+    }
+}
+
+/// A shard's counters as other threads see them: written by that shard only.
+#[derive(Debug)]
+pub struct SharedCounters {
+    values: [AtomicU64; METRIC_COUNT],
+    turn_buckets: [AtomicU64; TURN_BUCKETS_US.len() + 1],
+    turn_sum_us: AtomicU64,
+}
+
+impl Default for SharedCounters {
+    fn default() -> Self {
+        SharedCounters {
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+            turn_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            turn_sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SharedCounters {
+    /// Copies the owner's counters in. Only the owning shard calls this, so relaxed stores
+    /// suffice: a scrape may see one turn's values mixed with the previous turn's.
+    pub fn publish(&self, counters: &ShardCounters) {
+        for (slot, value) in self.values.iter().zip(counters.values.iter()) {
+            slot.store(*value, Ordering::Relaxed);
+        }
+        for (slot, value) in self.turn_buckets.iter().zip(counters.turn_buckets.iter()) {
+            slot.store(*value, Ordering::Relaxed);
+        }
+        self.turn_sum_us
+            .store(counters.turn_sum_us, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ShardCounters {
+        ShardCounters {
+            values: std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed)),
+            turn_buckets: std::array::from_fn(|i| self.turn_buckets[i].load(Ordering::Relaxed)),
+            turn_sum_us: self.turn_sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Renders every shard's counters in the Prometheus text format (version 0.0.4): one series
+/// per shard (label `shard`) and one merged series without the label.
+pub fn render_prometheus(shards: &[ShardCounters]) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    for (metric, name, kind, help) in METRICS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let mut total = 0u64;
+        for (shard, counters) in shards.iter().enumerate() {
+            let value = counters.get(*metric);
+            total += value;
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {value}");
+        }
+        let _ = writeln!(out, "{name} {total}");
+    }
+    let name = "crier_loop_turn_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time spent in busy event-loop turns.\n# TYPE {name} histogram"
+    );
+    let mut merged_buckets = [0u64; TURN_BUCKETS_US.len() + 1];
+    let mut merged_sum = 0u64;
+    for (shard, counters) in shards.iter().enumerate() {
+        write_histogram(
+            &mut out,
+            name,
+            Some(shard),
+            &counters.turn_buckets,
+            counters.turn_sum_us,
+        );
+        for (m, v) in merged_buckets.iter_mut().zip(counters.turn_buckets.iter()) {
+            *m += v;
+        }
+        merged_sum += counters.turn_sum_us;
+    }
+    write_histogram(&mut out, name, None, &merged_buckets, merged_sum);
+    out
+}
+
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    shard: Option<usize>,
+    buckets: &[u64],
+    sum_us: u64,
+) {
+    let shard_label = shard.map(|s| format!("shard=\"{s}\",")).unwrap_or_default();
+    let mut cumulative = 0;
+    for (i, count) in buckets.iter().enumerate() {
+        cumulative += count;
+        let le = TURN_BUCKETS_US
+            .get(i)
+            .map(|us| format!("{}", *us as f64 / 1e6))
+            .unwrap_or_else(|| "+Inf".to_string());
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{shard_label}le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let plain_label = shard
+        .map(|s| format!("{{shard=\"{s}\"}}"))
+        .unwrap_or_default();
+    let _ = writeln!(out, "{name}_sum{plain_label} {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{plain_label} {cumulative}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_table_is_in_enum_order() {
+        for (index, (metric, ..)) in METRICS.iter().enumerate() {
+            assert_eq!(*metric as usize, index);
+        }
+    }
+
+    #[test]
+    fn shards_are_labelled_and_merged() {
+        let mut a = ShardCounters::default();
+        let mut b = ShardCounters::default();
+        a.add(Metric::Deliveries, 5);
+        b.add(Metric::Deliveries, 7);
+        a.record_turn(3);
+        b.record_turn(200_000);
+        let shared = SharedCounters::default();
+        shared.publish(&b);
+        let text = render_prometheus(&[a, shared.snapshot()]);
+        assert!(text.contains("crier_deliveries_total{shard=\"0\"} 5\n"));
+        assert!(text.contains("crier_deliveries_total{shard=\"1\"} 7\n"));
+        assert!(text.contains("crier_deliveries_total 12\n"));
+        assert!(text.contains("crier_loop_turn_seconds_bucket{le=\"0.00001\"} 1\n"));
+        assert!(text.contains("crier_loop_turn_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("crier_loop_turn_seconds_count 2\n"));
+    }
+}
