@@ -13,8 +13,10 @@
 //!   interested shard, which writes it to [`LocalIndex::subscribers`].
 #![forbid(unsafe_code)]
 
+pub mod local;
 pub mod name;
 pub mod owner;
 
+pub use local::{ConnId, LocalIndex, SubscribeOutcome, Subscriptions, UnsubscribeOutcome};
 pub use name::{validate_topic, validate_topic_str, TopicError, MAX_TOPIC_BYTES};
 pub use owner::owner_shard;
