@@ -3,5 +3,6 @@
 //! over byte strings and fuzzed.
 #![forbid(unsafe_code)]
 
+pub mod command;
 pub mod frame;
 pub mod prepared;
