@@ -4,5 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod envelope;
 pub mod frame;
 pub mod prepared;
