@@ -366,6 +366,7 @@ impl<'de> Deserialize<'de> for Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn err(text: &str) -> CommandError {
         match parse_command(text.as_bytes()) {
@@ -528,6 +529,57 @@ mod tests {
             err(r#"{"op":"subscribe","topic":"a","v":nul}"#).code,
             ErrorCode::InvalidJson
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes never panic, and an accepted command's topic is always valid.
+        #[test]
+        fn arbitrary_bytes_never_panic(text in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            if let Ok(cmd) = parse_command(&text) {
+                proptest::prop_assert!(validate_topic_str(cmd.topic()).is_ok());
+            }
+        }
+
+        /// Any topic string and id, encoded by serde_json, parse back to the same values; the
+        /// topic is accepted exactly when `validate_topic_str` accepts it.
+        #[test]
+        fn encoded_commands_round_trip(
+            topic in ".{0,12}|[ -~]{250,260}",
+            id in proptest::option::of(proptest::prop_oneof![
+                proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+                ".{0,8}".prop_map(serde_json::Value::from),
+            ]),
+            which in 0u8..3,
+        ) {
+            let op = ["subscribe", "unsubscribe", "publish"][usize::from(which)];
+            let mut obj = serde_json::json!({"op": op, "topic": topic, "data": {"k": [1, "v"]}});
+            if let Some(id) = &id {
+                obj["id"] = id.clone();
+            }
+            let text = serde_json::to_vec(&obj).unwrap();
+            match parse_command(&text) {
+                Ok(cmd) => {
+                    prop_assert!(validate_topic_str(&topic).is_ok());
+                    prop_assert_eq!(cmd.topic(), topic.as_str());
+                    let got: Option<serde_json::Value> =
+                        cmd.id().map(|raw| serde_json::from_str(raw.get()).unwrap());
+                    prop_assert_eq!(got, id);
+                    if let Command::Publish { data, .. } = cmd {
+                        prop_assert_eq!(data.get(), r#"{"k":[1,"v"]}"#);
+                    }
+                }
+                Err(e) => {
+                    let topic_error = validate_topic_str(&topic).unwrap_err();
+                    prop_assert_eq!(e.code, ErrorCode::InvalidTopic);
+                    prop_assert_eq!(e.message, topic_error.to_string());
+                    let got: Option<serde_json::Value> =
+                        e.id.as_deref().map(|raw| serde_json::from_str(raw.get()).unwrap());
+                    prop_assert_eq!(got, id);
+                }
+            }
+        }
     }
 
     #[test]

@@ -403,6 +403,49 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Any topic string and seq survive the text envelopes, and data stays verbatim.
+        #[test]
+        fn text_envelopes_round_trip(
+            topic in "\\PC{0,20}|[\\x00-\\x7f]{0,20}",
+            seq in proptest::num::u64::ANY,
+            data in proptest::sample::select(vec!["0", "[ 1 ,2 ]", "{ \"a\" : \"\\u00e9\" }", "\"\"", "null"]),
+        ) {
+            let frame = message_frame(&topic, seq, data.as_bytes());
+            let v = text_json(&frame);
+            let expected_data: Value = serde_json::from_str(data).unwrap();
+            proptest::prop_assert_eq!(v, json!({"op":"message","topic":topic,"seq":seq,"data":expected_data}));
+            let p = payload(&frame, OpCode::Text);
+            let tail = format!(",\"data\":{data}}}");
+            proptest::prop_assert!(p.ends_with(tail.as_bytes()));
+            let v = text_json(&dropped_frame(&topic, seq));
+            proptest::prop_assert_eq!(v, json!({"op":"dropped","topic":topic,"count":seq}));
+            let mut ours = Vec::new();
+            write_json_str(&mut ours, &topic);
+            proptest::prop_assert_eq!(ours, serde_json::to_vec(&topic).unwrap());
+        }
+
+        /// Arbitrary bytes never panic the binary parser; what it accepts re-encodes to the
+        /// same topic and payload.
+        #[test]
+        fn binary_publish_never_panics_and_round_trips(
+            input in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            seq in proptest::num::u64::ANY,
+        ) {
+            if let Ok((topic, data)) = parse_binary_publish(&input) {
+                proptest::prop_assert_eq!(&input[1..], [topic.as_bytes(), data].concat());
+                let frame = binary_message_frame(topic, seq, data);
+                let p = payload(&frame, OpCode::Binary);
+                let n = usize::from(p[0]);
+                proptest::prop_assert_eq!(&p[1..1 + n], topic.as_bytes());
+                proptest::prop_assert_eq!(&p[1 + n..9 + n], &seq.to_be_bytes());
+                proptest::prop_assert_eq!(&p[9 + n..], data);
+            }
+        }
+    }
+
     #[test]
     fn u64_decimal() {
         for n in [0, 1, 9, 10, 99, 100, 12345, u64::MAX - 1, u64::MAX] {
