@@ -3,6 +3,8 @@
 //! over byte strings and fuzzed.
 #![forbid(unsafe_code)]
 
+pub mod command;
+pub mod envelope;
 pub mod frame;
 pub mod prepared;
 pub mod query;
