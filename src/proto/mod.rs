@@ -10,16 +10,24 @@
 //! | `response.rs` | HTTP/1.1 response bytes |
 //! | `handshake.rs` | RFC 6455 opening handshake, server and client side |
 //! | `frame.rs` | frame header wire format and opcodes |
+//! | `mask.rs` | payload masking, word at a time, resumable at any offset |
+//! | `utf8.rs` | incremental, fail-fast UTF-8 validation |
+//! | `close.rs` | close codes: valid received codes and the ones crier sends |
 //! | `prepared.rs` | complete server frames in one `Bytes`, control frames, client frames |
+//! | `session.rs` | the per-connection decoder state machine |
 #![forbid(unsafe_code)]
 
+pub mod close;
 pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod http_body;
+pub mod mask;
 pub mod prepared;
 pub mod response;
+pub mod session;
+pub mod utf8;
 
 pub use error::{HttpError, ProtocolError};
 pub use frame::OpCode;
@@ -29,5 +37,9 @@ pub use handshake::{
 };
 pub use http::{parse_request_head, HeadLimits, RequestHead};
 pub use http_body::{body_framing, BodyFraming, BodyReader};
-pub use prepared::{build_frame, prepared_frame};
+pub use prepared::{
+    build_frame, close_frame, encode_client_frame, ping_frame, pong_frame, prepared_frame,
+};
 pub use response::{plain_error, response};
+pub use session::{Decoded, Event, Role, Session, SessionLimits};
+pub use utf8::Utf8Validator;
