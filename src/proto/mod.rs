@@ -29,6 +29,9 @@ pub mod response;
 pub mod session;
 pub mod utf8;
 
+#[cfg(test)]
+mod tests_prop;
+
 pub use error::{HttpError, ProtocolError};
 pub use frame::OpCode;
 pub use handshake::{
