@@ -88,7 +88,10 @@ mod tests {
     fn header_lengths_switch_at_126_and_65536() {
         let mut out = [0u8; MAX_HEADER_BYTES];
         for (len, expected) in [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
-            assert_eq!(encode_header(true, OpCode::Text, len, None, &mut out), expected);
+            assert_eq!(
+                encode_header(true, OpCode::Text, len, None, &mut out),
+                expected
+            );
             assert_eq!(header_len(len, false), expected);
             assert_eq!(header_len(len, true), expected + 4);
         }
