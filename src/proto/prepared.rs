@@ -3,7 +3,11 @@
 
 use bytes::Bytes;
 
-use super::frame::{encode_header, OpCode, MAX_HEADER_BYTES, MAX_SERVER_HEADER_BYTES};
+use super::frame::{encode_header, header_len, OpCode, MAX_HEADER_BYTES, MAX_SERVER_HEADER_BYTES};
+use super::mask::apply_mask;
+
+/// The most payload a control frame may carry (RFC 6455 §5.5).
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Builds one unfragmented, unmasked server frame whose payload `write_payload` appends to
 /// the buffer it is given. The header is written in front of the payload afterwards, into
@@ -29,9 +33,96 @@ pub fn prepared_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
     build_frame(opcode, payload.len(), |buf| buf.extend_from_slice(payload))
 }
 
+/// A Close frame with `code` and `reason` (RFC 6455 §5.5.1). The reason is cut at a character
+/// boundary to fit the 125-byte control payload limit (2 bytes of code + at most 123 of reason).
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason.as_bytes()[..end];
+    build_frame(OpCode::Close, 2 + reason.len(), |buf| {
+        buf.extend_from_slice(&code.to_be_bytes());
+        buf.extend_from_slice(reason);
+    })
+}
+
+/// A Pong echoing `payload` (RFC 6455 §5.5.3); cut to 125 bytes, which a received Ping never exceeds.
+pub fn pong_frame(payload: &[u8]) -> Bytes {
+    prepared_frame(
+        OpCode::Pong,
+        &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)],
+    )
+}
+
+/// A Ping carrying `payload` (RFC 6455 §5.5.2), cut to 125 bytes.
+pub fn ping_frame(payload: &[u8]) -> Bytes {
+    prepared_frame(
+        OpCode::Ping,
+        &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)],
+    )
+}
+
+/// Appends one client frame (header with `mask_key`, then the masked payload, RFC 6455 §5.3)
+/// to `out`. For the load generator and tests: the caller chooses the key, so no randomness here.
+pub fn encode_client_frame(
+    fin: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    mask_key: [u8; 4],
+    out: &mut Vec<u8>,
+) {
+    out.reserve(header_len(payload.len(), true) + payload.len());
+    let mut header = [0u8; MAX_HEADER_BYTES];
+    let used = encode_header(fin, opcode, payload.len(), Some(mask_key), &mut header);
+    out.extend_from_slice(&header[..used]);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask_key, 0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc6455_section_5_7_masked_hello_from_a_client() {
+        let mut out = Vec::new();
+        encode_client_frame(
+            true,
+            OpCode::Text,
+            b"Hello",
+            [0x37, 0xfa, 0x21, 0x3d],
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+    }
+
+    #[test]
+    fn rfc6455_section_5_7_ping_and_pong() {
+        assert_eq!(&ping_frame(b"Hello")[..], b"\x89\x05Hello");
+        assert_eq!(&pong_frame(b"Hello")[..], b"\x8a\x05Hello");
+        assert_eq!(pong_frame(&[0; 200]).len(), 2 + 125);
+    }
+
+    #[test]
+    fn close_frame_cuts_its_reason_at_a_char_boundary() {
+        assert_eq!(&close_frame(1000, "")[..], b"\x88\x02\x03\xe8");
+        assert_eq!(&close_frame(1001, "bye")[..], b"\x88\x05\x03\xe9bye");
+        let long = "é".repeat(100);
+        let frame = close_frame(1000, &long);
+        assert_eq!(frame.len(), 2 + 2 + 122);
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
+
+    #[test]
+    fn rfc6455_section_5_7_64k_binary_header() {
+        let frame = prepared_frame(OpCode::Binary, &vec![0u8; 65536]);
+        assert_eq!(&frame[..10], &[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
 
     #[test]
     fn rfc6455_section_5_7_unmasked_hello() {

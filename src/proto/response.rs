@@ -1,0 +1,115 @@
+//! HTTP/1.1 response heads and small bodies (RFC 9112 §4, §6): byte strings for the event loop
+//! to write. Knows status lines and framing headers; knows nothing about sockets or routing.
+
+use std::io::Write;
+
+/// The reason phrase for the statuses crier sends (RFC 9110 §15); clients ignore it (RFC 9112 §4).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// A complete HTTP/1.1 response: status line, `extra_headers`, `Content-Type` (omitted when
+/// both it and the body are empty), `Content-Length` (always, so the peer knows where the body
+/// ends, RFC 9112 §6.3) and `Connection: close` unless `keep_alive` (RFC 9112 §9.6).
+/// Header names and values are ours, never the peer's, so no escaping is needed.
+pub fn response(
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + body.len());
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
+    for (name, value) in extra_headers {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if !(content_type.is_empty() && body.is_empty()) {
+        let _ = write!(out, "Content-Type: {content_type}\r\n");
+    }
+    let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// An error response with a `text/plain` body of `message` and a newline, closing the connection.
+pub fn plain_error(status: u16, message: &str) -> Vec<u8> {
+    let body = format!("{message}\n");
+    response(
+        status,
+        &[],
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+        false,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_response_with_body() {
+        let out = response(200, &[("X-A", "1")], "application/json", b"{}", true);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn empty_body_omits_content_type_and_closes() {
+        let out = response(204, &[], "", b"", false);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn plain_error_parses_as_a_response() {
+        let out = plain_error(431, "head too large");
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let len = match parsed.parse(&out).unwrap() {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => panic!("incomplete"),
+        };
+        assert_eq!(parsed.code, Some(431));
+        assert_eq!(parsed.reason, Some("Request Header Fields Too Large"));
+        assert_eq!(&out[len..], b"head too large\n");
+        assert_eq!(reason_phrase(799), "Unknown");
+    }
+}
