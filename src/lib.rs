@@ -12,9 +12,12 @@
 //! - [`config`]: every option with its default.
 //! - [`sys`]: the only `unsafe` code (rlimits, signals, CPU affinity).
 
+pub mod assets;
 pub mod config;
 pub mod mesh;
 pub mod metrics;
 pub mod proto;
+pub mod server;
+pub mod shard;
 pub mod sys;
 pub mod topic;

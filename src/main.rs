@@ -1,4 +1,61 @@
-//! The `crier` binary: parse the configuration, start the server, wait for a signal, drain, exit.
-fn main() {
-    println!("crier {}", env!("CARGO_PKG_VERSION"));
+//! The `crier` binary: parse the configuration, start the server, wait for SIGINT/SIGTERM,
+//! drain, exit. No broker logic lives here.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crier::config::Config;
+use crier::server;
+use crier::sys;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    // Blocked before any thread starts, so every thread inherits the mask and the signals
+    // arrive only at `wait_for_shutdown_signal`.
+    if let Err(e) = sys::block_shutdown_signals() {
+        eprintln!("crier: cannot block SIGINT/SIGTERM: {e}");
+        return ExitCode::FAILURE;
+    }
+    let summary = format!(
+        "max message {} B, max backlog {} B ({:?} slow consumers), handshake timeout {:?}, ping interval {:?}, drain timeout {:?}",
+        config.max_message_bytes,
+        config.max_backlog_bytes,
+        config.slow_consumer,
+        config.handshake_timeout,
+        config.ping_interval,
+        config.drain_timeout,
+    );
+    let handle = match server::start(config) {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("crier: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let limit = handle.file_limit();
+    eprintln!(
+        "crier {} listening on {} with {} threads; open files {} (hard {}), max connections {}; {summary}",
+        env!("CARGO_PKG_VERSION"),
+        handle.local_addr(),
+        handle.threads(),
+        limit.soft,
+        limit.hard,
+        handle.max_connections(),
+    );
+    match sys::wait_for_shutdown_signal() {
+        Ok(signal) => eprintln!("crier: signal {signal} received; draining"),
+        Err(e) => eprintln!("crier: waiting for signals failed ({e}); draining"),
+    }
+    handle.shutdown();
+    match handle.join() {
+        Ok(()) => {
+            eprintln!("crier: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crier: a shard failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

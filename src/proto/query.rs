@@ -71,7 +71,11 @@ mod tests {
     #[test]
     fn broken_escapes_are_errors_not_panics() {
         for bad in ["%", "%4", "%zz", "abc%g1", "%\u{e9}"] {
-            assert_eq!(percent_decode(bad, true), Err(PercentError::BadEscape), "{bad}");
+            assert_eq!(
+                percent_decode(bad, true),
+                Err(PercentError::BadEscape),
+                "{bad}"
+            );
         }
     }
 

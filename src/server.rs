@@ -1,0 +1,236 @@
+//! Starting crier: raise the open-file limit, bind one SO_REUSEPORT listener per shard, wire
+//! the shards' inboxes together and start one thread per shard. The returned
+//! [`ServerHandle`] is what the binary and the tests use alike.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::mesh::{self, Mesh, MeshMsg, PeerLink};
+use crate::metrics::{render_prometheus, Metric, SharedCounters};
+use crate::proto::handshake::UpgradePolicy;
+use crate::proto::http::HeadLimits;
+use crate::shard::{Shard, WAKER};
+use crate::sys;
+
+/// The subprotocol `/ws` selects when a client offers it.
+pub const PUBSUB_SUBPROTOCOL: &str = "crier.v1";
+
+/// Descriptors kept free for listeners, wakers, epoll and whatever the process opens besides
+/// client sockets, so that over-limit clients can still be told 503.
+const RESERVED_FILES: u64 = 64;
+
+/// Listen backlog; the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 65_535;
+
+/// What every shard reads and no shard owns.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub max_connections: usize,
+    pub open_connections: AtomicUsize,
+    pub draining: AtomicBool,
+    pub counters: Box<[SharedCounters]>,
+    pub pubsub_policy: UpgradePolicy,
+    pub echo_policy: UpgradePolicy,
+    pub head_limits: HeadLimits,
+    pub started: Instant,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    links: Arc<[PeerLink]>,
+    shared: Arc<Shared>,
+    file_limit: sys::FileLimit,
+}
+
+impl ServerHandle {
+    /// The address the listeners are bound to (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.shared.max_connections
+    }
+
+    pub fn file_limit(&self) -> sys::FileLimit {
+        self.file_limit
+    }
+
+    /// Connections open right now, across shards.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// The current value of one metric, summed over shards (tests and diagnostics).
+    pub fn metric(&self, metric: Metric) -> u64 {
+        self.shared
+            .counters
+            .iter()
+            .map(|c| c.snapshot().get(metric))
+            .sum()
+    }
+
+    /// The value of one metric on one shard.
+    pub fn shard_metric(&self, shard: usize, metric: Metric) -> u64 {
+        self.shared.counters[shard].snapshot().get(metric)
+    }
+
+    /// What `GET /metrics` would answer.
+    pub fn metrics_text(&self) -> String {
+        let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
+        render_prometheus(&snapshots)
+    }
+
+    /// Stops accepting, sends close 1001 to every WebSocket and lets shards finish within
+    /// `--drain-timeout`. Returns at once; `join` waits.
+    pub fn shutdown(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        for link in self.links.iter() {
+            // A shard that already stopped cannot be told again; nothing is lost.
+            while !link.send_now(MeshMsg::Shutdown) {
+                if self.threads.iter().all(|t| t.is_finished()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// Waits for every shard thread to end.
+    pub fn join(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for thread in self.threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("a shard thread panicked")),
+            }
+        }
+        result
+    }
+}
+
+/// Binds a non-blocking listener with SO_REUSEPORT, so every shard can bind the same address
+/// and the kernel spreads new connections across them.
+fn bind_reuseport(addr: SocketAddr) -> io::Result<StdTcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Starts a server with `config`.
+pub fn start(config: Config) -> io::Result<ServerHandle> {
+    let file_limit = sys::raise_open_file_limit()?;
+    let threads = config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    if threads > u16::MAX as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--threads is too large",
+        ));
+    }
+    let reserve = RESERVED_FILES + 4 * threads as u64;
+    let fd_budget = file_limit.soft.saturating_sub(reserve).max(1) as usize;
+    let max_connections = config.max_connections.unwrap_or(fd_budget);
+
+    let first = bind_reuseport(config.listen)?;
+    let local_addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(bind_reuseport(local_addr)?);
+    }
+
+    let subprotocols = vec![PUBSUB_SUBPROTOCOL.to_string()];
+    let allowed_origins = if config.allowed_origins.is_empty() {
+        None
+    } else {
+        Some(config.allowed_origins.clone())
+    };
+    let shared = Arc::new(Shared {
+        max_connections,
+        open_connections: AtomicUsize::new(0),
+        draining: AtomicBool::new(false),
+        counters: (0..threads).map(|_| SharedCounters::default()).collect(),
+        pubsub_policy: UpgradePolicy {
+            allowed_origins: allowed_origins.clone(),
+            subprotocols,
+        },
+        echo_policy: UpgradePolicy {
+            allowed_origins,
+            subprotocols: Vec::new(),
+        },
+        head_limits: HeadLimits {
+            max_head_bytes: config.max_head_bytes,
+            max_headers: config.max_headers,
+        },
+        started: Instant::now(),
+        config,
+    });
+
+    let mut polls = Vec::with_capacity(threads);
+    let mut links = Vec::with_capacity(threads);
+    let mut inboxes = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (link, inbox) = mesh::inbox(shared.config.inbox_capacity, waker);
+        polls.push(poll);
+        links.push(link);
+        inboxes.push(inbox);
+    }
+    let links: Arc<[PeerLink]> = links.into();
+
+    let cpus = sys::allowed_cpus();
+    let mut handles = Vec::with_capacity(threads);
+    for (id, ((poll, inbox), listener)) in polls.into_iter().zip(inboxes).zip(listeners).enumerate()
+    {
+        let mesh = Mesh::new(id, links.clone(), inbox);
+        let shared = shared.clone();
+        let pin_to = if shared.config.pin_threads && !cpus.is_empty() {
+            Some(cpus[id % cpus.len()])
+        } else {
+            None
+        };
+        let listener = mio::net::TcpListener::from_std(listener);
+        let shard = Shard::new(id, shared, poll, listener, mesh)?;
+        let handle = std::thread::Builder::new()
+            .name(format!("crier-shard-{id}"))
+            .spawn(move || {
+                if let Some(cpu) = pin_to {
+                    sys::pin_current_thread(cpu)?;
+                }
+                shard.run()
+            })?;
+        handles.push(handle);
+    }
+
+    Ok(ServerHandle {
+        local_addr,
+        threads: handles,
+        links,
+        shared,
+        file_limit,
+    })
+}

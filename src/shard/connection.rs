@@ -1,0 +1,136 @@
+//! One client connection as its shard sees it: the socket, where it is in its life (reading an
+//! HTTP request, speaking WebSocket, closing), and its output queue. Kept small: a broker
+//! holds one of these per idle subscriber.
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+
+use crate::proto::http_body::BodyReader;
+use crate::proto::session::Session;
+use crate::topic::Subscriptions;
+
+use super::write_queue::WriteQueue;
+
+/// What a WebSocket connection is for, chosen by its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/echo`: every data message comes back.
+    Echo,
+    /// `/ws`: the pub/sub command channel.
+    PubSub,
+}
+
+/// A request being read: head, then (for `POST /publish/...`) body, then possibly waiting for
+/// the topic's owner to sequence the publish. Boxed: only connections mid-request pay for it.
+#[derive(Debug)]
+pub struct HttpPhase {
+    /// Bytes read and not yet consumed (a partial head, a body, or pipelined requests).
+    pub buf: Vec<u8>,
+    /// When the current request started (coarse milliseconds); the handshake deadline runs
+    /// from here.
+    pub started_ms: u32,
+    /// Accepted over `--max-connections`: every request gets 503, then the connection closes.
+    pub over_limit: bool,
+    /// A publish body being read.
+    pub body: Option<PendingBody>,
+    /// A publish was sent to its topic's owner; the response waits for its sequence number.
+    pub awaiting_publish: bool,
+    /// Keep the connection open after the current response.
+    pub keep_alive: bool,
+}
+
+/// `POST /publish/<topic>` whose body is still arriving.
+#[derive(Debug)]
+pub struct PendingBody {
+    pub topic: Box<str>,
+    pub binary: bool,
+    pub reader: BodyReader,
+}
+
+/// Messages skipped per topic for one slow subscriber.
+pub type DroppedCounts = Vec<(Box<str>, u64)>;
+
+/// An open WebSocket.
+#[derive(Debug)]
+pub struct WebSocketPhase {
+    /// `None` only while the shard is decoding this connection's input.
+    pub session: Option<Session>,
+    pub route: Route,
+    pub subscriptions: Subscriptions,
+    /// Topics whose messages were skipped under `--slow-consumer=drop`, with counts; the
+    /// notice goes out before the topic's next message. Rarely present, so boxed.
+    pub dropped: Option<Box<DroppedCounts>>,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub enum Phase {
+    Http(Box<HttpPhase>),
+    WebSocket(WebSocketPhase),
+    /// A final frame or response is queued; once it is written the write side is shut and
+    /// input is discarded until the peer closes or `deadline_ms` passes.
+    Closing {
+        deadline_ms: u32,
+    },
+}
+
+/// Flags kept in one byte.
+pub mod flags {
+    /// Listed in the shard's dirty list for a flush at the end of this turn.
+    pub const DIRTY: u8 = 1 << 0;
+    /// A ping went out and no traffic came back since.
+    pub const PING_SENT: u8 = 1 << 1;
+    /// The write side is shut down (Closing only).
+    pub const WRITE_SHUT: u8 = 1 << 2;
+    /// Reading stopped because the output queue is over the backlog cap.
+    pub const READ_PAUSED: u8 = 1 << 3;
+    /// Listed for removal at the end of this turn.
+    pub const DOOMED: u8 = 1 << 4;
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    pub stream: TcpStream,
+    pub phase: Phase,
+    pub out: WriteQueue,
+    /// Tells this connection from a later one in the same slab slot.
+    pub generation: u32,
+    /// Last time any bytes arrived (coarse milliseconds, wrapping).
+    pub last_heard_ms: u32,
+    pub flags: u8,
+}
+
+impl Connection {
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    pub fn set(&mut self, flag: u8) {
+        self.flags |= flag;
+    }
+
+    pub fn clear(&mut self, flag: u8) {
+        self.flags &= !flag;
+    }
+
+    /// Queues a frame or response and reports whether the caller must list it as dirty.
+    #[must_use]
+    pub fn queue(&mut self, bytes: Bytes) -> bool {
+        self.out.push(bytes);
+        if self.has(flags::DIRTY) {
+            false
+        } else {
+            self.set(flags::DIRTY);
+            true
+        }
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.phase, Phase::WebSocket(_))
+    }
+}
+
+/// Milliseconds between two coarse timestamps that may have wrapped.
+pub fn elapsed_ms(now_ms: u32, since_ms: u32) -> u32 {
+    now_ms.wrapping_sub(since_ms)
+}

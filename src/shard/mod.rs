@@ -1,0 +1,622 @@
+//! One event loop per core: a mio `Poll`, this shard's SO_REUSEPORT listener, a slab of
+//! connections, this shard's part of the topic index and its mesh endpoint.
+//!
+//! A loop turn: poll (sleeping only when no work is pending) → accept → read and handle every
+//! ready connection (within a per-connection budget) → handle the inbox from other shards →
+//! one vectored write per dirty connection → hand outboxes to other shards → remove closed
+//! connections. A coarse sweep (not a timer per socket) enforces the handshake deadline,
+//! pings idle WebSockets and ends drains.
+
+mod connection;
+mod fanout;
+mod http;
+mod websocket;
+pub mod write_queue;
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::mesh::{ConnRef, Mesh, MeshMsg};
+use crate::metrics::{Metric, ShardCounters};
+use crate::proto::close;
+use crate::proto::prepared;
+use crate::server::Shared;
+use crate::topic::{LocalIndex, OwnedTopics};
+
+use connection::{elapsed_ms, flags, Connection, Phase};
+use write_queue::Flushed;
+
+pub use connection::Route;
+
+/// Token of this shard's listener.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of this shard's mesh waker.
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// One read buffer per shard, reused by every connection: an idle connection holds none.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Reads one connection may do in one turn before others get their turn (edge-triggered
+/// readiness means we must come back to it: it goes on the `again` list).
+const READS_PER_TURN: usize = 8;
+/// Connections accepted per turn before the loop attends to established ones.
+const ACCEPTS_PER_TURN: usize = 512;
+/// Events taken from one `poll` call.
+const EVENTS_PER_POLL: usize = 1024;
+/// Longest sleep when nothing is due: the sweep cadence bounds it anyway.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a connection may linger in Closing when not draining.
+const CLOSE_LINGER_MS: u32 = 2_000;
+
+/// What handling some input decided about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// Stop processing this connection's input (it is closing, gone, or must wait).
+    Stop,
+}
+
+pub struct Shard {
+    id: usize,
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Connection>,
+    next_generation: u32,
+    read_buf: Vec<u8>,
+    local: LocalIndex,
+    owned: OwnedTopics,
+    mesh: Mesh,
+    /// Subscribe acks waiting for a topic's owner to confirm this shard's interest.
+    pending_interest: HashMap<Box<str>, fanout::PendingInterest>,
+    /// Connections with output queued this turn.
+    dirty: Vec<usize>,
+    /// Connections that used their read budget and have more to read.
+    again: Vec<usize>,
+    /// Connections to remove at the end of the turn.
+    doomed: Vec<usize>,
+    /// Scratch list of interested shards during a fan-out.
+    scratch_shards: Vec<u16>,
+    counters: ShardCounters,
+    started: Instant,
+    now_ms: u32,
+    next_sweep_ms: u32,
+    sweep_interval_ms: u32,
+    accept_paused: bool,
+    drain_deadline_ms: Option<u32>,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        poll: Poll,
+        listener: TcpListener,
+        mesh: Mesh,
+    ) -> io::Result<Shard> {
+        let mut listener = listener;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let config = &shared.config;
+        let shortest = config
+            .handshake_timeout
+            .min(config.ping_interval)
+            .min(config.drain_timeout);
+        let sweep_interval = (shortest / 4).clamp(Duration::from_millis(20), MAX_SWEEP_INTERVAL);
+        Ok(Shard {
+            id,
+            poll,
+            listener: Some(listener),
+            conns: Slab::with_capacity(1024),
+            next_generation: 0,
+            read_buf: vec![0; READ_BUFFER_BYTES],
+            local: LocalIndex::default(),
+            owned: OwnedTopics::default(),
+            mesh,
+            pending_interest: HashMap::new(),
+            dirty: Vec::new(),
+            again: Vec::new(),
+            doomed: Vec::new(),
+            scratch_shards: Vec::new(),
+            counters: ShardCounters::default(),
+            started: shared.started,
+            now_ms: 0,
+            next_sweep_ms: 0,
+            sweep_interval_ms: sweep_interval.as_millis() as u32,
+            accept_paused: false,
+            drain_deadline_ms: None,
+            shared,
+        })
+    }
+
+    /// Runs the loop until a drain finishes.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        loop {
+            let timeout = self.poll_timeout();
+            let will_sleep = timeout != Some(Duration::ZERO);
+            if will_sleep && !self.mesh.prepare_to_sleep() {
+                // Mail arrived while we were deciding: don't sleep.
+                self.poll.poll(&mut events, Some(Duration::ZERO))?;
+            } else {
+                match self.poll.poll(&mut events, timeout) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.mesh.awake();
+            let turn_start = Instant::now();
+            self.now_ms = self.clock_ms(turn_start);
+
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(key);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                    }
+                }
+            }
+            self.revisit_budgeted();
+            self.drain_inbox();
+            if elapsed_ms(self.now_ms, self.next_sweep_ms) < u32::MAX / 2 {
+                self.sweep();
+                self.next_sweep_ms = self.now_ms.wrapping_add(self.sweep_interval_ms);
+            }
+            self.flush_dirty();
+            self.flush_mesh();
+            self.remove_doomed();
+
+            if !events.is_empty() {
+                self.counters.incr(Metric::LoopTurns);
+                self.counters
+                    .record_turn(turn_start.elapsed().as_micros() as u64);
+            }
+            self.counters
+                .set(Metric::ConnectionsOpen, self.conns.len() as u64);
+            self.counters
+                .set(Metric::TopicsLocal, self.local.topic_count() as u64);
+            self.counters.set(
+                Metric::Subscriptions,
+                self.local.subscription_count() as u64,
+            );
+            self.counters
+                .set(Metric::TopicsOwned, self.owned.topic_count() as u64);
+            self.shared.counters[self.id].publish(&self.counters);
+
+            if let Some(deadline) = self.drain_deadline_ms {
+                let past_deadline = elapsed_ms(self.now_ms, deadline) < u32::MAX / 2;
+                if self.conns.is_empty() || past_deadline {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn clock_ms(&self, now: Instant) -> u32 {
+        now.duration_since(self.started).as_millis() as u32
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.again.is_empty() || self.mesh.has_pending() || self.accept_paused {
+            return Some(if self.mesh.has_pending() || !self.again.is_empty() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(self.sweep_interval_ms as u64)
+            });
+        }
+        let until_sweep = self.next_sweep_ms.wrapping_sub(self.now_ms);
+        let until_sweep = if until_sweep > u32::MAX / 2 {
+            0
+        } else {
+            until_sweep
+        };
+        Some(Duration::from_millis(until_sweep as u64))
+    }
+
+    fn connection_ref(&self, key: usize) -> ConnRef {
+        ConnRef {
+            shard: self.id as u16,
+            key: key as u32,
+            generation: self.conns[key].generation,
+        }
+    }
+
+    /// The connection `conn` refers to, if it is still the same one.
+    fn resolve(&self, conn: ConnRef) -> Option<usize> {
+        let key = conn.key as usize;
+        match self.conns.get(key) {
+            Some(c) if c.generation == conn.generation && !c.has(flags::DOOMED) => Some(key),
+            _ => None,
+        }
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        for _ in 0..ACCEPTS_PER_TURN {
+            match listener.accept() {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.counters.incr(Metric::ConnectionsAccepted);
+                    let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
+                    let over_limit = open > self.shared.max_connections;
+                    self.next_generation = self.next_generation.wrapping_add(1);
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    let mut conn = Connection {
+                        stream,
+                        phase: Phase::Http(Box::new(connection::HttpPhase {
+                            buf: Vec::new(),
+                            started_ms: self.now_ms,
+                            over_limit,
+                            body: None,
+                            awaiting_publish: false,
+                            keep_alive: false,
+                        })),
+                        out: Default::default(),
+                        generation: self.next_generation,
+                        last_heard_ms: self.now_ms,
+                        flags: 0,
+                    };
+                    if let Err(_e) = self.poll.registry().register(
+                        &mut conn.stream,
+                        Token(key),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    entry.insert(conn);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_paused = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) or a transient network error: the
+                    // listener stays readable but we cannot take the connection now. Try
+                    // again at the next sweep rather than spinning.
+                    let _ = e;
+                    self.counters.incr(Metric::AcceptErrors);
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+        // Budget used up: more may be waiting, and edge-triggered readiness will not say so.
+        self.accept_paused = true;
+    }
+
+    /// Reads what a connection has (within the read budget) and handles it.
+    fn on_readable(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.has(flags::DOOMED) {
+            return;
+        }
+        if conn.has(flags::READ_PAUSED) {
+            return;
+        }
+        // Requests left buffered while a publish was in flight go first.
+        if let Phase::Http(http) = &conn.phase {
+            if !http.buf.is_empty()
+                && !http.awaiting_publish
+                && self.process_http(key) == Flow::Stop
+            {
+                return;
+            }
+        }
+        for _ in 0..READS_PER_TURN {
+            let conn = &mut self.conns[key];
+            let n = match conn.stream.read(&mut self.read_buf) {
+                Ok(0) => {
+                    self.doom(key);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.doom(key);
+                    return;
+                }
+            };
+            conn.last_heard_ms = self.now_ms;
+            conn.clear(flags::PING_SENT);
+            self.counters.add(Metric::BytesIn, n as u64);
+            let flow = match conn.phase {
+                Phase::Http(_) => self.on_http_bytes(key, n),
+                Phase::WebSocket(_) => {
+                    let mut buf = std::mem::take(&mut self.read_buf);
+                    let flow = self.on_websocket_bytes(key, &mut buf[..n]);
+                    self.read_buf = buf;
+                    flow
+                }
+                Phase::Closing { .. } => Flow::Continue, // discard
+            };
+            if flow == Flow::Stop {
+                return;
+            }
+            if self.pause_reading_if_backlogged(key) {
+                return;
+            }
+        }
+        self.again.push(key);
+    }
+
+    /// Stops reading from a connection whose own output is over the backlog cap (a client that
+    /// sends but does not read), so it cannot grow the broker's memory.
+    fn pause_reading_if_backlogged(&mut self, key: usize) -> bool {
+        let conn = &mut self.conns[key];
+        if conn.out.queued_bytes() > self.shared.config.max_backlog_bytes {
+            conn.set(flags::READ_PAUSED);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn revisit_budgeted(&mut self) {
+        if self.accept_paused && self.listener.is_some() && self.again.is_empty() {
+            // Retried here only when the budget (not an error) paused accepting.
+        }
+        let again = std::mem::take(&mut self.again);
+        for key in again {
+            self.on_readable(key);
+        }
+    }
+
+    /// Lists a connection for a flush at the end of this turn.
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.has(flags::DIRTY) {
+                conn.set(flags::DIRTY);
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Queues bytes on a connection and lists it for the end-of-turn flush.
+    fn queue(&mut self, key: usize, bytes: Bytes) {
+        let conn = &mut self.conns[key];
+        if conn.queue(bytes) {
+            self.dirty.push(key);
+        }
+    }
+
+    /// One vectored write per dirty connection.
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.clear(flags::DIRTY);
+            if conn.has(flags::DOOMED) {
+                continue;
+            }
+            if !conn.out.is_empty() {
+                match conn.out.flush(&mut conn.stream) {
+                    Ok((state, written)) => {
+                        self.counters.add(Metric::BytesOut, written as u64);
+                        self.counters.incr(Metric::Writes);
+                        if state == Flushed::Blocked {
+                            continue;
+                        }
+                    }
+                    Err(_) => {
+                        self.doom(key);
+                        continue;
+                    }
+                }
+            }
+            let conn = &mut self.conns[key];
+            if matches!(conn.phase, Phase::Closing { .. }) && !conn.has(flags::WRITE_SHUT) {
+                conn.set(flags::WRITE_SHUT);
+                if conn.stream.shutdown(Shutdown::Write).is_err() {
+                    self.doom(key);
+                }
+            } else if conn.has(flags::READ_PAUSED)
+                && conn.out.queued_bytes() <= self.shared.config.max_backlog_bytes / 2
+            {
+                conn.clear(flags::READ_PAUSED);
+                self.again.push(key);
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    fn flush_mesh(&mut self) {
+        if !self.mesh.has_pending() {
+            return;
+        }
+        let outcome = self.mesh.flush();
+        self.counters
+            .add(Metric::MeshBatchesSent, outcome.batches_sent);
+        self.counters
+            .add(Metric::MeshMessagesSent, outcome.messages_sent);
+        self.counters.add(Metric::MeshInboxFull, outcome.inbox_full);
+        for refused in outcome.refused {
+            self.counters.incr(Metric::MeshDropped);
+            self.on_refused_by_peer(refused);
+        }
+        // Acks for refused publishes were queued just now.
+        if !self.dirty.is_empty() {
+            self.flush_dirty();
+        }
+    }
+
+    /// Starts closing a connection: `last_words` (a close frame or an HTTP response) goes out,
+    /// then the write side is shut and input is discarded until the peer closes.
+    fn close_with(&mut self, key: usize, last_words: Option<Bytes>) {
+        let deadline = self
+            .drain_deadline_ms
+            .unwrap_or(self.now_ms.wrapping_add(CLOSE_LINGER_MS));
+        self.leave_websocket(key);
+        let conn = &mut self.conns[key];
+        conn.phase = Phase::Closing {
+            deadline_ms: deadline,
+        };
+        conn.clear(flags::READ_PAUSED);
+        if let Some(bytes) = last_words {
+            self.queue(key, bytes);
+        } else {
+            self.mark_dirty(key);
+        }
+    }
+
+    /// Lists a connection for removal at the end of the turn.
+    fn doom(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.has(flags::DOOMED) {
+                conn.set(flags::DOOMED);
+                self.doomed.push(key);
+            }
+        }
+    }
+
+    fn remove_doomed(&mut self) {
+        let doomed = std::mem::take(&mut self.doomed);
+        for key in doomed {
+            self.leave_websocket(key);
+            // Dropping the stream closes the socket, which also removes it from epoll.
+            self.conns.remove(key);
+            self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whatever a WebSocket held (subscriptions, the open count) is released, once.
+    fn leave_websocket(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if let Phase::WebSocket(ws) = &mut conn.phase {
+            let topics: Vec<Box<str>> = ws.subscriptions.drain().collect();
+            conn.phase = Phase::Closing {
+                deadline_ms: self.now_ms,
+            };
+            self.counters.sub(Metric::WebSocketsOpen, 1);
+            for topic in topics {
+                self.unsubscribe_local(&topic, key);
+            }
+        }
+    }
+
+    /// The coarse timer: handshake deadlines, pings, idle and close deadlines, drains.
+    fn sweep(&mut self) {
+        let config = &self.shared.config;
+        let handshake_ms = config.handshake_timeout.as_millis() as u32;
+        let ping_ms = config.ping_interval.as_millis().max(1) as u32;
+        let now = self.now_ms;
+        let mut expired_http = Vec::new();
+        let mut to_ping = Vec::new();
+        let mut idle = Vec::new();
+        let mut done_closing = Vec::new();
+        for (key, conn) in self.conns.iter() {
+            match &conn.phase {
+                Phase::Http(http) => {
+                    if elapsed_ms(now, http.started_ms) >= handshake_ms && !http.awaiting_publish {
+                        expired_http.push(key);
+                    }
+                }
+                Phase::WebSocket(_) => {
+                    let silent = elapsed_ms(now, conn.last_heard_ms);
+                    if conn.has(flags::PING_SENT) {
+                        if silent >= 2 * ping_ms {
+                            idle.push(key);
+                        }
+                    } else if silent >= ping_ms {
+                        to_ping.push(key);
+                    }
+                }
+                Phase::Closing { deadline_ms } => {
+                    if elapsed_ms(now, *deadline_ms) < u32::MAX / 2 {
+                        done_closing.push(key);
+                    }
+                }
+            }
+        }
+        for key in expired_http {
+            self.counters.incr(Metric::HandshakeTimeout);
+            self.doom(key);
+        }
+        for key in to_ping {
+            self.conns[key].set(flags::PING_SENT);
+            self.queue(key, prepared::ping_frame(b""));
+        }
+        for key in idle {
+            self.counters.incr(Metric::IdleTimeouts);
+            self.close_websocket(key, close::GOING_AWAY, "idle timeout");
+        }
+        for key in done_closing {
+            self.doom(key);
+        }
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    /// Stops accepting and says goodbye (close 1001) to every WebSocket; the loop ends once
+    /// every connection is gone or `--drain-timeout` has passed.
+    fn begin_drain(&mut self) {
+        if self.drain_deadline_ms.is_some() {
+            return;
+        }
+        let drain_ms = self.shared.config.drain_timeout.as_millis() as u32;
+        self.drain_deadline_ms = Some(self.now_ms.wrapping_add(drain_ms));
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_paused = false;
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            match &self.conns[key].phase {
+                Phase::WebSocket(_) => {
+                    self.close_websocket(key, close::GOING_AWAY, "server shutting down")
+                }
+                Phase::Http(http) if http.buf.is_empty() && !http.awaiting_publish => {
+                    self.doom(key)
+                }
+                Phase::Http(_) => {}
+                Phase::Closing { .. } => {
+                    let deadline = self.drain_deadline_ms;
+                    if let Phase::Closing { deadline_ms } = &mut self.conns[key].phase {
+                        *deadline_ms = deadline.unwrap_or(*deadline_ms);
+                    }
+                }
+            }
+        }
+    }
+
+    fn drain_inbox(&mut self) {
+        while let Some(batch) = self.mesh.try_recv() {
+            for msg in batch {
+                if let MeshMsg::Shutdown = msg {
+                    self.begin_drain();
+                } else {
+                    self.on_mesh_message(msg);
+                }
+            }
+        }
+    }
+}

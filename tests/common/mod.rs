@@ -1,0 +1,152 @@
+//! Shared helpers for the loopback integration tests: start a server on port 0, connect an
+//! independent WebSocket client (tungstenite), speak raw HTTP, and never hang (every socket has
+//! a read timeout, so a missing answer fails the test instead of stalling it).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crier::config::Config;
+use crier::server::{self, ServerHandle};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocket;
+use tungstenite::Message;
+
+/// How long any single expected answer may take before the test fails.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Client = WebSocket<TcpStream>;
+
+/// A configuration for tests: loopback, an ephemeral port, and the given tweaks.
+pub fn config(args: &[&str]) -> Config {
+    use clap::Parser;
+    let mut all = vec!["crier", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    Config::parse_from(all)
+}
+
+pub fn start(args: &[&str]) -> ServerHandle {
+    server::start(config(args)).expect("server starts")
+}
+
+/// Stops a server and waits for it, failing the test if that takes longer than `within`.
+pub fn stop(handle: ServerHandle, within: Duration) {
+    handle.shutdown();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = handle.join();
+        let _ = done_tx.send(result);
+    });
+    match done_rx.recv_timeout(within) {
+        Ok(result) => result.expect("shards exit cleanly"),
+        Err(_) => panic!("server did not stop within {within:?}"),
+    }
+}
+
+pub fn tcp(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Opens a WebSocket to `path` (with query) on `addr`.
+pub fn connect(addr: SocketAddr, path: &str) -> Client {
+    try_connect(addr, path).expect("WebSocket handshake succeeds")
+}
+
+pub fn try_connect(addr: SocketAddr, path: &str) -> Result<Client, tungstenite::Error> {
+    let url = format!("ws://{addr}{path}");
+    let request = url.into_client_request().unwrap();
+    let (client, _response) = tungstenite::client(request, tcp(addr)).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(e) => e,
+        tungstenite::HandshakeError::Interrupted(_) => unreachable!("blocking socket"),
+    })?;
+    Ok(client)
+}
+
+/// Reads the next data message, answering pings on the way; panics on anything else.
+pub fn next_data(client: &mut Client) -> Message {
+    loop {
+        match client.read().expect("a message arrives") {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Reads the next text message as JSON.
+pub fn next_json(client: &mut Client) -> serde_json::Value {
+    match next_data(client) {
+        Message::Text(text) => serde_json::from_str(&text).expect("valid JSON"),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+pub fn send_json(client: &mut Client, value: serde_json::Value) {
+    client.send(Message::text(value.to_string())).expect("send");
+}
+
+/// Sends raw bytes and reads until the peer closes or `ANSWER_TIMEOUT` passes.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = tcp(addr);
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one HTTP response (head + Content-Length body) from a keep-alive connection.
+pub fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("response head");
+        assert!(
+            n > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status: u16 = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// Waits until `condition` holds, failing after `within`.
+pub fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A POST /publish/<topic> on a fresh connection; returns (status, body).
+pub fn http_publish(
+    addr: SocketAddr,
+    topic: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = tcp(addr);
+    let head = format!(
+        "POST /publish/{topic} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    read_response(&mut stream)
+}
