@@ -210,3 +210,101 @@ proptest! {
         prop_assert_eq!(ours, std::str::from_utf8(&bytes).is_ok());
     }
 }
+
+/// Differential checks against tungstenite, an independent implementation, so a bug shared
+/// by our encoder and decoder cannot cancel out.
+mod against_tungstenite {
+    use super::*;
+    use crate::proto::prepared::prepared_frame;
+    use std::io::Cursor;
+    use tungstenite::protocol::frame::coding::{Control, Data, OpCode as TOpCode};
+    use tungstenite::protocol::frame::{Frame, FrameHeader};
+
+    fn theirs(opcode: OpCode) -> TOpCode {
+        match opcode {
+            OpCode::Continuation => TOpCode::Data(Data::Continue),
+            OpCode::Text => TOpCode::Data(Data::Text),
+            OpCode::Binary => TOpCode::Data(Data::Binary),
+            OpCode::Close => TOpCode::Control(Control::Close),
+            OpCode::Ping => TOpCode::Control(Control::Ping),
+            OpCode::Pong => TOpCode::Control(Control::Pong),
+        }
+    }
+
+    fn opcode() -> impl Strategy<Value = OpCode> {
+        prop_oneof![
+            Just(OpCode::Continuation),
+            Just(OpCode::Text),
+            Just(OpCode::Binary),
+            Just(OpCode::Close),
+            Just(OpCode::Ping),
+            Just(OpCode::Pong),
+        ]
+    }
+
+    proptest! {
+        // Fewer cases: some payloads are 64 KiB, slow to generate in debug builds.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn client_frames_are_byte_identical(
+            fin in any::<bool>(),
+            opcode in opcode(),
+            payload in prop_oneof![vec(any::<u8>(), 0..200), vec(any::<u8>(), 65530..65540)],
+            key in any::<[u8; 4]>(),
+        ) {
+            let mut ours = Vec::new();
+            encode_client_frame(fin, opcode, &payload, key, &mut ours);
+            let header = FrameHeader {
+                is_final: fin,
+                opcode: theirs(opcode),
+                mask: Some(key),
+                ..FrameHeader::default()
+            };
+            let mut expected = Vec::new();
+            Frame::from_payload(header, payload.into()).format(&mut expected).unwrap();
+            prop_assert_eq!(ours, expected);
+        }
+
+        #[test]
+        fn tungstenite_messages_decode(
+            text in ".{0,100}",
+            cut in any::<usize>(),
+            key in any::<[u8; 4]>(),
+            points in vec(any::<usize>(), 0..6),
+        ) {
+            let bytes = text.as_bytes();
+            let cut = cut % (bytes.len() + 1);
+            let mut wire = Vec::new();
+            for (fin, opcode, part) in [
+                (false, TOpCode::Data(Data::Text), &bytes[..cut]),
+                (true, TOpCode::Control(Control::Ping), &b"p"[..]),
+                (true, TOpCode::Data(Data::Continue), &bytes[cut..]),
+            ] {
+                let header = FrameHeader { is_final: fin, opcode, mask: Some(key), ..FrameHeader::default() };
+                Frame::from_payload(header, part.to_vec().into()).format(&mut wire).unwrap();
+            }
+            let mut session = Session::new(Role::Server, SessionLimits { max_message_bytes: MAX_MESSAGE });
+            let events = decode_reads(&mut session, &split(&wire, &points), |_| {});
+            prop_assert_eq!(
+                events,
+                Ok(vec![OwnedEvent::Ping(b"p".to_vec()), OwnedEvent::Text(bytes.to_vec())])
+            );
+        }
+
+        #[test]
+        fn prepared_frames_parse_in_tungstenite(
+            opcode in opcode(),
+            payload in prop_oneof![vec(any::<u8>(), 0..300), vec(any::<u8>(), 65535..65537)],
+        ) {
+            let frame = prepared_frame(opcode, &payload);
+            let mut cursor = Cursor::new(&frame[..]);
+            let (header, len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            prop_assert!(header.is_final);
+            prop_assert_eq!(header.opcode, theirs(opcode));
+            prop_assert_eq!(header.mask, None);
+            prop_assert_eq!(len as usize, payload.len());
+            prop_assert_eq!(&frame[cursor.position() as usize..], &payload[..]);
+        }
+    }
+}
