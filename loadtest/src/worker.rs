@@ -519,13 +519,12 @@ impl Worker {
                 Ok(()) => self.start_handshake(i),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {} // still connecting
                 Err(e) => {
-                    let addr = conn.stream.local_addr().ok().map(|a| a.ip());
                     let target = if conn.http {
                         self.cfg.http.as_ref().expect("http").addr
                     } else {
                         self.cfg.ws.addr
                     };
-                    self.close(i, connect_error(target, addr, &e));
+                    self.close(i, connect_error(target, None, &e));
                 }
             }
             return;
