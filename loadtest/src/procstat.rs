@@ -1,0 +1,65 @@
+//! Samples another process (the broker) from /proc: CPU time from /proc/PID/stat and resident
+//! memory from /proc/PID/status. Linux only; read-only.
+
+use std::time::Duration;
+
+/// One sample of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSample {
+    pub cpu: Duration,
+    pub rss_bytes: u64,
+}
+
+/// utime + stime from the text of /proc/PID/stat. The command name (field 2) may contain
+/// spaces and parentheses, so fields are counted after the last `)`.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    // After the name: state is field 3, so utime (14) and stime (15) are the 12th and 13th.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// VmRSS in bytes from the text of /proc/PID/status.
+pub fn parse_status_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Samples process `pid`, or explains why it cannot.
+pub fn sample(pid: u32, ticks_per_second: u64) -> Result<ProcSample, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("cannot read /proc/{pid}/stat ({e}): is --server-pid right?"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read /proc/{pid}/status ({e})"))?;
+    let ticks = parse_stat_cpu_ticks(&stat).ok_or("unexpected /proc/PID/stat format")?;
+    let rss_bytes = parse_status_rss(&status).ok_or("no VmRSS in /proc/PID/status")?;
+    let cpu = Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64);
+    Ok(ProcSample { cpu, rss_bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_awkward_command_name() {
+        let stat = "1234 (cr ier) (x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 99 1000 200";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(300));
+    }
+
+    #[test]
+    fn status_rss() {
+        let status = "Name:\tcrier\nVmPeak:\t  9000 kB\nVmRSS:\t    5120 kB\nThreads:\t3\n";
+        assert_eq!(parse_status_rss(status), Some(5120 * 1024));
+        assert_eq!(parse_status_rss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let s = sample(std::process::id(), crate::sys::clock_ticks_per_second()).unwrap();
+        assert!(s.rss_bytes > 0);
+    }
+}

@@ -1,0 +1,91 @@
+//! The thin seam between crier-load and crier's sans-IO protocol code: the client handshake,
+//! masked client frames, and a frame reader that hands out one event at a time. If crier's
+//! `proto` API changes, only this file changes.
+
+use crier::proto::frame::OpCode;
+use crier::proto::handshake;
+use crier::proto::prepared::encode_client_frame;
+use crier::proto::session::{Decoded, Event, Role, Session, SessionLimits};
+
+/// Largest delivery we accept (the broker's messages are our own payloads plus an envelope).
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// What the broker sent, one frame or message at a time.
+#[derive(Debug)]
+pub enum WsEvent<'a> {
+    Text(&'a [u8]),
+    Binary(&'a [u8]),
+    Ping(&'a [u8]),
+    Close { code: Option<u16>, reason: String },
+}
+
+/// The upgrade request for `path_and_query` and the `Sec-WebSocket-Accept` value to expect.
+pub fn upgrade_request(host: &str, path_and_query: &str, key: [u8; 16]) -> (Vec<u8>, String) {
+    use base64::Engine;
+    let key_base64 = base64::engine::general_purpose::STANDARD.encode(key);
+    let request = handshake::client_request(host, path_and_query, &key_base64, None);
+    (request, handshake::accept_key(key_base64.as_bytes()))
+}
+
+/// Checks the response head in `buf`: the head length once complete, `None` while partial.
+pub fn check_response(buf: &[u8], expected_accept: &str) -> Result<Option<usize>, String> {
+    handshake::check_server_response(buf, expected_accept).map_err(|e| e.to_string())
+}
+
+/// Appends one masked client frame (RFC 6455 §5.3: every client frame is masked).
+pub fn client_frame(opcode: OpCode, payload: &[u8], mask_key: [u8; 4], out: &mut Vec<u8>) {
+    encode_client_frame(true, opcode, payload, mask_key, out);
+}
+
+/// Decodes server frames for one connection.
+pub struct Reader {
+    session: Session,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
+}
+
+impl Reader {
+    pub fn new() -> Reader {
+        Reader {
+            session: Session::new(
+                Role::Client,
+                SessionLimits {
+                    max_message_bytes: MAX_MESSAGE_BYTES,
+                },
+            ),
+        }
+    }
+
+    /// Feeds `buf` (just read from the socket) and calls `on_event` for every complete
+    /// message; partial frames stay inside the session until the next call.
+    pub fn feed(
+        &mut self,
+        buf: &mut [u8],
+        mut on_event: impl FnMut(WsEvent<'_>),
+    ) -> Result<(), String> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let Decoded { consumed, event } = self
+                .session
+                .decode(&mut buf[pos..])
+                .map_err(|e| format!("protocol error: {e:?}"))?;
+            pos += consumed;
+            match event {
+                None => break,
+                Some(Event::Text(p)) => on_event(WsEvent::Text(p)),
+                Some(Event::Binary(p)) => on_event(WsEvent::Binary(p)),
+                Some(Event::Ping(p)) => on_event(WsEvent::Ping(p)),
+                Some(Event::Pong(_)) => {}
+                Some(Event::Close { code, reason }) => on_event(WsEvent::Close {
+                    code,
+                    reason: String::from_utf8_lossy(reason).into_owned(),
+                }),
+            }
+        }
+        Ok(())
+    }
+}
