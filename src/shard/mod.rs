@@ -532,7 +532,8 @@ impl Shard {
         let mut to_ping = Vec::new();
         let mut idle = Vec::new();
         let mut done_closing = Vec::new();
-        for (key, conn) in self.conns.iter() {
+        for (key, conn) in self.conns.iter_mut() {
+            conn.out.trim();
             match &conn.phase {
                 Phase::Http(http) => {
                     if elapsed_ms(now, http.started_ms) >= handshake_ms && !http.awaiting_publish {

@@ -12,6 +12,13 @@ use bytes::Bytes;
 /// negligible (one small loopback send costs about as much as a 32-frame one).
 pub const MAX_FRAMES_PER_WRITE: usize = 64;
 
+/// Ring slots an idle queue may keep (32 bytes each): enough for the frames a subscriber of a
+/// busy topic receives per loop turn, so steady fan-out never reallocates.
+const KEPT_RING_SLOTS: usize = 64;
+
+/// A ring this large after a flush is shrunk at once.
+const HUGE_RING_SLOTS: usize = 4096;
+
 /// What a flush achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -107,11 +114,19 @@ impl WriteQueue {
         }
     }
 
-    /// A burst can grow the ring; an idle connection should not keep that memory.
+    /// On the flush path only a pathological burst is given back: shrinking after every
+    /// flush made the ring regrow on the next fan-out, an allocation per subscriber per turn.
     fn shrink_if_idle(&mut self) {
-        const KEEP_SLOTS: usize = 8;
-        if self.frames.capacity() > 4 * KEEP_SLOTS && self.frames.len() <= KEEP_SLOTS {
-            self.frames.shrink_to(KEEP_SLOTS);
+        if self.frames.capacity() > HUGE_RING_SLOTS && self.frames.len() <= KEPT_RING_SLOTS {
+            self.frames.shrink_to(KEPT_RING_SLOTS);
+        }
+    }
+
+    /// Called from the once-a-second sweep: an empty queue keeps at most a small ring, so a
+    /// connection that once saw a burst does not hold its memory while idle.
+    pub fn trim(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > KEPT_RING_SLOTS {
+            self.frames.shrink_to(KEPT_RING_SLOTS);
         }
     }
 }
