@@ -139,12 +139,12 @@ impl Shard {
                         ws.dropped = None;
                     }
                     if conn.queue(envelope::dropped_frame(topic, count)) {
-                        self.dirty.push(key);
+                        self.dirty.push_back(key);
                     }
                 }
             }
             if conn.queue(frame.clone()) {
-                self.dirty.push(key);
+                self.dirty.push_back(key);
             }
             delivered += 1;
         }

@@ -13,7 +13,7 @@ mod http;
 mod websocket;
 pub mod write_queue;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
@@ -49,6 +49,10 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 const READS_PER_TURN: usize = 8;
 /// Connections accepted per turn before the loop attends to established ones.
 const ACCEPTS_PER_TURN: usize = 512;
+/// Connections flushed per turn. A fan-out to many subscribers is written in chunks with a
+/// non-blocking poll in between, so a publish that arrives mid-sweep is queued on the
+/// connections not yet written and leaves with them, instead of waiting a whole sweep.
+const FLUSHES_PER_TURN: usize = 256;
 /// Events taken from one `poll` call.
 const EVENTS_PER_POLL: usize = 1024;
 /// Longest sleep when nothing is due: the sweep cadence bounds it anyway.
@@ -77,8 +81,8 @@ pub struct Shard {
     mesh: Mesh,
     /// Subscribe acks waiting for a topic's owner to confirm this shard's interest.
     pending_interest: HashMap<Box<str>, fanout::PendingInterest>,
-    /// Connections with output queued this turn.
-    dirty: Vec<usize>,
+    /// Connections with output waiting for their write, in the order they got it.
+    dirty: VecDeque<usize>,
     /// Connections that used their read budget and have more to read.
     again: Vec<usize>,
     /// Connections to remove at the end of the turn.
@@ -122,7 +126,7 @@ impl Shard {
             owned: OwnedTopics::default(),
             mesh,
             pending_interest: HashMap::new(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
             again: Vec::new(),
             doomed: Vec::new(),
             scratch_shards: Vec::new(),
@@ -166,7 +170,7 @@ impl Shard {
                             self.on_readable(key);
                         }
                         if event.is_writable() {
-                            self.mark_dirty(key);
+                            self.on_writable(key);
                         }
                     }
                 }
@@ -212,12 +216,18 @@ impl Shard {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() || self.mesh.has_pending() || self.accept_paused {
-            return Some(if self.mesh.has_pending() || !self.again.is_empty() {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(self.sweep_interval_ms as u64)
-            });
+        if !self.again.is_empty()
+            || self.mesh.has_pending()
+            || self.accept_paused
+            || !self.dirty.is_empty()
+        {
+            return Some(
+                if self.mesh.has_pending() || !self.again.is_empty() || !self.dirty.is_empty() {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(self.sweep_interval_ms as u64)
+                },
+            );
         }
         let until_sweep = self.next_sweep_ms.wrapping_sub(self.now_ms);
         let until_sweep = if until_sweep > u32::MAX / 2 {
@@ -384,28 +394,42 @@ impl Shard {
         }
     }
 
-    /// Lists a connection for a flush at the end of this turn.
+    /// Lists a connection for a flush.
     fn mark_dirty(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             if !conn.has(flags::DIRTY) {
                 conn.set(flags::DIRTY);
-                self.dirty.push(key);
+                self.dirty.push_back(key);
             }
         }
     }
 
-    /// Queues bytes on a connection and lists it for the end-of-turn flush.
-    fn queue(&mut self, key: usize, bytes: Bytes) {
-        let conn = &mut self.conns[key];
-        if conn.queue(bytes) {
-            self.dirty.push(key);
+    /// The socket has room again: worth a write only if something waits.
+    fn on_writable(&mut self, key: usize) {
+        let waiting = self.conns.get(key).is_some_and(|conn| {
+            !conn.out.is_empty() || matches!(conn.phase, Phase::Closing { .. })
+        });
+        if waiting {
+            self.mark_dirty(key);
         }
     }
 
-    /// One vectored write per dirty connection.
+    /// Queues bytes on a connection and lists it for a flush.
+    fn queue(&mut self, key: usize, bytes: Bytes) {
+        let conn = &mut self.conns[key];
+        if conn.queue(bytes) {
+            self.dirty.push_back(key);
+        }
+    }
+
+    /// One vectored write for each of the next `FLUSHES_PER_TURN` dirty connections, oldest
+    /// first; the rest go in the next turns, which do not sleep while any are left.
     fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for &key in &dirty {
+        let chunk = self.dirty.len().min(FLUSHES_PER_TURN);
+        for _ in 0..chunk {
+            let Some(key) = self.dirty.pop_front() else {
+                break;
+            };
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -441,11 +465,6 @@ impl Shard {
                 self.again.push(key);
             }
         }
-        let mut dirty = dirty;
-        dirty.clear();
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
     }
 
     fn flush_mesh(&mut self) {
@@ -461,10 +480,6 @@ impl Shard {
         for refused in outcome.refused {
             self.counters.incr(Metric::MeshDropped);
             self.on_refused_by_peer(refused);
-        }
-        // Acks for refused publishes were queued just now.
-        if !self.dirty.is_empty() {
-            self.flush_dirty();
         }
     }
 
