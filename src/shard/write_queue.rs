@@ -12,6 +12,9 @@ use bytes::Bytes;
 /// negligible (one small loopback send costs about as much as a 32-frame one).
 pub const MAX_FRAMES_PER_WRITE: usize = 64;
 
+/// Frames up to which a smaller iovec array is used.
+const SMALL_BATCH_FRAMES: usize = 16;
+
 /// Ring slots an idle queue may keep (32 bytes each): enough for the frames a subscriber of a
 /// busy topic receives per loop turn, so steady fan-out never reallocates.
 const KEPT_RING_SLOTS: usize = 64;
@@ -73,30 +76,41 @@ impl WriteQueue {
     pub fn flush(&mut self, sink: &mut impl Write) -> io::Result<(Flushed, usize)> {
         let mut written_total = 0;
         while !self.frames.is_empty() {
-            let written = {
-                let mut slices = [IoSlice::new(&[]); MAX_FRAMES_PER_WRITE];
-                let mut count = 0;
-                for (index, frame) in self.frames.iter().take(MAX_FRAMES_PER_WRITE).enumerate() {
-                    let start = if index == 0 { self.head_written } else { 0 };
-                    slices[count] = IoSlice::new(&frame[start..]);
-                    count += 1;
+            // One frame (nothing coalesced) is a plain write: the kernel cost is the same and
+            // no iovec array is set up. Small batches use a small array.
+            let result = match self.frames.len() {
+                1 => sink.write(&self.frames[0][self.head_written..]),
+                2..=SMALL_BATCH_FRAMES => self.write_batch::<SMALL_BATCH_FRAMES>(sink),
+                _ => self.write_batch::<MAX_FRAMES_PER_WRITE>(sink),
+            };
+            let written = match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.shrink_if_idle();
+                    return Ok((Flushed::Blocked, written_total));
                 }
-                match sink.write_vectored(&slices[..count]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.shrink_if_idle();
-                        return Ok((Flushed::Blocked, written_total));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
             written_total += written;
             self.advance(written);
         }
         self.shrink_if_idle();
         Ok((Flushed::All, written_total))
+    }
+
+    /// One vectored write of the first (at most) `N` frames. `N` is a constant so the iovec
+    /// array lives on the stack; a small batch does not pay to set up 64 entries.
+    fn write_batch<const N: usize>(&self, sink: &mut impl Write) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); N];
+        let mut count = 0;
+        for (index, frame) in self.frames.iter().take(N).enumerate() {
+            let start = if index == 0 { self.head_written } else { 0 };
+            slices[count] = IoSlice::new(&frame[start..]);
+            count += 1;
+        }
+        sink.write_vectored(&slices[..count])
     }
 
     fn advance(&mut self, mut written: usize) {
