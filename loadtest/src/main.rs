@@ -88,6 +88,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let machine_cores = online_cpus().unwrap_or(cores);
     let total = u64::from(args.subscribers) + u64::from(args.publishers);
 
     // File descriptors: one per connection plus headroom, or a clear refusal.
@@ -294,6 +295,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         plan: &plan,
         threads,
         cores,
+        machine_cores,
         total_connections: total,
         connections_up: shared.connections_up.load(Relaxed),
         connections_failed: shared.connections_failed.load(Relaxed),
@@ -422,4 +424,21 @@ mod progress {
             }
         }
     }
+}
+
+/// CPUs online on this machine (not only those this process may use, which `taskset` limits),
+/// from `/sys/devices/system/cpu/online` ("0-1", "0,2-3").
+fn online_cpus() -> Option<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    let mut count = 0;
+    for range in text.trim().split(',') {
+        count += match range.split_once('-') {
+            Some((low, high)) => high.parse::<usize>().ok()? - low.parse::<usize>().ok()? + 1,
+            None => {
+                range.parse::<usize>().ok()?;
+                1
+            }
+        };
+    }
+    Some(count)
 }

@@ -31,6 +31,8 @@ pub struct Inputs<'a> {
     pub plan: &'a Plan,
     pub threads: usize,
     pub cores: usize,
+    /// CPUs online on the machine: the broker may run on ones the client may not.
+    pub machine_cores: usize,
     pub total_connections: u64,
     pub connections_up: u64,
     pub connections_failed: u64,
@@ -132,7 +134,7 @@ impl Report {
                 "rss_end_bytes": s.end.rss_bytes,
                 "rss_per_connection_bytes": s.connected.rss_bytes as f64 / conns,
                 "rss_delta_per_connection_bytes": s.connected.rss_bytes.saturating_sub(s.before.rss_bytes) as f64 / conns,
-                "machine_cpu_busy_fraction": (cpu + client_cpu_secs) / secs / inputs.cores as f64,
+                "machine_cpu_busy_fraction": (cpu + client_cpu_secs) / secs / inputs.machine_cores as f64,
             })
         });
         let json = serde_json::json!({
@@ -286,7 +288,7 @@ impl Report {
                 f("rss_before_connect_bytes") / 1048576.0,
             );
             if f("machine_cpu_busy_fraction") > CLIENT_SATURATED_FRACTION {
-                let _ = writeln!(t, "  WARNING: broker + client used {:.0}% of this machine's {} cores: they compete, results are machine-bound", f("machine_cpu_busy_fraction") * 100.0, inputs.cores);
+                let _ = writeln!(t, "  WARNING: broker + client used {:.0}% of this machine's {} cores: they compete, results are machine-bound", f("machine_cpu_busy_fraction") * 100.0, inputs.machine_cores);
             }
         }
         if client_saturated {
