@@ -9,6 +9,7 @@
 //!   `valgrind --tool=callgrind`, whose instruction counts do not depend on machine load.
 
 pub mod alloc_counter;
+pub mod client;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
