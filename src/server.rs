@@ -138,6 +138,26 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<StdTcpListener> {
     Ok(socket.into())
 }
 
+/// SO_REUSEPORT lets any process of the same user join an address's listener group, so a
+/// second crier started by mistake would silently take a share of new connections. A plain
+/// bind (without SO_REUSEPORT) fails on an address anything listens on: crier refuses to start
+/// there. (Port 0 asks for a fresh port and is not checked.)
+fn refuse_if_in_use(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{addr} is already in use (is another crier running?)"),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 /// Starts a server with `config`.
 pub fn start(config: Config) -> io::Result<ServerHandle> {
     let file_limit = sys::raise_open_file_limit()?;
@@ -155,6 +175,7 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     let fd_budget = file_limit.soft.saturating_sub(reserve).max(1) as usize;
     let max_connections = config.max_connections.unwrap_or(fd_budget);
 
+    refuse_if_in_use(config.listen)?;
     let first = bind_reuseport(config.listen)?;
     let local_addr = first.local_addr()?;
     let mut listeners = vec![first];

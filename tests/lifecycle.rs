@@ -150,3 +150,18 @@ fn over_the_connection_cap_requests_get_503() {
     });
     stop(server, ANSWER_TIMEOUT);
 }
+
+#[test]
+fn a_second_server_on_a_busy_address_refuses_to_start() {
+    let first = start(&[]);
+    let addr = first.local_addr().to_string();
+    let second = config(&[]).with_listen(addr.parse().unwrap());
+    let error = crier::server::start(second).expect_err("address in use");
+    assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(error.to_string().contains("already in use"), "{error}");
+    // The first server was not disturbed.
+    let mut client = connect(first.local_addr(), "/echo");
+    client.send(Message::text("still here")).unwrap();
+    assert_eq!(next_data(&mut client), Message::text("still here"));
+    stop(first, ANSWER_TIMEOUT);
+}

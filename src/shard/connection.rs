@@ -86,6 +86,8 @@ pub mod flags {
     pub const READ_PAUSED: u8 = 1 << 3;
     /// Listed for removal at the end of this turn.
     pub const DOOMED: u8 = 1 << 4;
+    /// Registered for writable readiness too (only while a write is blocked).
+    pub const WANT_WRITABLE: u8 = 1 << 5;
 }
 
 #[derive(Debug)]

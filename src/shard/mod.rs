@@ -287,7 +287,7 @@ impl Shard {
                     if let Err(_e) = self.poll.registry().register(
                         &mut conn.stream,
                         Token(key),
-                        Interest::READABLE | Interest::WRITABLE,
+                        Interest::READABLE,
                     ) {
                         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
                         continue;
@@ -406,11 +406,47 @@ impl Shard {
 
     /// The socket has room again: worth a write only if something waits.
     fn on_writable(&mut self, key: usize) {
-        let waiting = self.conns.get(key).is_some_and(|conn| {
-            !conn.out.is_empty() || matches!(conn.phase, Phase::Closing { .. })
-        });
-        if waiting {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.out.is_empty() || matches!(conn.phase, Phase::Closing { .. }) {
             self.mark_dirty(key);
+        } else if conn.has(flags::WANT_WRITABLE) {
+            // Caught up: stop hearing about every ACK that frees send buffer space.
+            conn.clear(flags::WANT_WRITABLE);
+            let token = Token(key);
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, Interest::READABLE)
+                .is_err()
+            {
+                self.doom(key);
+            }
+        }
+    }
+
+    /// The socket's send buffer is full: ask to hear when it has room. Connections are
+    /// registered for readability only, so that in the common case (writes that fit) the
+    /// ACKs freeing buffer space do not each wake this shard's epoll.
+    fn want_writable(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.has(flags::WANT_WRITABLE) {
+            return;
+        }
+        conn.set(flags::WANT_WRITABLE);
+        let token = Token(key);
+        if self
+            .poll
+            .registry()
+            .reregister(
+                &mut conn.stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            self.doom(key);
         }
     }
 
@@ -443,6 +479,7 @@ impl Shard {
                         self.counters.add(Metric::BytesOut, written as u64);
                         self.counters.incr(Metric::Writes);
                         if state == Flushed::Blocked {
+                            self.want_writable(key);
                             continue;
                         }
                     }
