@@ -1,11 +1,16 @@
-//! Every option crier has, with its default and the reason for it. Units are in the names
-//! (`_bytes`) or the types (`Duration`). Parsing the command line lives here too; nothing
-//! here opens a socket.
+//! Every option crier has, with its default and the reason for it, and how they are loaded:
+//! command line over TOML file (`--config`) over defaults. Units are in the names (`_bytes`) or
+//! the types (`Duration`). Nothing here opens a socket or starts a thread.
 
+use std::ffi::OsString;
+use std::fmt::{self, Write as _};
+use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 /// What to do with a subscriber whose output queue is over `max_backlog_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -17,8 +22,19 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
-/// The broker's configuration. Each field is also a command-line flag (`--kebab-case`).
-#[derive(Debug, Clone, Parser)]
+impl SlowConsumerPolicy {
+    /// The name used on the command line and in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            SlowConsumerPolicy::Disconnect => "disconnect",
+            SlowConsumerPolicy::Drop => "drop",
+        }
+    }
+}
+
+/// The broker's configuration. Each field is also a command-line flag (`--kebab-case`) and a
+/// key of the configuration file (`snake_case`, the field's name).
+#[derive(Debug, Clone, PartialEq, Parser)]
 #[command(
     name = "crier",
     version,
@@ -31,21 +47,21 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Shard threads (event loops). Default: the number of cores this process may run on.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub threads: Option<usize>,
 
     /// Open connections allowed across all shards; over it, new requests get 503.
     /// Default: the open-file limit (raised to its hard limit at start-up) minus a reserve.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub max_connections: Option<usize>,
 
     /// A new connection must finish its HTTP request (head and body) within this time.
     /// Defends against slowloris-style clients that hold sockets open.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
     pub handshake_timeout: Duration,
 
     /// A WebSocket silent for this long is pinged; silent for another interval, it is closed.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     pub ping_interval: Duration,
 
     /// On SIGINT/SIGTERM, how long to wait for clients to finish the close handshake.
@@ -54,15 +70,15 @@ pub struct Config {
 
     /// Largest message (all fragments together) or HTTP body accepted; larger ones are
     /// refused from the declared length, before buffering (close 1009 / HTTP 413).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = 1 << 20, value_parser = parse_positive)]
     pub max_message_bytes: usize,
 
     /// Largest HTTP request head; over it: 431.
-    #[arg(long, default_value_t = 8 * 1024)]
+    #[arg(long, default_value_t = 8 * 1024, value_parser = parse_positive)]
     pub max_head_bytes: usize,
 
     /// Most header lines in a request head; over it: 431.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = parse_positive)]
     pub max_headers: usize,
 
     /// Bytes queued for one connection before the slow-consumer policy applies.
@@ -79,11 +95,11 @@ pub struct Config {
 
     /// Origins allowed to open WebSockets (repeat the flag or separate by commas).
     /// Empty: allow every origin.
-    #[arg(long = "allowed-origin", value_delimiter = ',')]
+    #[arg(long = "allowed-origin", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<String>,
 
     /// Batches of cross-shard messages one shard's inbox holds before senders count it full.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = parse_positive)]
     pub inbox_capacity: usize,
 
     /// Pin shard k to the k-th CPU this process may run on.
@@ -102,10 +118,424 @@ impl Config {
         self.listen = addr;
         self
     }
+
+    /// The configuration as a TOML file that [`load`] reads back to the same `Config`. Options
+    /// whose default is computed at start-up (`threads`, `max_connections`) appear commented
+    /// out while unset.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from(
+            "# crier configuration: the effective values (defaults, file and flags merged).\n\
+             # Load it with `crier --config PATH`; flags given on the command line override it.\n",
+        );
+        let command = Config::command();
+        for option in OPTIONS {
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_id() == option.key);
+            if let Some(arg) = arg {
+                let flag = arg.get_long().unwrap_or(option.key);
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let _ = writeln!(out, "\n# --{flag}: {}", help.replace('\n', "\n# "));
+            }
+            match (option.render)(self) {
+                Some(value) => {
+                    let _ = writeln!(out, "{} = {}", option.key, value);
+                }
+                None => {
+                    let _ = writeln!(out, "# {} = (unset: computed at start-up)", option.key);
+                }
+            }
+        }
+        out
+    }
 }
 
-/// Parses `10s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.
+/// The command line: the options plus what only the command line can say.
+#[derive(Debug, Parser)]
+#[command(
+    name = "crier",
+    version,
+    about = "A WebSocket pub/sub push broker: one event loop per core, one prepared frame per publish.",
+    long_about = None
+)]
+struct CommandLine {
+    /// Read options from this TOML file; flags given on the command line override it.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+
+    #[command(flatten)]
+    options: Config,
+}
+
+/// What [`load`] found: the configuration to run with, and what else the command line asked.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The file the options were read from, if any.
+    pub file: Option<PathBuf>,
+    /// `--print-config`: print [`Config::to_toml`] and exit instead of serving.
+    pub print_config: bool,
+}
+
+/// Why the configuration could not be loaded. Every variant but `CommandLine` names the file
+/// and, where there is one, the key.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The command line is wrong, or asked for `--help`/`--version` (clap renders both).
+    CommandLine(clap::Error),
+    /// The file could not be read.
+    Unreadable { path: PathBuf, source: io::Error },
+    /// The file is not TOML.
+    NotToml { path: PathBuf, message: String },
+    /// A key no option has.
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        suggestion: Option<&'static str>,
+    },
+    /// A known key with a value of the wrong type or out of range.
+    BadValue {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The process exit code: 2 for every configuration error (like a usage error), 0 for
+    /// `--help` and `--version`.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ConfigError::CommandLine(error) => u8::try_from(error.exit_code()).unwrap_or(2),
+            _ => 2,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::CommandLine(error) => write!(f, "{error}"),
+            ConfigError::Unreadable { path, source } => {
+                write!(f, "{}: cannot read: {source}", path.display())
+            }
+            ConfigError::NotToml { path, message } => {
+                write!(
+                    f,
+                    "{}: not valid TOML: {}",
+                    path.display(),
+                    message.trim_end()
+                )
+            }
+            ConfigError::UnknownKey {
+                path,
+                key,
+                suggestion,
+            } => {
+                write!(f, "{}: key {key:?}: unknown key", path.display())?;
+                match suggestion {
+                    Some(known) => write!(f, " (did you mean {known:?}?)"),
+                    None => write!(f, " (known keys: {})", known_keys()),
+                }
+            }
+            ConfigError::BadValue { path, key, reason } => {
+                write!(f, "{}: key {key:?}: {reason}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::CommandLine(error) => Some(error),
+            ConfigError::Unreadable { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Parses the command line (`args` includes the program name), reads the `--config` file if
+/// one is named, and merges: a flag given on the command line wins over the file, the file
+/// wins over the default.
+pub fn load<I, T>(args: I) -> Result<LoadedConfig, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = CommandLine::command()
+        .try_get_matches_from(args)
+        .map_err(ConfigError::CommandLine)?;
+    let command_line = CommandLine::from_arg_matches(&matches).map_err(ConfigError::CommandLine)?;
+    let mut config = command_line.options;
+    if let Some(path) = &command_line.config {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
+        merge_file(&mut config, &text, path, &matches)?;
+    }
+    Ok(LoadedConfig {
+        config,
+        file: command_line.config,
+        print_config: command_line.print_config,
+    })
+}
+
+/// Applies every key of the file to `config`, except options given on the command line.
+fn merge_file(
+    config: &mut Config,
+    text: &str,
+    path: &Path,
+    matches: &ArgMatches,
+) -> Result<(), ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::NotToml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    for (key, value) in &table {
+        let Some(option) = OPTIONS.iter().find(|o| o.key == key) else {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                key: key.clone(),
+                suggestion: suggest(key),
+            });
+        };
+        // Checked even when the command line overrides it: a broken file is broken.
+        let mut from_file = config.clone();
+        (option.apply)(&mut from_file, value).map_err(|reason| ConfigError::BadValue {
+            path: path.to_path_buf(),
+            key: key.clone(),
+            reason,
+        })?;
+        if matches.value_source(option.key) != Some(ValueSource::CommandLine) {
+            *config = from_file;
+        }
+    }
+    Ok(())
+}
+
+/// One key of the configuration file: how to read it into a `Config` and how to write it out.
+struct FileOption {
+    /// The key, which is also the clap argument id (the field's name).
+    key: &'static str,
+    apply: fn(&mut Config, &toml::Value) -> Result<(), String>,
+    /// `None` for an unset optional value.
+    render: fn(&Config) -> Option<toml::Value>,
+}
+
+macro_rules! file_options {
+    ($( $field:ident : $read:expr => $write:expr, )*) => {
+        /// Every key the configuration file accepts, in `Config` order.
+        const OPTIONS: &[FileOption] = &[
+            $( FileOption {
+                key: stringify!($field),
+                apply: |config, value| {
+                    config.$field = ($read)(value)?;
+                    Ok(())
+                },
+                render: |config| ($write)(&config.$field),
+            }, )*
+        ];
+    };
+}
+
+file_options! {
+    listen: read_socket_addr => |v: &SocketAddr| Some(toml::Value::String(v.to_string())),
+    threads: |v| read_count(v, 1).map(Some) => |v: &Option<usize>| v.map(count_value),
+    max_connections: |v| read_count(v, 1).map(Some) => |v: &Option<usize>| v.map(count_value),
+    handshake_timeout: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
+    ping_interval: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
+    drain_timeout: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),
+    max_message_bytes: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
+    max_head_bytes: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
+    max_headers: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
+    max_backlog_bytes: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
+    slow_consumer: read_policy => |v: &SlowConsumerPolicy| Some(toml::Value::String(v.name().into())),
+    max_subscriptions_per_connection: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
+    allowed_origins: read_origins => |v: &Vec<String>| Some(toml::Value::Array(
+        v.iter().cloned().map(toml::Value::String).collect(),
+    )),
+    inbox_capacity: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
+    pin_threads: read_bool => |v: &bool| Some(toml::Value::Boolean(*v)),
+}
+
+fn known_keys() -> String {
+    OPTIONS.iter().map(|o| o.key).collect::<Vec<_>>().join(", ")
+}
+
+/// The known key closest to a mistyped one, if it is close enough to be what was meant.
+fn suggest(key: &str) -> Option<&'static str> {
+    let normalized = key.trim().to_ascii_lowercase().replace('-', "_");
+    OPTIONS
+        .iter()
+        .map(|o| (edit_distance(&normalized, o.key), o.key))
+        .filter(|&(distance, known)| distance <= 2 + known.len() / 8)
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance over bytes (keys are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; b.len() + 1];
+    for (i, &ca) in a.iter().enumerate() {
+        current[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
+}
+
+fn found(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("the string {s:?}"),
+        toml::Value::Integer(i) => format!("the number {i}"),
+        toml::Value::Float(x) => format!("the number {x}"),
+        toml::Value::Boolean(b) => format!("{b}"),
+        other => format!("a {}", other.type_str()),
+    }
+}
+
+fn read_socket_addr(value: &toml::Value) -> Result<SocketAddr, String> {
+    match value {
+        toml::Value::String(text) => text.trim().parse().map_err(|_| {
+            format!("{text:?} is not an address with a port (examples: \"0.0.0.0:8080\", \"[::]:8080\")")
+        }),
+        other => Err(format!(
+            "expected an address string such as \"0.0.0.0:8080\", found {}",
+            found(other)
+        )),
+    }
+}
+
+fn read_count(value: &toml::Value, min: usize) -> Result<usize, String> {
+    match value {
+        toml::Value::Integer(n) => match usize::try_from(*n) {
+            Ok(n) if n >= min => Ok(n),
+            Ok(n) => Err(format!("{n} is too small (at least {min})")),
+            Err(_) if *n < 0 => Err(format!(
+                "{n} is negative (expected a whole number >= {min})"
+            )),
+            Err(_) => Err(format!("{n} is too large for this machine")),
+        },
+        other => Err(format!(
+            "expected a whole number >= {min} (no quotes; 1_048_576 is fine), found {}",
+            found(other)
+        )),
+    }
+}
+
+fn count_value(n: usize) -> toml::Value {
+    toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn read_duration(value: &toml::Value, positive: bool) -> Result<Duration, String> {
+    let duration = match value {
+        toml::Value::String(text) => duration_from_text(text).ok_or_else(|| {
+            format!("{text:?} is not a duration (examples: 10s, 500ms, 2m)")
+        })?,
+        toml::Value::Integer(_) | toml::Value::Float(_) => {
+            return Err(format!(
+                "{value} has no unit; write a duration as a string such as \"{value}s\" or \"{value}ms\""
+            ))
+        }
+        other => {
+            return Err(format!(
+                "expected a duration string such as \"10s\", found {}",
+                found(other)
+            ))
+        }
+    };
+    check_duration(duration, positive)
+}
+
+fn check_duration(duration: Duration, positive: bool) -> Result<Duration, String> {
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{duration:?} is too long (at most 24h: the shards' timers count milliseconds in 32 bits)"
+        ));
+    }
+    if positive && duration.is_zero() {
+        return Err("must be longer than 0".to_string());
+    }
+    Ok(duration)
+}
+
+/// Writes a duration the way [`parse_duration`] reads it back exactly.
+fn duration_value(duration: Duration) -> toml::Value {
+    let text = if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    };
+    toml::Value::String(text)
+}
+
+fn read_policy(value: &toml::Value) -> Result<SlowConsumerPolicy, String> {
+    let choices = "one of \"disconnect\", \"drop\"";
+    match value {
+        toml::Value::String(text) => SlowConsumerPolicy::from_str(text.trim(), false)
+            .map_err(|_| format!("{text:?} is not {choices}")),
+        other => Err(format!("expected {choices}, found {}", found(other))),
+    }
+}
+
+fn read_origins(value: &toml::Value) -> Result<Vec<String>, String> {
+    let expected = "expected an array of origins such as [\"https://app.example.com\"]";
+    let toml::Value::Array(items) = value else {
+        return Err(format!("{expected}, found {}", found(value)));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            toml::Value::String(text) => parse_origin(text),
+            other => Err(format!("{expected}, found {} in it", found(other))),
+        })
+        .collect()
+}
+
+fn read_bool(value: &toml::Value) -> Result<bool, String> {
+    match value {
+        toml::Value::Boolean(b) => Ok(*b),
+        other => Err(format!(
+            "expected true or false (no quotes), found {}",
+            found(other)
+        )),
+    }
+}
+
+/// Longest duration any option takes: shards keep time as `u32` milliseconds and compare
+/// with wrapping arithmetic, which is exact only within 24.8 days.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `10s`, `500ms`, `2m`, `1.5s`, `1h` or a bare number of seconds; at most 24h.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = duration_from_text(text).ok_or_else(|| {
+        format!(
+            "`{}` is not a duration (examples: 10s, 500ms, 2m)",
+            text.trim()
+        )
+    })?;
+    check_duration(duration, false)
+}
+
+/// [`parse_duration`] for timeouts where zero would make every connection expire at once.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    check_duration(parse_duration(text)?, true)
+}
+
+fn duration_from_text(text: &str) -> Option<Duration> {
     let text = text.trim();
     let (number, scale_secs) = if let Some(n) = text.strip_suffix("ms") {
         (n, 0.001)
@@ -118,16 +548,46 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     } else {
         (text, 1.0)
     };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 10s, 500ms, 2m)"))?;
+    let value: f64 = number.trim().parse().ok()?;
     if !value.is_finite() || value < 0.0 {
-        return Err(format!(
-            "`{text}` is not a duration (examples: 10s, 500ms, 2m)"
-        ));
+        return None;
     }
-    Ok(Duration::from_secs_f64(value * scale_secs))
+    // `try_`: a huge number must be refused, not panic.
+    Duration::try_from_secs_f64(value * scale_secs).ok()
+}
+
+/// A count where zero would refuse everything (threads, limits, capacities).
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
+/// An origin as browsers send it (`scheme://host[:port]`, RFC 6454 §6.1); compared
+/// case-insensitively with the `Origin` header, so a path or trailing slash would never match.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let origin = text.trim();
+    let ok = match origin.split_once("://") {
+        Some((scheme, rest)) => {
+            !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+                && !rest.is_empty()
+                && !rest.contains(['/', '?', '#', ' '])
+        }
+        None => false,
+    };
+    if ok {
+        Ok(origin.to_string())
+    } else {
+        Err(format!(
+            "{origin:?} is not an origin: scheme://host[:port], without path or trailing slash \
+             (example: https://app.example.com)"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +602,30 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn absurd_durations_are_refused_without_panicking() {
+        assert!(parse_duration("1e300").is_err());
+        assert!(parse_duration("25h").is_err());
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_are_written_so_they_read_back_exactly() {
+        for text in ["10s", "500ms", "1.5s", "0s", "2m", "0.25ms", "86400s"] {
+            let duration = parse_duration(text).unwrap();
+            let toml::Value::String(written) = duration_value(duration) else {
+                panic!("a string")
+            };
+            assert_eq!(
+                parse_duration(&written),
+                Ok(duration),
+                "{text} -> {written}"
+            );
+        }
     }
 
     #[test]
@@ -168,5 +652,38 @@ mod tests {
             "https://c.example",
         ]);
         assert_eq!(config.allowed_origins.len(), 3);
+    }
+
+    #[test]
+    fn origins_with_a_path_or_no_scheme_are_refused() {
+        assert!(parse_origin("https://a.example:8443").is_ok());
+        assert!(parse_origin("https://a.example/").is_err());
+        assert!(parse_origin("a.example").is_err());
+        assert!(parse_origin("").is_err());
+    }
+
+    #[test]
+    fn every_flag_has_a_file_key_and_every_key_a_flag() {
+        let command = Config::command();
+        let ids: Vec<String> = command
+            .get_arguments()
+            .map(|arg| arg.get_id().to_string())
+            .filter(|id| id != "help" && id != "version")
+            .collect();
+        let keys: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
+        assert_eq!(ids, keys, "OPTIONS lists every Config field, in order");
+    }
+
+    #[test]
+    fn misspelt_keys_get_a_suggestion_and_strangers_none() {
+        assert_eq!(suggest("max_mesage_bytes"), Some("max_message_bytes"));
+        assert_eq!(suggest("max-message-bytes"), Some("max_message_bytes"));
+        assert_eq!(suggest("allowed_origin"), Some("allowed_origins"));
+        assert_eq!(
+            suggest("max-subscriptions-per-connection"),
+            Some("max_subscriptions_per_connection")
+        );
+        assert_eq!(suggest("colour"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

@@ -3,14 +3,31 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use crier::config::Config;
+use crier::config::{self, ConfigError};
 use crier::server;
 use crier::sys;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let loaded = match config::load(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        Err(ConfigError::CommandLine(e)) => {
+            // clap chooses stdout for --help/--version, stderr (and exit code 2) otherwise.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+        Err(e) => {
+            eprintln!("crier: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    if loaded.print_config {
+        print!("{}", loaded.config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(file) = &loaded.file {
+        eprintln!("crier: configuration read from {}", file.display());
+    }
+    let config = loaded.config;
     // Blocked before any thread starts, so every thread inherits the mask and the signals
     // arrive only at `wait_for_shutdown_signal`.
     if let Err(e) = sys::block_shutdown_signals() {
