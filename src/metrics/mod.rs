@@ -34,6 +34,7 @@ metrics! {
     HandshakeTooLarge => ("crier_handshake_failures_too_large_total", "counter", "Request head or body over the limits (431/413)."),
     HandshakeTimeout => ("crier_handshake_failures_timeout_total", "counter", "Connections closed because the request did not complete within --handshake-timeout."),
     ProtocolErrors => ("crier_protocol_errors_total", "counter", "WebSocket connections closed for breaking RFC 6455 or a limit (1002/1007/1009)."),
+    HttpIdleClosed => ("crier_http_idle_closed_total", "counter", "Keep-alive HTTP connections closed after --handshake-timeout without a new request."),
     IdleTimeouts => ("crier_idle_timeouts_total", "counter", "WebSockets closed because they did not answer a ping within --ping-interval."),
     MessagesReceived => ("crier_messages_received_total", "counter", "WebSocket data messages received."),
     CommandErrors => ("crier_command_errors_total", "counter", "Commands answered with an error."),

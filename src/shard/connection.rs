@@ -37,6 +37,9 @@ pub struct HttpPhase {
     pub awaiting_publish: bool,
     /// Keep the connection open after the current response.
     pub keep_alive: bool,
+    /// At least one request was answered: an empty buffer at the deadline is an idle
+    /// keep-alive connection, not a client that never finished its handshake.
+    pub served: bool,
 }
 
 /// `POST /publish/<topic>` whose body is still arriving.

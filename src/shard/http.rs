@@ -129,6 +129,7 @@ impl Shard {
             let now = self.now_ms;
             if let Some(http) = self.http_mut(key) {
                 http.started_ms = now;
+                http.served = true;
             }
             self.queue(key, Bytes::from(bytes));
         } else {

@@ -278,6 +278,7 @@ impl Shard {
                             body: None,
                             awaiting_publish: false,
                             keep_alive: false,
+                            served: false,
                         })),
                         out: Default::default(),
                         generation: self.next_generation,
@@ -610,7 +611,12 @@ impl Shard {
             }
         }
         for key in expired_http {
-            self.counters.incr(Metric::HandshakeTimeout);
+            let idle = matches!(&self.conns[key].phase, Phase::Http(http) if http.served && http.buf.is_empty());
+            self.counters.incr(if idle {
+                Metric::HttpIdleClosed
+            } else {
+                Metric::HandshakeTimeout
+            });
             self.doom(key);
         }
         for key in to_ping {
@@ -647,8 +653,10 @@ impl Shard {
                 Phase::WebSocket(_) => {
                     self.close_websocket(key, close::GOING_AWAY, "server shutting down")
                 }
+                // Idle between requests: close gracefully, so a response queued this very
+                // turn still goes out.
                 Phase::Http(http) if http.buf.is_empty() && !http.awaiting_publish => {
-                    self.doom(key)
+                    self.close_with(key, None)
                 }
                 Phase::Http(_) => {}
                 Phase::Closing { .. } => {
