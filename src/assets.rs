@@ -57,7 +57,9 @@ mod tests {
         assert!(std::str::from_utf8(page.body).unwrap().contains("crier.js"));
         let client = find("/crier.js").expect("the browser client");
         assert!(client.content_type.starts_with("text/javascript"));
-        assert!(std::str::from_utf8(client.body).unwrap().contains("root.Crier = Crier"));
+        assert!(std::str::from_utf8(client.body)
+            .unwrap()
+            .contains("root.Crier = Crier"));
         assert!(find("/nope").is_none());
     }
 }

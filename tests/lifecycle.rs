@@ -170,7 +170,9 @@ fn a_second_server_on_a_busy_address_refuses_to_start() {
 fn an_idle_keep_alive_connection_is_closed_but_not_counted_as_a_handshake_failure() {
     let server = start(&["--handshake-timeout", "300ms"]);
     let mut stream = tcp(server.local_addr());
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     assert_eq!(read_response(&mut stream), (200, "ok\n".to_string()));
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
