@@ -45,7 +45,6 @@ impl Shard {
     /// Handles every complete request (or body) in the buffer, in order.
     pub(super) fn process_http(&mut self, key: usize) -> Flow {
         loop {
-            let max_body = self.shared.config.max_message_bytes;
             let limits = self.shared.head_limits;
             let Some(http) = self.http_mut(key) else {
                 return Flow::Stop;
@@ -81,7 +80,6 @@ impl Shard {
                 let Some(pending) = http.body.take() else {
                     return Flow::Stop;
                 };
-                let _ = max_body;
                 self.publish_http_body(key, pending);
                 continue;
             }

@@ -94,7 +94,10 @@ pub struct Shard {
     now_ms: u32,
     next_sweep_ms: u32,
     sweep_interval_ms: u32,
+    /// `accept` failed (out of descriptors, say): retried at the next sweep, not in a spin.
     accept_paused: bool,
+    /// `accept` stopped at its per-turn budget: more may wait, retried next turn.
+    accept_more: bool,
     drain_deadline_ms: Option<u32>,
 }
 
@@ -136,6 +139,7 @@ impl Shard {
             next_sweep_ms: 0,
             sweep_interval_ms: sweep_interval.as_millis() as u32,
             accept_paused: false,
+            accept_more: false,
             drain_deadline_ms: None,
             shared,
         })
@@ -218,16 +222,10 @@ impl Shard {
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.again.is_empty()
             || self.mesh.has_pending()
-            || self.accept_paused
             || !self.dirty.is_empty()
+            || self.accept_more
         {
-            return Some(
-                if self.mesh.has_pending() || !self.again.is_empty() || !self.dirty.is_empty() {
-                    Duration::ZERO
-                } else {
-                    Duration::from_millis(self.sweep_interval_ms as u64)
-                },
-            );
+            return Some(Duration::ZERO);
         }
         let until_sweep = self.next_sweep_ms.wrapping_sub(self.now_ms);
         let until_sweep = if until_sweep > u32::MAX / 2 {
@@ -256,6 +254,7 @@ impl Shard {
     }
 
     fn accept(&mut self) {
+        self.accept_more = false;
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
@@ -312,7 +311,7 @@ impl Shard {
             }
         }
         // Budget used up: more may be waiting, and edge-triggered readiness will not say so.
-        self.accept_paused = true;
+        self.accept_more = true;
     }
 
     /// Reads what a connection has (within the read budget) and handles it.
@@ -386,8 +385,8 @@ impl Shard {
     }
 
     fn revisit_budgeted(&mut self) {
-        if self.accept_paused && self.listener.is_some() && self.again.is_empty() {
-            // Retried here only when the budget (not an error) paused accepting.
+        if self.accept_more {
+            self.accept();
         }
         let again = std::mem::take(&mut self.again);
         for key in again {
@@ -647,6 +646,7 @@ impl Shard {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.accept_paused = false;
+        self.accept_more = false;
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             match &self.conns[key].phase {
