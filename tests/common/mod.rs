@@ -22,6 +22,11 @@ pub type Client = WebSocket<TcpStream>;
 pub fn config(args: &[&str]) -> Config {
     use clap::Parser;
     let mut all = vec!["crier", "--listen", "127.0.0.1:0"];
+    // Clients left open at the end of a test never answer the drain's close frame; a short
+    // drain keeps `stop` from waiting the 5 s default. Tests about draining set their own.
+    if !args.contains(&"--drain-timeout") {
+        all.extend_from_slice(&["--drain-timeout", "500ms"]);
+    }
     all.extend_from_slice(args);
     Config::parse_from(all)
 }
