@@ -1,5 +1,5 @@
 //! Static files served over plain HTTP (`GET /`, `GET /crier.js`), embedded in the binary so a
-//! deployment is one file.
+//! deployment is one file, with the validator (`ETag`) that lets browsers revalidate them.
 
 /// One embedded file.
 #[derive(Debug, Clone, Copy)]
@@ -7,34 +7,71 @@ pub struct Asset {
     pub content_type: &'static str,
     pub cache_control: &'static str,
     pub body: &'static [u8],
+    /// A hash of `body`, fixed at compile time: the strong `ETag` is its 16 hex digits, quoted.
+    pub etag: u64,
 }
 
-/// Every embedded file by request path. The page changes with the binary, so browsers must
-/// revalidate (`no-cache`); both files are small.
+impl Asset {
+    const fn new(content_type: &'static str, body: &'static [u8]) -> Asset {
+        Asset {
+            content_type,
+            cache_control: "no-cache",
+            body,
+            etag: fnv1a64(body),
+        }
+    }
+
+    /// The `ETag` header value: `"<16 hex digits>"`.
+    pub fn etag_header(&self) -> String {
+        format!("\"{:016x}\"", self.etag)
+    }
+
+    /// Whether an `If-None-Match` field value names this asset's current version (RFC 9110
+    /// §13.1.2: `*` or a list of entity tags compared weakly, so `W/"x"` matches `"x"`).
+    pub fn is_not_modified(&self, if_none_match: &[u8]) -> bool {
+        let ours = self.etag_header();
+        crate::proto::http::list_elements(if_none_match).any(|tag| {
+            let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
+            tag == b"*" || tag == ours.as_bytes()
+        })
+    }
+}
+
+/// FNV-1a, 64 bits: enough to tell two builds' files apart, and computable in a `const`.
+const fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// Every embedded file by request path. The files change with the binary, so browsers must
+/// revalidate (`no-cache`) and get `304 Not Modified` while their copy is current.
 const ASSETS: &[(&str, Asset)] = &[
     (
         "/",
-        Asset {
-            content_type: "text/html; charset=utf-8",
-            cache_control: "no-cache",
-            body: include_bytes!("../web/index.html"),
-        },
+        Asset::new(
+            "text/html; charset=utf-8",
+            include_bytes!("../web/index.html"),
+        ),
     ),
     (
         "/index.html",
-        Asset {
-            content_type: "text/html; charset=utf-8",
-            cache_control: "no-cache",
-            body: include_bytes!("../web/index.html"),
-        },
+        Asset::new(
+            "text/html; charset=utf-8",
+            include_bytes!("../web/index.html"),
+        ),
     ),
     (
         "/crier.js",
-        Asset {
-            content_type: "text/javascript; charset=utf-8",
-            cache_control: "no-cache",
-            body: include_bytes!("../web/crier.js"),
-        },
+        Asset::new(
+            "text/javascript; charset=utf-8",
+            include_bytes!("../web/crier.js"),
+        ),
     ),
 ];
 
@@ -61,5 +98,24 @@ mod tests {
             .unwrap()
             .contains("root.Crier = Crier"));
         assert!(find("/nope").is_none());
+    }
+
+    #[test]
+    fn etags_name_the_content_and_if_none_match_is_compared_weakly() {
+        let page = find("/").unwrap();
+        let client = find("/crier.js").unwrap();
+        assert_ne!(page.etag, client.etag);
+        assert_eq!(page.etag, find("/index.html").unwrap().etag);
+        let tag = client.etag_header();
+        assert_eq!(tag.len(), 18);
+        assert!(client.is_not_modified(tag.as_bytes()));
+        assert!(client.is_not_modified(format!("W/{tag}").as_bytes()));
+        assert!(client.is_not_modified(format!("\"other\", {tag}").as_bytes()));
+        assert!(client.is_not_modified(b"*"));
+        assert!(!client.is_not_modified(b"\"0000000000000000\""));
+        assert!(!client.is_not_modified(page.etag_header().as_bytes()));
+        assert!(!client.is_not_modified(b""));
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

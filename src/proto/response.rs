@@ -64,6 +64,21 @@ pub fn response(
     out
 }
 
+/// `304 Not Modified` (RFC 9110 §15.4.5): `headers` (the validator and caching fields a `200`
+/// would carry) and no body, so no `Content-Length` or `Content-Type` either.
+pub fn not_modified(headers: &[(&str, &str)], keep_alive: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
+    for (name, value) in headers {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 /// An error response with a `text/plain` body of `message` and a newline, closing the connection.
 pub fn plain_error(status: u16, message: &str) -> Vec<u8> {
     let body = format!("{message}\n");
@@ -95,6 +110,17 @@ mod tests {
         assert_eq!(
             out,
             b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn not_modified_has_no_body_framing() {
+        let out = not_modified(&[("ETag", "\"ab\"")], true);
+        assert_eq!(out, b"HTTP/1.1 304 Not Modified\r\nETag: \"ab\"\r\n\r\n");
+        let closing = not_modified(&[], false);
+        assert_eq!(
+            closing,
+            b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n"
         );
     }
 

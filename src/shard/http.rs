@@ -15,7 +15,7 @@ use crate::proto::handshake;
 use crate::proto::http::{parse_request_head, RequestHead};
 use crate::proto::http_body::{body_framing, BodyReader};
 use crate::proto::query::{percent_decode, query_values};
-use crate::proto::response::{plain_error, response};
+use crate::proto::response::{not_modified, plain_error, response};
 use crate::proto::session::{Role, Session, SessionLimits};
 use crate::topic::{validate_topic, Subscriptions};
 
@@ -227,12 +227,17 @@ impl Shard {
                     if !get_only(self, key) {
                         return Flow::Stop;
                     }
-                    let headers = [("Cache-Control", asset.cache_control)];
-                    self.respond(
-                        key,
-                        response(200, &headers, asset.content_type, asset.body, keep_alive),
-                        keep_alive,
-                    );
+                    let etag = asset.etag_header();
+                    let headers = [("Cache-Control", asset.cache_control), ("ETag", &etag)];
+                    let current = head
+                        .header("if-none-match")
+                        .is_some_and(|tags| asset.is_not_modified(tags));
+                    let bytes = if current {
+                        not_modified(&headers, keep_alive)
+                    } else {
+                        response(200, &headers, asset.content_type, asset.body, keep_alive)
+                    };
+                    self.respond(key, bytes, keep_alive);
                     Flow::Continue
                 }
                 None => {
