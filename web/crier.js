@@ -8,7 +8,7 @@
  * A named import (`import { Crier } from "/crier.js"`) cannot work from a file that must also
  * run as a classic script; use form 2.
  *
- * API summary (full notes in tests/browser/README.md):
+ * API summary (full reference in the repository: docs/browser.md):
  *   const c = new Crier("ws://host:8080/ws", opts)
  *   const off = c.subscribe(topic, (data, meta) => ...)  // meta = {topic, seq, binary}
  *   off.ready          // Promise: resolves when the broker acked the subscribe, rejects on error frame

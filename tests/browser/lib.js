@@ -123,14 +123,6 @@ export async function newPage(browser, opts = {}) {
   return page;
 }
 
-/**
- * Serve an HTML document at `base + path` FROM THE TEST (request interception), so the page has
- * the broker's origin and loads the real /crier.js (and opens the real /ws) from the broker.
- */
-export async function routeHtml(page, base, p, html) {
-  await page.route(base + p, (route) => route.fulfill({ status: 200, contentType: "text/html; charset=utf-8", body: html }));
-}
-
 /** Poll fn() until it returns truthy (or throw after timeoutMs with `what`). */
 export async function until(fn, what, timeoutMs = 10000, everyMs = 50) {
   const deadline = Date.now() + timeoutMs;
