@@ -2,19 +2,11 @@
 // across a reconnect, and the broker's `dropped` notice for a paused page), both loading forms,
 // publish acks and error codes, binary deliveries, buffering while reconnecting, and the
 // reconnect backoff.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { launch, newPage, sharedOrOwnCrier, startCrier, freePort, httpPublish, until, sleep } from "./lib.js";
+import { browserAndBroker, newPage, startCrier, freePort, httpPublish, until, sleep } from "./lib.js";
 
-let browser, crier;
-before(async () => {
-  crier = await sharedOrOwnCrier();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await crier?.stop();
-});
+const env = browserAndBroker();
 
 /**
  * A page on the broker's origin that has loaded the real /crier.js as a classic script: the
@@ -23,14 +15,14 @@ after(async () => {
  * WebSocket to 127.0.0.1.)
  */
 async function brokerPage(base) {
-  const page = await newPage(browser);
+  const page = await newPage(env.browser);
   await page.goto(base + "/");
   assert.equal(await page.evaluate(() => typeof window.Crier), "function");
   return page;
 }
 
 test("(e) a seq jump across a reconnect is reported as a gap", async () => {
-  const page = await brokerPage(crier.base);
+  const page = await brokerPage(env.crier.base);
   await page.evaluate(async (ws) => {
     window.got = [];
     window.gaps = [];
@@ -43,17 +35,17 @@ test("(e) a seq jump across a reconnect is reported as a gap", async () => {
     window.readies = [];
     window.victim.on("ready", (e) => window.readies.push(e));
     await window.victim.subscribe("gap.reconnect", (data, meta) => window.got.push(meta.seq)).ready;
-  }, crier.ws);
-  for (let i = 0; i < 2; i++) await httpPublish(crier.base, "gap.reconnect", { i });
+  }, env.crier.ws);
+  for (let i = 0; i < 2; i++) await httpPublish(env.crier.base, "gap.reconnect", { i });
   await until(() => page.evaluate(() => window.got.length === 2), "victim got seq 1, 2");
 
   // Drop the victim's socket from the client side (the broker just sees the TCP close).
   await page.evaluate(() => window.victim._ws.close());
   await until(() => page.evaluate(() => window.victim.state === "reconnecting"), "victim reconnecting");
-  for (let i = 0; i < 3; i++) await httpPublish(crier.base, "gap.reconnect", { missed: i }); // seq 3, 4, 5
+  for (let i = 0; i < 3; i++) await httpPublish(env.crier.base, "gap.reconnect", { missed: i }); // seq 3, 4, 5
   // "ready" with reconnected: the broker acked the resubscription
   await until(() => page.evaluate(() => window.readies.some((e) => e.reconnected)), "victim resubscribed", 10000);
-  const { seq } = await httpPublish(crier.base, "gap.reconnect", { after: true });
+  const { seq } = await httpPublish(env.crier.base, "gap.reconnect", { after: true });
   assert.equal(seq, 6);
   await until(() => page.evaluate(() => window.got.includes(6)), "victim got seq 6");
   const { got, gaps } = await page.evaluate(() => ({ got: window.got, gaps: window.gaps }));
@@ -120,7 +112,7 @@ test("(f) a page that stops reading gets the broker's dropped notice and a gap (
 });
 
 test("(g) ES-module loading, publish acks with seq, broker error codes, binary deliveries", async () => {
-  const page = await brokerPage(crier.base);
+  const page = await brokerPage(env.crier.base);
   // The same file as an ES module: forget the classic script's global, import it (a distinct
   // URL, so the module is fetched and evaluated afresh) and the global is back.
   const viaModule = await page.evaluate(async () => {
@@ -142,7 +134,7 @@ test("(g) ES-module loading, publish acks with seq, broker error codes, binary d
     const badSub = await codeOf(c.subscribe("also bad!", () => {}).ready);
     while (got.length < 2) await new Promise((r) => setTimeout(r, 20));
     return { ack1, ack2, badTopic, badSub, got, readyState: c.readyState, protocol: c._ws.protocol, topics: c.topics };
-  }, crier.ws);
+  }, env.crier.ws);
   assert.deepEqual(r.ack1, { seq: 1 });
   assert.deepEqual(r.ack2, { seq: 2 });
   assert.equal(r.badTopic, "invalid_topic");
@@ -163,9 +155,9 @@ test("(g) ES-module loading, publish acks with seq, broker error codes, binary d
     await c.subscribe("bin.t", (data, meta) => hit({ bytes: Array.from(data), meta: { ...meta } })).ready;
     window.binReady = true;
     return done;
-  }, crier.ws);
+  }, env.crier.ws);
   await until(() => page.evaluate(() => window.binReady), "binary subscriber ready");
-  const res = await fetch(crier.base + "/publish/bin.t", {
+  const res = await fetch(env.crier.base + "/publish/bin.t", {
     method: "POST", headers: { "content-type": "application/octet-stream" }, body: new Uint8Array([0, 1, 254, 255]),
   });
   assert.equal(res.status, 200);
@@ -216,7 +208,7 @@ test("(h) publishes made while reconnecting are buffered (bounded) and sent afte
 
 test("(i) reconnect backoff: exponential, full jitter, capped; close() stops it for good", async () => {
   const deadPort = await freePort(); // nothing listens there: every attempt fails fast
-  const page = await brokerPage(crier.base);
+  const page = await brokerPage(env.crier.base);
   const r = await page.evaluate(async (url) => {
     const rolls = [0.999, 0.5, 0.999, 0.999, 0.999, 0.25];
     let i = 0;

@@ -1,18 +1,10 @@
 // The demo page (GET /) in headless Chromium against a real crier process.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { launch, newPage, sharedOrOwnCrier, startCrier, httpPublish, until, sleep, repoRoot } from "./lib.js";
+import { browserAndBroker, newPage, startCrier, httpPublish, until, sleep, repoRoot } from "./lib.js";
 
-let browser, crier;
-before(async () => {
-  crier = await sharedOrOwnCrier();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await crier?.stop();
-});
+const env = browserAndBroker();
 
 const status = (page) => page.getAttribute("#status", "data-state");
 const logTexts = (page) => page.$$eval("#log li", (lis) => lis.map((li) => li.textContent));
@@ -28,11 +20,11 @@ async function join(page, base, name, room) {
 }
 
 test("(a) GET / loads with no console errors and shows connected", async () => {
-  const page = await newPage(browser);
-  await page.goto(crier.base + "/");
+  const page = await newPage(env.browser);
+  await page.goto(env.crier.base + "/");
   await until(async () => (await status(page)) === "open", "status open");
   assert.equal(await page.textContent("#status"), "open");
-  assert.equal(await page.textContent("#url"), crier.ws, "the page shows the protocol URL it uses");
+  assert.equal(await page.textContent("#url"), env.crier.ws, "the page shows the protocol URL it uses");
   assert.equal(await page.evaluate(() => typeof window.Crier), "function");
   await sleep(300); // let any late error surface
   assert.deepEqual(page.problems, []);
@@ -40,9 +32,9 @@ test("(a) GET / loads with no console errors and shows connected", async () => {
 });
 
 test("(b) the page shows a message published over HTTP POST /publish/room.x", async () => {
-  const page = await newPage(browser);
-  await join(page, crier.base, "alice", "x");
-  const { seq } = await httpPublish(crier.base, "room.x", { type: "chat", name: "curl", text: "hello <b>from</b> http", ts: Date.now() });
+  const page = await newPage(env.browser);
+  await join(page, env.crier.base, "alice", "x");
+  const { seq } = await httpPublish(env.crier.base, "room.x", { type: "chat", name: "curl", text: "hello <b>from</b> http", ts: Date.now() });
   assert.ok(Number.isInteger(seq) && seq >= 1, `seq from POST: ${seq}`);
   const li = await page.waitForSelector("#log li:has-text('hello <b>from</b> http')", { timeout: 5000 });
   assert.equal(await li.$eval(".name", (e) => e.textContent), "curl");
@@ -54,10 +46,10 @@ test("(b) the page shows a message published over HTTP POST /publish/room.x", as
 
 test("(c) two pages chat with each other (+ screenshot)", async () => {
   const room = "chat" + Date.now();
-  const alice = await newPage(browser, { viewport: { width: 390, height: 640 } }); // phone-size
-  const bob = await newPage(browser, { viewport: { width: 390, height: 640 } });
-  await join(alice, crier.base, "alice", room);
-  await join(bob, crier.base, "bob", room);
+  const alice = await newPage(env.browser, { viewport: { width: 390, height: 640 } }); // phone-size
+  const bob = await newPage(env.browser, { viewport: { width: 390, height: 640 } });
+  await join(alice, env.crier.base, "alice", room);
+  await join(bob, env.crier.base, "bob", room);
   await until(async () => (await logTexts(alice)).includes("bob joined"), "alice sees 'bob joined'");
 
   await alice.fill("#text", "hi bob, it's alice");
@@ -89,7 +81,7 @@ test("(c) two pages chat with each other (+ screenshot)", async () => {
 test("(d) after the broker is killed and restarted on the same port, the page reconnects, resubscribes and receives again", async () => {
   const own = await startCrier();
   try {
-    const page = await newPage(browser);
+    const page = await newPage(env.browser);
     await join(page, own.base, "carol", "restart");
     await page.evaluate(() => {
       window.gaps = [];

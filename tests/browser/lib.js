@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { before, after } from "node:test";
 import { chromium } from "playwright-core";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -99,6 +100,24 @@ export async function httpPublish(base, topic, data) {
   const text = await r.text();
   if (r.status !== 200) throw new Error(`POST /publish/${topic}: ${r.status} ${text}`);
   return JSON.parse(text);
+}
+
+/**
+ * For a test file: before its tests, the shared broker (or a fresh one) and a headless
+ * Chromium; after them, both stopped. Returns the object whose `browser` and `crier` the
+ * tests use once `before` has run.
+ */
+export function browserAndBroker() {
+  const env = { browser: null, crier: null };
+  before(async () => {
+    env.crier = await sharedOrOwnCrier();
+    env.browser = await launch();
+  });
+  after(async () => {
+    await env.browser?.close();
+    await env.crier?.stop();
+  });
+  return env;
 }
 
 export function launch() {
