@@ -9,34 +9,9 @@ use std::io::Write;
 
 use common::*;
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.eq_ignore_ascii_case(name).then(|| value.trim())
-    })
-}
-
-/// Sends one request on `stream` and returns (status, head, body), reading the body by its
-/// `Content-Length` (none for a 304).
 fn exchange(stream: &mut std::net::TcpStream, request: &str) -> (u16, String, String) {
-    use std::io::Read;
     stream.write_all(request.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            stream.read(&mut byte).unwrap(),
-            1,
-            "connection closed mid-head"
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let status: u16 = head[9..12].parse().unwrap();
-    let length: usize = header(&head, "content-length").map_or(0, |v| v.parse().unwrap());
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).unwrap();
-    (status, head, String::from_utf8(body).unwrap())
+    read_response_with_head(stream)
 }
 
 #[test]

@@ -104,6 +104,13 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 
 /// Reads one HTTP response (head + Content-Length body) from a keep-alive connection.
 pub fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let (status, _head, body) = read_response_with_head(stream);
+    (status, body)
+}
+
+/// Like [`read_response`], also returning the head (status line and header fields). A response
+/// without `Content-Length` (a 304, say) has an empty body.
+pub fn read_response_with_head(stream: &mut TcpStream) -> (u16, String, String) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -117,17 +124,18 @@ pub fn read_response(stream: &mut TcpStream) -> (u16, String) {
     }
     let head = String::from_utf8(buf).unwrap();
     let status: u16 = head[9..12].parse().unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
+    let length: usize = header(&head, "content-length").map_or(0, |v| v.parse().unwrap());
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).unwrap();
-    (status, String::from_utf8(body).unwrap())
+    (status, head, String::from_utf8(body).unwrap())
+}
+
+/// The value of header field `name` (case-insensitive) in a response head.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
 }
 
 /// Waits until `condition` holds, failing after `within`.
