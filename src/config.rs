@@ -64,6 +64,12 @@ pub struct Config {
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     pub ping_interval: Duration,
 
+    /// On SIGINT/SIGTERM, first answer /readyz with 503 for this long while still serving
+    /// and accepting, so load balancers stop sending new clients before the listeners close.
+    /// A second signal cuts it short. 0 (default) starts the drain at once.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+
     /// On SIGINT/SIGTERM, how long to wait for clients to finish the close handshake.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -350,6 +356,7 @@ file_options! {
     max_connections: |v| read_count(v, 1).map(Some) => |v: &Option<usize>| v.map(count_value),
     handshake_timeout: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
     ping_interval: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
+    drain_delay: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),
     drain_timeout: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),
     max_message_bytes: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
     max_head_bytes: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
@@ -636,6 +643,7 @@ mod tests {
         assert_eq!(config.max_backlog_bytes, 1 << 20);
         assert_eq!(config.handshake_timeout, Duration::from_secs(10));
         assert_eq!(config.ping_interval, Duration::from_secs(30));
+        assert_eq!(config.drain_delay, Duration::ZERO);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
         assert_eq!(config.slow_consumer, SlowConsumerPolicy::Disconnect);
         assert_eq!(config.max_subscriptions_per_connection, 1000);

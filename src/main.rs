@@ -34,13 +34,15 @@ fn main() -> ExitCode {
         eprintln!("crier: cannot block SIGINT/SIGTERM: {e}");
         return ExitCode::FAILURE;
     }
+    let drain_delay = config.drain_delay;
     let summary = format!(
-        "max message {} B, max backlog {} B ({:?} slow consumers), handshake timeout {:?}, ping interval {:?}, drain timeout {:?}",
+        "max message {} B, max backlog {} B ({:?} slow consumers), handshake timeout {:?}, ping interval {:?}, drain delay {:?}, drain timeout {:?}",
         config.max_message_bytes,
         config.max_backlog_bytes,
         config.slow_consumer,
         config.handshake_timeout,
         config.ping_interval,
+        config.drain_delay,
         config.drain_timeout,
     );
     let handle = match server::start(config) {
@@ -61,6 +63,17 @@ fn main() -> ExitCode {
         handle.max_connections(),
     );
     match sys::wait_for_shutdown_signal() {
+        Ok(signal) if !drain_delay.is_zero() => {
+            handle.stop_being_ready();
+            eprintln!(
+                "crier: signal {signal} received; /readyz answers 503, still serving for {drain_delay:?} (drain delay; a second signal skips it)"
+            );
+            match sys::wait_for_shutdown_signal_within(drain_delay) {
+                Ok(Some(signal)) => eprintln!("crier: signal {signal} received; draining now"),
+                Ok(None) => eprintln!("crier: drain delay over; draining"),
+                Err(e) => eprintln!("crier: waiting for signals failed ({e}); draining"),
+            }
+        }
         Ok(signal) => eprintln!("crier: signal {signal} received; draining"),
         Err(e) => eprintln!("crier: waiting for signals failed ({e}); draining"),
     }

@@ -97,6 +97,12 @@ impl ServerHandle {
         render_prometheus(&snapshots)
     }
 
+    /// Makes `GET /readyz` answer 503 from now on, while everything else goes on as before:
+    /// the start of `--drain-delay`, so load balancers take this instance out of rotation.
+    pub fn stop_being_ready(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+    }
+
     /// Stops accepting, sends close 1001 to every WebSocket and lets shards finish within
     /// `--drain-timeout`. Returns at once; `join` waits.
     pub fn shutdown(&self) {

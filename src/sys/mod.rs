@@ -76,6 +76,32 @@ pub fn wait_for_shutdown_signal() -> io::Result<i32> {
     Ok(signal)
 }
 
+/// Like [`wait_for_shutdown_signal`], but gives up after `timeout`: `Ok(None)` when no signal
+/// came in time.
+pub fn wait_for_shutdown_signal_within(timeout: std::time::Duration) -> io::Result<Option<i32>> {
+    let set = shutdown_signal_set();
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let wait = libc::timespec {
+            tv_sec: left.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `set` and `wait` are initialised; a null siginfo pointer is allowed.
+        let signal = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &wait) };
+        if signal >= 0 {
+            return Ok(Some(signal));
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EAGAIN) => return Ok(None),
+            // Another signal's handler ran: wait for what is left.
+            Some(libc::EINTR) => continue,
+            _ => return Err(error),
+        }
+    }
+}
+
 /// The CPUs this process may run on (its affinity mask), in ascending order.
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data, zeroed is a valid empty set; sched_getaffinity writes at
