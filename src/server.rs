@@ -106,7 +106,7 @@ impl ServerHandle {
     /// Stops accepting, sends close 1001 to every WebSocket and lets shards finish within
     /// `--drain-timeout`. Returns at once; `join` waits.
     pub fn shutdown(&self) {
-        self.shared.draining.store(true, Ordering::Relaxed);
+        self.stop_being_ready();
         for link in self.links.iter() {
             // A shard that already stopped cannot be told again; nothing is lost.
             while !link.send_now(MeshMsg::Shutdown) {
