@@ -12,7 +12,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::Message;
 
@@ -97,41 +96,24 @@ impl Drop for Broker {
     }
 }
 
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tcp(addr);
-    std::io::Write::write_all(
-        &mut stream,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
-    read_response(&mut stream)
-}
-
-fn subscribe(addr: SocketAddr, topic: &str) -> Client {
-    let mut client = connect(addr, "/ws");
-    send_json(
-        &mut client,
-        json!({"op": "subscribe", "topic": topic, "id": 1}),
-    );
-    assert_eq!(next_json(&mut client)["op"], "ack");
-    client
-}
-
 #[test]
 fn during_the_drain_delay_readyz_is_503_while_connections_are_still_accepted_and_served() {
     let mut broker = Broker::start(&["--drain-delay", "2s"]);
     let addr = broker.addr;
-    assert_eq!(get(addr, "/readyz").0, 200);
-    let mut early = subscribe(addr, "news");
+    assert_eq!(http_get(addr, "/readyz").0, 200);
+    let mut early = connect(addr, "/ws");
+    subscribe(&mut early, "news");
 
     broker.signal("TERM");
     broker.wait_for_log("drain delay");
-    let (status, body) = get(addr, "/readyz");
+    let (status, _, body) = http_get(addr, "/readyz");
     assert_eq!((status, body.trim()), (503, "draining"));
-    assert_eq!(get(addr, "/healthz"), (200, "ok\n".to_string()));
+    let (status, _, body) = http_get(addr, "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
 
     // Still accepting new WebSockets, and still delivering to old and new ones alike.
-    let mut late = subscribe(addr, "news");
+    let mut late = connect(addr, "/ws");
+    subscribe(&mut late, "news");
     let (status, _) = http_publish(addr, "news", "application/json", b"\"still here\"");
     assert_eq!(status, 200);
     for client in [&mut early, &mut late] {
@@ -156,10 +138,11 @@ fn during_the_drain_delay_readyz_is_503_while_connections_are_still_accepted_and
 #[test]
 fn a_second_signal_cuts_the_drain_delay_short() {
     let mut broker = Broker::start(&["--drain-delay", "300s"]);
-    let mut client = subscribe(broker.addr, "news");
+    let mut client = connect(broker.addr, "/ws");
+    subscribe(&mut client, "news");
     broker.signal("TERM");
     broker.wait_for_log("drain delay");
-    assert_eq!(get(broker.addr, "/readyz").0, 503);
+    assert_eq!(http_get(broker.addr, "/readyz").0, 503);
     broker.signal("INT");
     broker.wait_for_log("draining now");
     match client.read() {

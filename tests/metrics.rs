@@ -13,23 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use crier::metrics::Metric;
-use serde_json::json;
 use tungstenite::Message;
-
-/// One `GET` on a fresh connection that the server closes after answering.
-/// Returns (status, head, body).
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    let response = raw_exchange(addr, request.as_bytes());
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("a complete response to {path}: {response:?}"));
-    let status = head
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("a status line: {head:?}"));
-    (status, head.to_string(), body.to_string())
-}
 
 /// A parsed exposition: series (name and sorted labels, as written) to value.
 #[derive(Debug)]
@@ -99,12 +83,6 @@ fn without_shard(series: &str) -> (String, Option<usize>) {
     } else {
         (format!("{name}{{{}}}", rest.join(",")), shard)
     }
-}
-
-/// Subscribes by command and waits for the ack, which comes once the topic's owner knows.
-fn subscribe(client: &mut Client, topic: &str) {
-    send_json(client, json!({"op": "subscribe", "topic": topic, "id": 1}));
-    assert_eq!(next_json(client), json!({"op": "ack", "id": 1}));
 }
 
 #[test]

@@ -14,15 +14,6 @@ use crier::metrics::Metric;
 use serde_json::json;
 use tungstenite::Message;
 
-/// Subscribes `client` to `topic` by command and waits for the ack.
-fn subscribe(client: &mut Client, topic: &str) {
-    send_json(
-        client,
-        json!({"op": "subscribe", "topic": topic, "id": "sub"}),
-    );
-    assert_eq!(next_json(client), json!({"op": "ack", "id": "sub"}));
-}
-
 #[test]
 fn subscribe_by_url_and_by_command_and_get_data_byte_for_byte() {
     let server = start(&[]);

@@ -102,6 +102,30 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One `GET` on a fresh connection that the server closes after answering.
+/// Returns (status, head, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let response = raw_exchange(addr, request.as_bytes());
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("a complete response to {path}: {response:?}"));
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {head:?}"));
+    (status, head.to_string(), body.to_string())
+}
+
+/// Subscribes by command and waits for the ack, which comes once the topic's owner knows.
+pub fn subscribe(client: &mut Client, topic: &str) {
+    send_json(
+        client,
+        serde_json::json!({"op": "subscribe", "topic": topic, "id": 1}),
+    );
+    assert_eq!(next_json(client), serde_json::json!({"op": "ack", "id": 1}));
+}
+
 /// Reads one HTTP response (head + Content-Length body) from a keep-alive connection.
 pub fn read_response(stream: &mut TcpStream) -> (u16, String) {
     let (status, _head, body) = read_response_with_head(stream);
