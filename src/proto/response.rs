@@ -46,36 +46,40 @@ pub fn response(
     body: &[u8],
     keep_alive: bool,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + body.len());
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
-    for (name, value) in extra_headers {
-        let _ = write!(out, "{name}: {value}\r\n");
-    }
+    let mut out = start(status, extra_headers, body.len());
     if !(content_type.is_empty() && body.is_empty()) {
         let _ = write!(out, "Content-Type: {content_type}\r\n");
     }
     let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    finish(&mut out, keep_alive);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The status line and `headers`, with `room` more bytes reserved for framing and body.
+fn start(status: u16, headers: &[(&str, &str)], room: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + room);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
+    for (name, value) in headers {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    out
+}
+
+/// `Connection: close` unless `keep_alive`, then the blank line that ends the head.
+fn finish(out: &mut Vec<u8>, keep_alive: bool) {
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-    out
 }
 
 /// `304 Not Modified` (RFC 9110 §15.4.5): `headers` (the validator and caching fields a `200`
 /// would carry) and no body, so no `Content-Length` or `Content-Type` either.
 pub fn not_modified(headers: &[(&str, &str)], keep_alive: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
-    for (name, value) in headers {
-        let _ = write!(out, "{name}: {value}\r\n");
-    }
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    let mut out = start(304, headers, 0);
+    finish(&mut out, keep_alive);
     out
 }
 
