@@ -227,8 +227,10 @@ impl Shard {
                     if !get_only(self, key) {
                         return Flow::Stop;
                     }
-                    let etag = asset.etag_header();
-                    let headers = [("Cache-Control", asset.cache_control), ("ETag", &etag)];
+                    let headers = [
+                        ("Cache-Control", asset.cache_control),
+                        ("ETag", asset.etag()),
+                    ];
                     let current = head
                         .header("if-none-match")
                         .is_some_and(|tags| asset.is_not_modified(tags));
