@@ -191,8 +191,7 @@ test("(h) publishes made while reconnecting are buffered (bounded) and sent afte
     // three frames like {"op":"publish","topic":"buf.t","data":{"n":1},"id":2} wait in the outbox
     assert.ok(during.buffered >= 150 && during.buffered < 200, JSON.stringify(during));
 
-    const again = await startCrier([], { port: own.port });
-    own.proc = again.proc; own.stop = again.stop;
+    await own.restart();
     await until(() => page.evaluate(() => window.acks.length === 3), "three buffered publishes acked", 20000);
     const { acks, buffered } = await page.evaluate(() => ({ acks: window.acks, buffered: window.c.bufferedAmount }));
     // resubscribe goes out before the buffered publishes, so the page receives its own messages

@@ -97,8 +97,7 @@ test("(d) after the broker is killed and restarted on the same port, the page re
     const shown = await page.textContent("#status");
     assert.match(shown, /^(reconnecting in \d+\.\d s|connecting)$/);
 
-    const again = await startCrier([], { port: own.port });
-    own.proc = again.proc; own.kill = again.kill; own.stop = again.stop;
+    await own.restart();
     await until(async () => (await status(page)) === "open", "page back to open after the restart", 20000);
     const opens = await page.evaluate(() => window.opens);
     assert.equal(opens.length, 1);

@@ -38,7 +38,7 @@ async function healthy(base) {
 /**
  * Start `crier --listen 127.0.0.1:PORT ...extra` and wait until GET /healthz says ok.
  * Retries the spawn for a while if the process exits early (e.g. the port is still being released
- * after a kill). Returns {port, base, ws, proc, stop(), kill()}.
+ * after a kill). Returns {port, base, ws, proc, stop(), kill(), restart()}.
  */
 export async function startCrier(extra = [], { port, timeoutMs = 15000 } = {}) {
   port = port || (await freePort());
@@ -58,8 +58,10 @@ export async function startCrier(extra = [], { port, timeoutMs = 15000 } = {}) {
         const h = {
           port, base, ws: `ws://127.0.0.1:${port}/ws`, proc,
           /** SIGKILL and wait for the exit: the broker dies without any goodbye. */
-          kill: () => stopProc(proc, "SIGKILL"),
-          stop: () => stopProc(proc, "SIGTERM"),
+          kill: () => stopProc(h.proc, "SIGKILL"),
+          stop: () => stopProc(h.proc, "SIGTERM"),
+          /** A fresh crier (same arguments) on the same port; this handle now controls it. */
+          restart: async () => { h.proc = (await startCrier(extra, { port, timeoutMs })).proc; },
         };
         return h;
       }
