@@ -17,6 +17,7 @@ END = "<!-- compare:end -->"
 BROKER_NAMES = {
     "crier": "crier (1 thread)",
     "crier2": "crier (2 threads, CPUs 0-1)",
+    "crier-base": "crier (--crier-base binary, before)",
     "ws": "Node.js ws",
     "tokio": "tokio-tungstenite",
 }
