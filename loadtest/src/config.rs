@@ -80,6 +80,19 @@ pub struct Args {
     /// Fail (exit 2) when more than this percentage of subscriber connections fail.
     #[arg(long, default_value_t = 1.0)]
     pub max_failed_pct: f64,
+    /// Run the scenario N times, each on fresh connections, and report every run's p50, p99
+    /// and max and their spread (min, median, max across runs).
+    ///
+    /// The top-level numbers then describe all runs together: latency percentiles come from
+    /// every run's samples merged (so do --hdr and --plot); counts, seconds and CPU are
+    /// summed, so rates are totals over the total measured time; maxima are the largest of
+    /// any run; a flag or warning (saturated, timed_out) is raised if any run raised it;
+    /// broker RSS is the peak over runs. The JSON adds `repeat` ({count, p50_ms, p99_ms,
+    /// max_ms}, each {min, median, max} over the runs with samples) and `runs` (per run:
+    /// run, latency_ms {count, p50, p99, max}, deliveries_per_second, lost, timed_out), also
+    /// with N = 1. A run that hits the hard timeout ends the series.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
 }
 
 /// A `--duration`-like flag that is not a duration.

@@ -21,6 +21,7 @@ pub enum SetupError {
     /// `--max` counts acks, and binary WebSocket publishes carry no id.
     MaxNeedsAcks,
     ZeroWindow,
+    ZeroRepeat,
     Url(UrlError),
     ReadFdLimit(io::Error),
     FdLimit {
@@ -77,6 +78,7 @@ impl fmt::Display for SetupError {
             }
             SetupError::MaxNeedsAcks => f.write_str("--max opens its window with acks, and binary publishes carry no id: use --max without --binary, or with --http-publish"),
             SetupError::ZeroWindow => f.write_str("--window must be at least 1"),
+            SetupError::ZeroRepeat => f.write_str("--repeat must be at least 1"),
             SetupError::Url(e) => e.fmt(f),
             SetupError::ReadFdLimit(e) => write!(f, "cannot read RLIMIT_NOFILE: {e}"),
             SetupError::FdLimit { connections, needed, soft, hard } => write!(

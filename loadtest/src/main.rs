@@ -1,7 +1,8 @@
 //! `crier-load`: connects subscribers and publishers from worker threads (one mio Poll each),
 //! publishes on an open-loop schedule, and reports throughput, corrected latency, losses and
-//! whether the client itself was the bottleneck. This file: the order of the steps and the
-//! exit code; `setup`, `phases`, `report` and `output` do the work.
+//! whether the client itself was the bottleneck. This file: the order of the steps (checks,
+//! `--repeat` runs, report) and the exit code; `setup`, `phases`, `report` and `output` do
+//! the work.
 #![deny(unsafe_code)]
 
 mod config;
@@ -52,9 +53,18 @@ fn run(args: &Args) -> Result<ExitCode, SetupError> {
         cores: setup.cores,
         machine_cores: setup.machine_cores,
     };
-    let totals = phases::run_once(args, &setup, &ctx)?;
-    let timed_out = totals.timed_out;
-    let report = Report::build(&ctx, totals);
+    let mut runs = Vec::new();
+    for n in 1..=args.repeat {
+        let label = (args.repeat > 1).then(|| format!("run {n}/{}", args.repeat));
+        let run = phases::run_once(args, &setup, &ctx, label)?;
+        let timed_out = run.timed_out;
+        runs.push(run);
+        if timed_out {
+            break; // a broker that hung once is not measured again
+        }
+    }
+    let timed_out = runs.iter().any(|r| r.timed_out);
+    let report = Report::build(&ctx, runs);
     output::write(args, &report)?;
     Ok(ExitCode::from(if timed_out {
         EXIT_TIMEOUT

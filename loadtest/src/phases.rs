@@ -65,8 +65,13 @@ fn sample_server(args: &Args, ticks: u64) -> Result<Option<ProcSample>, SetupErr
     Ok(sample.transpose()?)
 }
 
-/// Runs the scenario once and totals it.
-pub fn run_once(args: &Args, setup: &Setup, ctx: &Context<'_>) -> Result<Totals, SetupError> {
+/// Runs the scenario once and totals it; `label` (e.g. "run 2/5") prefixes the status line.
+pub fn run_once(
+    args: &Args,
+    setup: &Setup,
+    ctx: &Context<'_>,
+    label: Option<String>,
+) -> Result<Totals, SetupError> {
     let server_before = sample_server(args, setup.ticks)?;
     let shared = Arc::new(Shared::new(
         setup.threads,
@@ -75,7 +80,7 @@ pub fn run_once(args: &Args, setup: &Setup, ctx: &Context<'_>) -> Result<Totals,
     let hard_deadline_ns =
         (args.warmup + args.duration + args.grace + HARD_TIMEOUT_EXTRA).as_nanos() as u64;
     let handles = spawn_workers(args, setup, &shared)?;
-    let mut progress = Progress::new(std::io::stderr().is_terminal(), setup.total);
+    let mut progress = Progress::new(std::io::stderr().is_terminal(), setup.total, label);
     let connect_started_ns = shared.now_ns();
     if let Err(e) = connect(args, setup, &shared, &mut progress, hard_deadline_ns) {
         shared.stop.store(true, Relaxed);

@@ -9,6 +9,8 @@ use crate::worker::{new_histogram, Shared};
 pub struct Progress {
     tty: bool,
     total: u64,
+    /// Which run this is, with `--repeat`.
+    label: Option<String>,
     last_ns: u64,
     last_published: u64,
     last_delivered: u64,
@@ -16,10 +18,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(tty: bool, total: u64) -> Progress {
+    pub fn new(tty: bool, total: u64, label: Option<String>) -> Progress {
         Progress {
             tty,
             total,
+            label,
             last_ns: 0,
             last_published: 0,
             last_delivered: 0,
@@ -47,8 +50,12 @@ impl Progress {
             Some((_, _, end)) if now < end => "measuring",
             Some(_) => "draining",
         };
+        let prefix = match &self.label {
+            Some(label) => format!("{label} "),
+            None => String::new(),
+        };
         let line = format!(
-            "[{phase:>10}] conns {}/{} up ({} failed) | published {:.0}/s | deliveries {:.0}/s | p99 {}",
+            "[{prefix}{phase:>10}] conns {}/{} up ({} failed) | published {:.0}/s | deliveries {:.0}/s | p99 {}",
             shared.connections_up.load(Relaxed),
             self.total,
             shared.connections_failed.load(Relaxed),

@@ -121,6 +121,9 @@ fn check_flags(args: &Args) -> Result<(), SetupError> {
     if args.max && args.window == 0 {
         return Err(SetupError::ZeroWindow);
     }
+    if args.repeat == 0 {
+        return Err(SetupError::ZeroRepeat);
+    }
     Ok(())
 }
 
@@ -207,6 +210,10 @@ mod tests {
         assert!(matches!(
             flags(&["--max", "--window", "0"]),
             Err(SetupError::ZeroWindow)
+        ));
+        assert!(matches!(
+            flags(&["--repeat", "0"]),
+            Err(SetupError::ZeroRepeat)
         ));
     }
 

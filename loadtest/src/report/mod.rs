@@ -1,8 +1,9 @@
-//! The final report: one run's [`Totals`] (or several runs' merged), rendered as text or one
-//! JSON line, and whether the run found a broker bug. `totals` computes, `json` and `text`
-//! render.
+//! The final report: one run's [`Totals`] (or several runs' merged, with their spread),
+//! rendered as text or one JSON line, and whether the run found a broker bug. `totals` and
+//! `repeat` compute, `json` and `text` render.
 
 mod json;
+mod repeat;
 mod text;
 mod totals;
 
@@ -48,12 +49,21 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn build(ctx: &Context<'_>, run: Totals) -> Report {
+    /// The report on `runs` (at least one; with `--repeat`, in order): the top-level numbers
+    /// describe them merged, and `repeat`/`runs` keep each run's latency.
+    pub fn build(ctx: &Context<'_>, runs: Vec<Totals>) -> Report {
+        let spread = repeat::Repeat::of(&runs);
+        let merged = repeat::merge(runs);
+        let mut json = json::render(ctx, &merged);
+        let (summary, per_run) = spread.json();
+        json["repeat"] = summary;
+        json["runs"] = per_run;
+        let shown = (spread.runs.len() > 1).then_some(&spread);
         Report {
-            json: json::render(ctx, &run),
-            text: text::render(ctx, &run),
-            failure: run.counts.is_failure(),
-            histogram: run.histogram,
+            json,
+            text: text::render(ctx, &merged, shown),
+            failure: merged.counts.is_failure(),
+            histogram: merged.histogram,
         }
     }
 
@@ -112,6 +122,14 @@ mod tests {
         }
     }
 
+    /// Takes out the keys `--repeat` added, leaving those the report always had.
+    fn without_repeat_keys(json: &mut serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+        let object = json.as_object_mut().unwrap();
+        let repeat = object.remove("repeat").expect("repeat key");
+        let runs = object.remove("runs").expect("runs key");
+        (repeat, runs)
+    }
+
     fn sample(cpu_ms: u64, rss: u64) -> ProcSample {
         ProcSample {
             cpu: Duration::from_millis(cpu_ms),
@@ -166,11 +184,16 @@ mod tests {
             thread_result(&[1, 2, 3, 4], &[0, 1, 3, 2, 2, 5], 8),
             thread_result(&[5, 50], &[0, 1, 2, 3], 0),
         ];
-        let report = Report::build(&ctx, Totals::from_run(&ctx, inputs, results));
+        let report = Report::build(&ctx, vec![Totals::from_run(&ctx, inputs, results)]);
         assert_eq!(report.text(), PINNED_TEXT);
-        let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
         let pinned: serde_json::Value = serde_json::from_str(PINNED_JSON).unwrap();
-        assert_eq!(json, pinned);
+        let (repeat, runs) = without_repeat_keys(&mut json);
+        assert_eq!(json, pinned, "keys before --repeat unchanged");
+        assert_eq!(repeat["count"], 1);
+        assert_eq!(repeat["p99_ms"]["median"], pinned["latency_ms"]["p99"]);
+        assert_eq!(runs[0]["latency_ms"]["p50"], pinned["latency_ms"]["p50"]);
+        assert_eq!(runs[0]["lost"], 7);
         assert!(!report.is_failure());
         assert_eq!(report.histogram.len(), 6);
     }
@@ -213,12 +236,83 @@ mod tests {
         };
         let mut result = thread_result(&[], &[], 0);
         result.protocol_errors = 1;
-        let report = Report::build(&ctx, Totals::from_run(&ctx, inputs, vec![result]));
+        let report = Report::build(&ctx, vec![Totals::from_run(&ctx, inputs, vec![result])]);
         assert_eq!(report.text(), PINNED_FAILING_TEXT);
-        let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
         let pinned: serde_json::Value = serde_json::from_str(PINNED_FAILING_JSON).unwrap();
-        assert_eq!(json, pinned);
+        let (_, runs) = without_repeat_keys(&mut json);
+        assert_eq!(json, pinned, "keys before --repeat unchanged");
+        assert_eq!(runs[0]["timed_out"], true);
         assert!(report.is_failure());
+    }
+
+    /// With `--repeat 2`: the top-level latency is both runs merged, each run keeps its own
+    /// p50/p99/max in `runs`, and the text lists the runs right after the merged latency.
+    #[test]
+    fn repeated_runs_are_merged_and_listed() {
+        let args = Args::parse_from(["crier-load", "--subscribers", "2", "--repeat", "2"]);
+        let plan = Plan {
+            topics: 1,
+            publishers: 1,
+            all_topic: false,
+        };
+        let ctx = Context {
+            args: &args,
+            plan: &plan,
+            threads: 1,
+            cores: 1,
+            machine_cores: 1,
+        };
+        let inputs = || RunInputs {
+            total_connections: 3,
+            connections_up: 3,
+            connections_failed: 0,
+            connect_secs: 0.5,
+            measured: Duration::from_secs(1),
+            client_cpu: Duration::from_millis(100),
+            server: None,
+            timed_out: false,
+            first_error: None,
+        };
+        let fast = Totals::from_run(
+            &ctx,
+            inputs(),
+            vec![thread_result(&[1, 1, 1, 2], &[0, 1], 2)],
+        );
+        let slow = Totals::from_run(
+            &ctx,
+            inputs(),
+            vec![thread_result(&[90, 95, 99, 100], &[0, 1], 2)],
+        );
+        let report = Report::build(&ctx, vec![fast, slow]);
+        let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        assert_eq!(json["latency_ms"]["count"], 8);
+        assert_eq!(json["measured_seconds"], 2.0);
+        assert_eq!(json["connections"]["up"], 6);
+        assert_eq!(json["repeat"]["count"], 2);
+        let p99s: Vec<f64> = (0..2)
+            .map(|i| {
+                json["runs"][i]["latency_ms"]["p99"]
+                    .as_f64()
+                    .unwrap()
+                    .round()
+            })
+            .collect();
+        assert_eq!(p99s, [2.0, 100.0]);
+        assert_eq!(
+            json["repeat"]["p99_ms"]["median"].as_f64().unwrap().round(),
+            51.0
+        );
+        assert_eq!(report.histogram.len(), 8);
+        let text = report.text();
+        let latency = text.find("  latency ms").unwrap();
+        let runs = text.find("  runs         2 runs").unwrap();
+        assert!(
+            latency < runs && runs < text.find("  integrity").unwrap(),
+            "{text}"
+        );
+        assert!(text.contains("  run 2        p50 95.027"), "{text}");
+        assert!(text.contains("  spread ms    p50 1.000..95.027"), "{text}");
     }
 
     const PINNED_TEXT: &str = "\

@@ -4,14 +4,16 @@
 
 use std::fmt::Write;
 
+use super::repeat::Repeat;
 use super::totals::{ServerUse, Totals};
 use super::{Context, CLIENT_SATURATED_FRACTION};
 
-/// The whole report for `t` (one run, or several merged).
-pub fn render(ctx: &Context<'_>, t: &Totals) -> String {
+/// The whole report for `t` (one run, or several merged, then with each run's latency and
+/// their spread after the merged latency line).
+pub fn render(ctx: &Context<'_>, t: &Totals, repeat: Option<&Repeat>) -> String {
     let mut out = String::new();
     setup(&mut out, ctx, t);
-    traffic(&mut out, t);
+    traffic(&mut out, t, repeat);
     resources(&mut out, ctx, t);
     warnings(&mut out, ctx, t);
     if let Some(e) = &t.first_error {
@@ -60,7 +62,7 @@ fn setup(out: &mut String, ctx: &Context<'_>, t: &Totals) {
     );
 }
 
-fn traffic(out: &mut String, t: &Totals) {
+fn traffic(out: &mut String, t: &Totals, repeat: Option<&Repeat>) {
     let c = &t.counts;
     let secs = t.secs();
     let _ = writeln!(
@@ -88,6 +90,9 @@ fn traffic(out: &mut String, t: &Totals) {
         t.max_ms(),
         t.histogram.len()
     );
+    if let Some(r) = repeat {
+        r.text(out);
+    }
     let _ = writeln!(
         out,
         "  integrity    lost {}, duplicate {}, out-of-order {}, broker drop notices {}, misrouted {}, foreign {}",
