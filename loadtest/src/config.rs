@@ -1,6 +1,8 @@
 //! Command-line flags and the plan derived from them: who subscribes to which topic, which
 //! publisher sends to which topics, and where to connect. Pure data: no sockets, no clocks.
 
+use std::fmt;
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -78,10 +80,47 @@ pub struct Args {
     /// Fail (exit 2) when more than this percentage of subscriber connections fail.
     #[arg(long, default_value_t = 1.0)]
     pub max_failed_pct: f64,
+    /// Run the scenario N times, each on fresh connections, and report every run's p50, p99
+    /// and max and their spread (min, median, max across runs).
+    ///
+    /// The top-level numbers then describe all runs together: latency percentiles come from
+    /// every run's samples merged (so do --hdr and --plot); counts, seconds and CPU are
+    /// summed, so rates are totals over the total measured time; maxima are the largest of
+    /// any run; a flag or warning (saturated, timed_out) is raised if any run raised it;
+    /// broker RSS is the peak over runs. The JSON adds `repeat` ({count, p50_ms, p99_ms,
+    /// max_ms}, each {min, median, max} over the runs with samples) and `runs` (per run:
+    /// run, latency_ms {count, p50, p99, max}, deliveries_per_second, lost, timed_out), also
+    /// with N = 1. A run that hits the hard timeout ends the series.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
 }
 
+/// A `--duration`-like flag that is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurationError {
+    /// Not a number with an optional `ms`, `s` or `m` suffix.
+    NotADuration(String),
+    /// Negative, infinite or NaN.
+    OutOfRange(String),
+}
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DurationError::NotADuration(text) => {
+                write!(f, "`{text}` is not a duration like 10s, 500ms or 2m")
+            }
+            DurationError::OutOfRange(text) => {
+                write!(f, "`{text}` must be a non-negative duration")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DurationError {}
+
 /// Parses `10s`, `250ms`, `2m`, `1.5s` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
         (n, 1e-3)
@@ -95,9 +134,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let value: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 10s, 500ms or 2m"))?;
+        .map_err(|_| DurationError::NotADuration(text.to_string()))?;
     if !(value >= 0.0 && value.is_finite()) {
-        return Err(format!("`{text}` must be a non-negative duration"));
+        return Err(DurationError::OutOfRange(text.to_string()));
     }
     Ok(Duration::from_secs_f64(value * scale))
 }
@@ -112,20 +151,74 @@ pub struct Target {
     pub path_and_query: String,
 }
 
+/// A `--url` or `--http-publish` that cannot be connected to.
+#[derive(Debug)]
+pub enum UrlError {
+    /// Another scheme than the one expected (`wss`/`https` are not supported).
+    WrongScheme {
+        url: String,
+        scheme: &'static str,
+    },
+    NoHost {
+        url: String,
+    },
+    CannotResolve {
+        url: String,
+        host_port: String,
+        error: io::Error,
+    },
+    NoAddress {
+        url: String,
+        host_port: String,
+    },
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlError::WrongScheme { url, scheme } => write!(
+                f,
+                "`{url}`: expected a {scheme}:// URL (wss/https are not supported)"
+            ),
+            UrlError::NoHost { url } => write!(f, "`{url}`: no host"),
+            UrlError::CannotResolve {
+                url,
+                host_port,
+                error,
+            } => write!(f, "`{url}`: cannot resolve {host_port}: {error}"),
+            UrlError::NoAddress { url, host_port } => {
+                write!(f, "`{url}`: {host_port} resolves to no address")
+            }
+        }
+    }
+}
+
+impl std::error::Error for UrlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UrlError::CannotResolve { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// Parses `scheme://host[:port][/path[?query]]` for the one scheme expected.
-pub fn parse_url(url: &str, scheme: &str, default_port: u16) -> Result<Target, String> {
+pub fn parse_url(url: &str, scheme: &'static str, default_port: u16) -> Result<Target, UrlError> {
     let rest = url
         .strip_prefix(scheme)
         .and_then(|r| r.strip_prefix("://"))
-        .ok_or_else(|| {
-            format!("`{url}`: expected a {scheme}:// URL (wss/https are not supported)")
+        .ok_or_else(|| UrlError::WrongScheme {
+            url: url.to_string(),
+            scheme,
         })?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     if authority.is_empty() {
-        return Err(format!("`{url}`: no host"));
+        return Err(UrlError::NoHost {
+            url: url.to_string(),
+        });
     }
     let with_port = if authority
         .rsplit_once(':')
@@ -135,11 +228,20 @@ pub fn parse_url(url: &str, scheme: &str, default_port: u16) -> Result<Target, S
     } else {
         format!("{authority}:{default_port}")
     };
-    let addr = with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("`{url}`: cannot resolve {with_port}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("`{url}`: {with_port} resolves to no address"))?;
+    let addr = match with_port.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next(),
+        Err(error) => {
+            return Err(UrlError::CannotResolve {
+                url: url.to_string(),
+                host_port: with_port,
+                error,
+            })
+        }
+    };
+    let addr = addr.ok_or_else(|| UrlError::NoAddress {
+        url: url.to_string(),
+        host_port: with_port.clone(),
+    })?;
     Ok(Target {
         addr,
         host_header: authority.to_string(),
@@ -304,8 +406,14 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-1s").is_err());
+        assert_eq!(
+            parse_duration(" soon ").unwrap_err().to_string(),
+            "`soon` is not a duration like 10s, 500ms or 2m"
+        );
+        assert_eq!(
+            parse_duration("-1s"),
+            Err(DurationError::OutOfRange("-1s".into()))
+        );
     }
 
     #[test]
@@ -317,7 +425,16 @@ mod tests {
         let t = parse_url("ws://127.0.0.1", "ws", 80).unwrap();
         assert_eq!(t.addr.port(), 80);
         assert_eq!(t.path_and_query, "/");
-        assert!(parse_url("wss://127.0.0.1/ws", "ws", 80).is_err());
+        assert_eq!(
+            parse_url("wss://127.0.0.1/ws", "ws", 80)
+                .unwrap_err()
+                .to_string(),
+            "`wss://127.0.0.1/ws`: expected a ws:// URL (wss/https are not supported)"
+        );
+        assert!(matches!(
+            parse_url("ws:///ws", "ws", 80),
+            Err(UrlError::NoHost { .. })
+        ));
         assert_eq!(with_query("/ws", "topic", "a"), "/ws?topic=a");
         assert_eq!(with_query("/ws?x=1", "topic", "a"), "/ws?x=1&topic=a");
         assert_eq!(http_publish_path("/", "t"), "/publish/t");

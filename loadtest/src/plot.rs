@@ -94,14 +94,16 @@ fn x_of(q: f64, cap: f64) -> f64 {
     }
 }
 
+/// Chart size and margins, in SVG user units.
+const W: f64 = 800.0;
+const H: f64 = 480.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 50.0;
+
 /// A latency-by-percentile SVG chart.
 pub fn latency_svg(h: &Histogram<u64>, title: &str) -> String {
-    const W: f64 = 800.0;
-    const H: f64 = 480.0;
-    const LEFT: f64 = 70.0;
-    const RIGHT: f64 = 20.0;
-    const TOP: f64 = 40.0;
-    const BOTTOM: f64 = 50.0;
     let points = percentile_points(h);
     let mut svg = String::new();
     let _ = write!(
@@ -124,49 +126,98 @@ pub fn latency_svg(h: &Histogram<u64>, title: &str) -> String {
         );
         return svg;
     }
-    let finite_max = points
-        .iter()
-        .filter(|p| p.quantile < 1.0)
-        .map(|p| x_of(p.quantile, f64::MAX))
-        .fold(0.0, f64::max);
-    let decades = (finite_max.ceil() + 1.0).max(2.0);
-    let y_max = nice_ceiling(points.iter().map(|p| p.value_ms).fold(0.0, f64::max) * 1.05);
-    let px = |x: f64| LEFT + x / decades * (W - LEFT - RIGHT);
-    let py = |y: f64| H - BOTTOM - y / y_max * (H - TOP - BOTTOM);
-    // Grid and axes.
-    for d in 0..=decades as u32 {
-        let x = px(f64::from(d));
-        let label = match d {
-            0 => "0%".to_string(),
-            _ => format!("{}%", 100.0 - 100.0 / 10f64.powi(d as i32)),
-        };
+    let frame = Frame::fit(&points);
+    frame.grid(&mut svg);
+    axis_titles(&mut svg);
+    frame.curve(&mut svg, &points);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The plot area's scales: `decades` of the percentile axis, `y_max` ms.
+struct Frame {
+    decades: f64,
+    y_max: f64,
+}
+
+impl Frame {
+    fn fit(points: &[Point]) -> Frame {
+        let finite_max = points
+            .iter()
+            .filter(|p| p.quantile < 1.0)
+            .map(|p| x_of(p.quantile, f64::MAX))
+            .fold(0.0, f64::max);
+        Frame {
+            decades: (finite_max.ceil() + 1.0).max(2.0),
+            y_max: nice_ceiling(points.iter().map(|p| p.value_ms).fold(0.0, f64::max) * 1.05),
+        }
+    }
+
+    fn px(&self, x: f64) -> f64 {
+        LEFT + x / self.decades * (W - LEFT - RIGHT)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        H - BOTTOM - y / self.y_max * (H - TOP - BOTTOM)
+    }
+
+    /// Vertical lines at 0%, 90%, 99%, ... and horizontal ones at fifths of `y_max`.
+    fn grid(&self, svg: &mut String) {
+        for d in 0..=self.decades as u32 {
+            let x = self.px(f64::from(d));
+            let label = match d {
+                0 => "0%".to_string(),
+                _ => format!("{}%", 100.0 - 100.0 / 10f64.powi(d as i32)),
+            };
+            let _ = write!(
+                svg,
+                r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+                H - BOTTOM
+            );
+            let _ = write!(
+                svg,
+                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
+                H - BOTTOM + 18.0
+            );
+        }
+        for i in 0..=5 {
+            let v = self.y_max * f64::from(i) / 5.0;
+            let y = self.py(v);
+            let _ = write!(
+                svg,
+                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
+                W - RIGHT
+            );
+            let _ = write!(
+                svg,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                LEFT - 6.0,
+                y + 4.0,
+                trim_float(v)
+            );
+        }
+    }
+
+    fn curve(&self, svg: &mut String, points: &[Point]) {
+        let mut path = String::new();
+        for (i, p) in points.iter().enumerate() {
+            let x = self.px(x_of(p.quantile, self.decades));
+            let _ = write!(
+                path,
+                "{}{:.1},{:.1} ",
+                if i == 0 { "M" } else { "L" },
+                x,
+                self.py(p.value_ms)
+            );
+        }
         let _ = write!(
             svg,
-            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##,
-            H - BOTTOM
-        );
-        let _ = write!(
-            svg,
-            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
-            H - BOTTOM + 18.0
+            r##"<path d="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##
         );
     }
-    for i in 0..=5 {
-        let v = y_max * f64::from(i) / 5.0;
-        let y = py(v);
-        let _ = write!(
-            svg,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
-            W - RIGHT
-        );
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-            LEFT - 6.0,
-            y + 4.0,
-            trim_float(v)
-        );
-    }
+}
+
+fn axis_titles(svg: &mut String) {
     let _ = write!(
         svg,
         r#"<text x="{}" y="{}" text-anchor="middle">percentile</text>"#,
@@ -179,23 +230,6 @@ pub fn latency_svg(h: &Histogram<u64>, title: &str) -> String {
         H / 2.0,
         H / 2.0
     );
-    let mut path = String::new();
-    for (i, p) in points.iter().enumerate() {
-        let x = px(x_of(p.quantile, decades));
-        let _ = write!(
-            path,
-            "{}{:.1},{:.1} ",
-            if i == 0 { "M" } else { "L" },
-            x,
-            py(p.value_ms)
-        );
-    }
-    let _ = write!(
-        svg,
-        r##"<path d="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##
-    );
-    svg.push_str("</svg>\n");
-    svg
 }
 
 /// 1, 2 or 5 times a power of ten, at least `v`.

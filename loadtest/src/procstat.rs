@@ -1,6 +1,8 @@
 //! Samples another process (the broker) from /proc: CPU time from /proc/PID/stat and resident
 //! memory from /proc/PID/status. Linux only; read-only.
 
+use std::fmt;
+use std::io;
 use std::time::Duration;
 
 /// One sample of a process.
@@ -28,14 +30,55 @@ pub fn parse_status_rss(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Why process `pid` could not be sampled.
+#[derive(Debug)]
+pub enum ProcError {
+    /// /proc/PID/stat unreadable: most likely no such process.
+    ReadStat {
+        pid: u32,
+        error: io::Error,
+    },
+    ReadStatus {
+        pid: u32,
+        error: io::Error,
+    },
+    StatFormat,
+    NoRss,
+}
+
+impl fmt::Display for ProcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProcError::ReadStat { pid, error } => write!(
+                f,
+                "cannot read /proc/{pid}/stat ({error}): is --server-pid right?"
+            ),
+            ProcError::ReadStatus { pid, error } => {
+                write!(f, "cannot read /proc/{pid}/status ({error})")
+            }
+            ProcError::StatFormat => f.write_str("unexpected /proc/PID/stat format"),
+            ProcError::NoRss => f.write_str("no VmRSS in /proc/PID/status"),
+        }
+    }
+}
+
+impl std::error::Error for ProcError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProcError::ReadStat { error, .. } | ProcError::ReadStatus { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// Samples process `pid`, or explains why it cannot.
-pub fn sample(pid: u32, ticks_per_second: u64) -> Result<ProcSample, String> {
+pub fn sample(pid: u32, ticks_per_second: u64) -> Result<ProcSample, ProcError> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|e| format!("cannot read /proc/{pid}/stat ({e}): is --server-pid right?"))?;
+        .map_err(|error| ProcError::ReadStat { pid, error })?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("cannot read /proc/{pid}/status ({e})"))?;
-    let ticks = parse_stat_cpu_ticks(&stat).ok_or("unexpected /proc/PID/stat format")?;
-    let rss_bytes = parse_status_rss(&status).ok_or("no VmRSS in /proc/PID/status")?;
+        .map_err(|error| ProcError::ReadStatus { pid, error })?;
+    let ticks = parse_stat_cpu_ticks(&stat).ok_or(ProcError::StatFormat)?;
+    let rss_bytes = parse_status_rss(&status).ok_or(ProcError::NoRss)?;
     let cpu = Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64);
     Ok(ProcSample { cpu, rss_bytes })
 }

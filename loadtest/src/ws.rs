@@ -7,6 +7,11 @@ use crier::proto::handshake;
 use crier::proto::prepared::encode_client_frame;
 use crier::proto::session::{Decoded, Event, Role, Session, SessionLimits};
 
+/// A rule of RFC 6455 §4.1 the broker's handshake response broke.
+pub use crier::proto::handshake::ClientHandshakeError as HandshakeError;
+/// A rule of RFC 6455 the broker's frames broke.
+pub use crier::proto::ProtocolError;
+
 /// Largest delivery we accept (the broker's messages are our own payloads plus an envelope).
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
@@ -28,8 +33,8 @@ pub fn upgrade_request(host: &str, path_and_query: &str, key: [u8; 16]) -> (Vec<
 }
 
 /// Checks the response head in `buf`: the head length once complete, `None` while partial.
-pub fn check_response(buf: &[u8], expected_accept: &str) -> Result<Option<usize>, String> {
-    handshake::check_server_response(buf, expected_accept).map_err(|e| e.to_string())
+pub fn check_response(buf: &[u8], expected_accept: &str) -> Result<Option<usize>, HandshakeError> {
+    handshake::check_server_response(buf, expected_accept)
 }
 
 /// Appends one masked client frame (RFC 6455 §5.3: every client frame is masked).
@@ -66,13 +71,10 @@ impl Reader {
         &mut self,
         buf: &mut [u8],
         mut on_event: impl FnMut(WsEvent<'_>),
-    ) -> Result<(), String> {
+    ) -> Result<(), ProtocolError> {
         let mut pos = 0;
         while pos < buf.len() {
-            let Decoded { consumed, event } = self
-                .session
-                .decode(&mut buf[pos..])
-                .map_err(|e| format!("protocol error: {e:?}"))?;
+            let Decoded { consumed, event } = self.session.decode(&mut buf[pos..])?;
             pos += consumed;
             match event {
                 None => break,
