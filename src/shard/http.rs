@@ -13,7 +13,7 @@ use crate::proto::command::ErrorCode;
 use crate::proto::envelope;
 use crate::proto::handshake;
 use crate::proto::http::{parse_request_head, RequestHead};
-use crate::proto::http_body::{body_framing, BodyReader};
+use crate::proto::http_body::{request_body, BodyFraming, BodyReader};
 use crate::proto::query::{percent_decode, query_values};
 use crate::proto::response::{not_modified, plain_error, response};
 use crate::proto::session::{Role, Session, SessionLimits};
@@ -96,7 +96,31 @@ impl Shard {
                     return Flow::Stop;
                 }
             };
-            if self.on_request(key, head) == Flow::Stop {
+            // Every request's framing is decided here, the same way whatever its route, so a
+            // body is never left in the buffer to be parsed as the next request.
+            let target = Target::of(&head);
+            let max_body = self.shared.config.max_message_bytes;
+            let framing = match request_body(&head, target.accepts_body(), max_body) {
+                Ok(framing) => framing,
+                Err(error) => {
+                    let status = error.status();
+                    self.count_http_failure(status);
+                    let bytes = if target.accepts_body() {
+                        let code = if status == 413 {
+                            ErrorCode::MessageTooLarge
+                        } else {
+                            ErrorCode::InvalidCommand
+                        };
+                        let body = envelope::http_error_body(code, &error.to_string());
+                        response(status, &[], "application/json", &body, false)
+                    } else {
+                        plain_error(status, &error.to_string())
+                    };
+                    self.respond_and_close(key, bytes);
+                    return Flow::Stop;
+                }
+            };
+            if self.on_request(key, head, target, framing) == Flow::Stop {
                 return Flow::Stop;
             }
             if !matches!(self.conns[key].phase, Phase::Http(_)) {
@@ -135,7 +159,13 @@ impl Shard {
         }
     }
 
-    fn on_request(&mut self, key: usize, head: RequestHead) -> Flow {
+    fn on_request(
+        &mut self,
+        key: usize,
+        head: RequestHead,
+        target: Target,
+        framing: BodyFraming,
+    ) -> Flow {
         let keep_alive = wants_keep_alive(&head);
         let over_limit = self.http_mut(key).is_some_and(|http| http.over_limit);
         if over_limit {
@@ -146,7 +176,6 @@ impl Shard {
             );
             return Flow::Stop;
         }
-        let path = head.path().to_string();
         let method = head.method().to_string();
         let get_only = |shard: &mut Shard, key: usize| -> bool {
             if method == "GET" {
@@ -166,10 +195,9 @@ impl Shard {
                 false
             }
         };
-        match path.as_str() {
-            "/ws" => self.upgrade(key, &head, Route::PubSub),
-            "/echo" => self.upgrade(key, &head, Route::Echo),
-            "/healthz" => {
+        match target {
+            Target::Upgrade(route) => self.upgrade(key, &head, route),
+            Target::Healthz => {
                 if !get_only(self, key) {
                     return Flow::Stop;
                 }
@@ -180,7 +208,7 @@ impl Shard {
                 );
                 Flow::Continue
             }
-            "/readyz" => {
+            Target::Readyz => {
                 if !get_only(self, key) {
                     return Flow::Stop;
                 }
@@ -204,7 +232,7 @@ impl Shard {
                 self.respond(key, bytes, keep_alive);
                 Flow::Continue
             }
-            "/metrics" => {
+            Target::Metrics => {
                 if !get_only(self, key) {
                     return Flow::Stop;
                 }
@@ -221,33 +249,31 @@ impl Shard {
                 self.respond(key, bytes, keep_alive);
                 Flow::Continue
             }
-            p if p.starts_with(PUBLISH_PREFIX) => self.start_http_publish(key, &head, keep_alive),
-            _ => match crate::assets::find(&path) {
-                Some(asset) => {
-                    if !get_only(self, key) {
-                        return Flow::Stop;
-                    }
-                    let headers = [
-                        ("Cache-Control", asset.cache_control),
-                        ("ETag", asset.etag()),
-                    ];
-                    let current = head
-                        .header("if-none-match")
-                        .is_some_and(|tags| asset.is_not_modified(tags));
-                    let bytes = if current {
-                        not_modified(&headers, keep_alive)
-                    } else {
-                        response(200, &headers, asset.content_type, asset.body, keep_alive)
-                    };
-                    self.respond(key, bytes, keep_alive);
-                    Flow::Continue
+            Target::Publish => self.start_http_publish(key, &head, framing, keep_alive),
+            Target::Asset(asset) => {
+                if !get_only(self, key) {
+                    return Flow::Stop;
                 }
-                None => {
-                    self.count_http_failure(404);
-                    self.respond_and_close(key, plain_error(404, "no such path"));
-                    Flow::Stop
-                }
-            },
+                let headers = [
+                    ("Cache-Control", asset.cache_control),
+                    ("ETag", asset.etag()),
+                ];
+                let current = head
+                    .header("if-none-match")
+                    .is_some_and(|tags| asset.is_not_modified(tags));
+                let bytes = if current {
+                    not_modified(&headers, keep_alive)
+                } else {
+                    response(200, &headers, asset.content_type, asset.body, keep_alive)
+                };
+                self.respond(key, bytes, keep_alive);
+                Flow::Continue
+            }
+            Target::NotFound => {
+                self.count_http_failure(404);
+                self.respond_and_close(key, plain_error(404, "no such path"));
+                Flow::Stop
+            }
         }
     }
 
@@ -329,7 +355,13 @@ impl Shard {
     }
 
     /// `POST /publish/<topic>`: checks the request and starts reading its body.
-    fn start_http_publish(&mut self, key: usize, head: &RequestHead, keep_alive: bool) -> Flow {
+    fn start_http_publish(
+        &mut self,
+        key: usize,
+        head: &RequestHead,
+        framing: BodyFraming,
+        keep_alive: bool,
+    ) -> Flow {
         let fail = |shard: &mut Shard, status: u16, code: ErrorCode, message: &str| {
             shard.count_http_failure(status);
             let body = envelope::http_error_body(code, message);
@@ -401,18 +433,6 @@ impl Shard {
             return fail(self, 400, ErrorCode::InvalidTopic, &message);
         }
         let max_body = self.shared.config.max_message_bytes;
-        let framing = match body_framing(head, max_body) {
-            Ok(framing) => framing,
-            Err(error) => {
-                let status = error.status();
-                let code = if status == 413 {
-                    ErrorCode::MessageTooLarge
-                } else {
-                    ErrorCode::InvalidCommand
-                };
-                return fail(self, status, code, &error.to_string());
-            }
-        };
         let Some(http) = self.http_mut(key) else {
             return Flow::Stop;
         };
@@ -496,6 +516,37 @@ impl Shard {
                 self.respond_and_close(key, response(503, &[], "application/json", &body, false));
             }
         }
+    }
+}
+
+/// What a request asks for, by its path: decides whether it may carry a body.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Upgrade(Route),
+    Healthz,
+    Readyz,
+    Metrics,
+    Publish,
+    Asset(&'static crate::assets::Asset),
+    NotFound,
+}
+
+impl Target {
+    fn of(head: &RequestHead) -> Target {
+        match head.path() {
+            "/ws" => Target::Upgrade(Route::PubSub),
+            "/echo" => Target::Upgrade(Route::Echo),
+            "/healthz" => Target::Healthz,
+            "/readyz" => Target::Readyz,
+            "/metrics" => Target::Metrics,
+            p if p.starts_with(PUBLISH_PREFIX) => Target::Publish,
+            p => crate::assets::find(p).map_or(Target::NotFound, Target::Asset),
+        }
+    }
+
+    /// Only `POST /publish/<topic>` takes a body; every other route refuses one.
+    fn accepts_body(self) -> bool {
+        matches!(self, Target::Publish)
     }
 }
 
