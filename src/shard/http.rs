@@ -15,7 +15,7 @@ use crate::proto::handshake;
 use crate::proto::http::{parse_request_head, RequestHead};
 use crate::proto::http_body::{request_body, BodyFraming, BodyReader};
 use crate::proto::query::{percent_decode, query_values};
-use crate::proto::response::{not_modified, plain_error, response};
+use crate::proto::response::{not_modified, plain_error, response, response_head};
 use crate::proto::session::{Role, Session, SessionLimits};
 use crate::topic::{validate_topic, Subscriptions};
 
@@ -42,10 +42,20 @@ impl Shard {
         }
     }
 
-    /// Handles every complete request (or body) in the buffer, in order.
+    /// Handles every complete request (or body) in the buffer, in order, while the answers
+    /// queued on the connection stay within `--max-backlog-bytes`. Over it, parsing stops and
+    /// reading pauses (the rest stays buffered); the flush that brings the queue back under half
+    /// the budget resumes both (`Shard::flush_dirty`), so pipelined requests cannot make the
+    /// broker hold more than one budget of answers per connection.
     pub(super) fn process_http(&mut self, key: usize) -> Flow {
         loop {
             let limits = self.shared.head_limits;
+            let budget = self.shared.config.max_backlog_bytes;
+            let conn = &mut self.conns[key];
+            if conn.out.queued_bytes() > budget {
+                conn.set(flags::READ_PAUSED);
+                return Flow::Stop;
+            }
             let Some(http) = self.http_mut(key) else {
                 return Flow::Stop;
             };
@@ -147,15 +157,20 @@ impl Shard {
 
     /// Sends a response and either waits for the next request or closes.
     fn respond(&mut self, key: usize, bytes: Vec<u8>, keep_alive: bool) {
+        self.respond_bytes(key, Bytes::from(bytes), keep_alive);
+    }
+
+    /// Like [`Shard::respond`], for the last (or only) part of a response already in `Bytes`.
+    fn respond_bytes(&mut self, key: usize, bytes: Bytes, keep_alive: bool) {
         if keep_alive {
             let now = self.now_ms;
             if let Some(http) = self.http_mut(key) {
                 http.started_ms = now;
                 http.served = true;
             }
-            self.queue(key, Bytes::from(bytes));
+            self.queue(key, bytes);
         } else {
-            self.respond_and_close(key, bytes);
+            self.close_with(key, Some(bytes));
         }
     }
 
@@ -261,12 +276,20 @@ impl Shard {
                 let current = head
                     .header("if-none-match")
                     .is_some_and(|tags| asset.is_not_modified(tags));
-                let bytes = if current {
-                    not_modified(&headers, keep_alive)
+                if current {
+                    self.respond(key, not_modified(&headers, keep_alive), keep_alive);
                 } else {
-                    response(200, &headers, asset.content_type, asset.body, keep_alive)
-                };
-                self.respond(key, bytes, keep_alive);
+                    // The body goes out from the embedded bytes themselves, never copied.
+                    let head = response_head(
+                        200,
+                        &headers,
+                        asset.content_type,
+                        asset.body.len(),
+                        keep_alive,
+                    );
+                    self.queue(key, Bytes::from(head));
+                    self.respond_bytes(key, Bytes::from_static(asset.body), keep_alive);
+                }
                 Flow::Continue
             }
             Target::NotFound => {
