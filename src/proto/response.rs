@@ -3,6 +3,15 @@
 
 use std::io::Write;
 
+/// The statuses of answers that are not refusals (refusals take theirs from
+/// `http_refusal::Refusal::status`).
+pub mod status {
+    /// 200: the request succeeded (RFC 9110 §15.3.1).
+    pub const OK: u16 = 200;
+    /// 503: `/readyz` while draining (RFC 9110 §15.6.4).
+    pub const SERVICE_UNAVAILABLE: u16 = 503;
+}
+
 /// The reason phrase for the statuses crier sends (RFC 9110 §15); clients ignore it (RFC 9112 §4).
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {

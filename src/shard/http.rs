@@ -9,13 +9,13 @@ use serde_json::value::RawValue;
 
 use crate::mesh::ReplyTo;
 use crate::metrics::{render_prometheus, Metric};
-use crate::proto::command::ErrorCode;
 use crate::proto::envelope;
 use crate::proto::handshake;
 use crate::proto::http::{parse_request_head, RequestHead};
 use crate::proto::http_body::{request_body, BodyFraming, BodyReader};
+use crate::proto::http_refusal::{Refusal, RefusalReason};
 use crate::proto::query::{percent_decode, query_values};
-use crate::proto::response::{not_modified, plain_error, response, response_head};
+use crate::proto::response::{not_modified, response, response_head, status};
 use crate::proto::session::{Role, Session, SessionLimits};
 use crate::topic::{validate_topic, Subscriptions};
 
@@ -67,21 +67,7 @@ impl Shard {
             if let Some(pending) = http.body.as_mut() {
                 let (consumed, complete) = match pending.reader.feed(&http.buf) {
                     Ok(progress) => progress,
-                    Err(error) => {
-                        let status = error.status();
-                        let code = if status == 413 {
-                            ErrorCode::MessageTooLarge
-                        } else {
-                            ErrorCode::InvalidCommand
-                        };
-                        self.count_http_failure(status);
-                        let body = envelope::http_error_body(code, &error.to_string());
-                        self.respond_and_close(
-                            key,
-                            response(status, &[], "application/json", &body, false),
-                        );
-                        return Flow::Stop;
-                    }
+                    Err(error) => return self.refuse(key, Refusal::PublishBody(error)),
                 };
                 http.buf.drain(..consumed);
                 if !complete {
@@ -99,12 +85,7 @@ impl Shard {
                     http.buf.drain(..head_len);
                     head
                 }
-                Err(error) => {
-                    let status = error.status();
-                    self.count_http_failure(status);
-                    self.respond_and_close(key, plain_error(status, &error.to_string()));
-                    return Flow::Stop;
-                }
+                Err(error) => return self.refuse(key, Refusal::Http(error)),
             };
             // Every request's framing is decided here, the same way whatever its route, so a
             // body is never left in the buffer to be parsed as the next request.
@@ -112,23 +93,10 @@ impl Shard {
             let max_body = self.shared.config.max_message_bytes;
             let framing = match request_body(&head, target.accepts_body(), max_body) {
                 Ok(framing) => framing,
-                Err(error) => {
-                    let status = error.status();
-                    self.count_http_failure(status);
-                    let bytes = if target.accepts_body() {
-                        let code = if status == 413 {
-                            ErrorCode::MessageTooLarge
-                        } else {
-                            ErrorCode::InvalidCommand
-                        };
-                        let body = envelope::http_error_body(code, &error.to_string());
-                        response(status, &[], "application/json", &body, false)
-                    } else {
-                        plain_error(status, &error.to_string())
-                    };
-                    self.respond_and_close(key, bytes);
-                    return Flow::Stop;
+                Err(error) if target.accepts_body() => {
+                    return self.refuse(key, Refusal::PublishBody(error))
                 }
+                Err(error) => return self.refuse(key, Refusal::Http(error)),
             };
             if self.on_request(key, head, target, framing) == Flow::Stop {
                 return Flow::Stop;
@@ -139,20 +107,19 @@ impl Shard {
         }
     }
 
-    fn count_http_failure(&mut self, status: u16) {
-        let metric = match status {
-            403 => Metric::HandshakeOrigin,
-            404 => Metric::HandshakeNotFound,
-            405 => Metric::HandshakeMethod,
-            413 | 431 => Metric::HandshakeTooLarge,
-            426 => Metric::HandshakeVersion,
-            _ => Metric::HandshakeBadRequest,
-        };
-        self.counters.incr(metric);
-    }
-
-    fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
-        self.close_with(key, Some(Bytes::from(bytes)));
+    /// Answers `refusal`, counts it, and closes the connection.
+    fn refuse(&mut self, key: usize, refusal: Refusal) -> Flow {
+        let reason = refusal.reason();
+        self.counters.refuse(reason);
+        // The older per-kind counters stay for dashboards built on them; they count refused
+        // requests other than HTTP publishes, which are not handshakes.
+        if !refusal.is_publish() {
+            if let Some(metric) = handshake_failure_metric(reason) {
+                self.counters.incr(metric);
+            }
+        }
+        self.close_with(key, Some(Bytes::from(refusal.response())));
+        Flow::Stop
     }
 
     /// Sends a response and either waits for the next request or closes.
@@ -182,54 +149,34 @@ impl Shard {
         framing: BodyFraming,
     ) -> Flow {
         let keep_alive = wants_keep_alive(&head);
-        let over_limit = self.http_mut(key).is_some_and(|http| http.over_limit);
-        if over_limit {
+        if self.http_mut(key).is_some_and(|http| http.over_limit) {
             self.counters.incr(Metric::ConnectionsRefused);
-            self.respond_and_close(
-                key,
-                plain_error(503, "too many connections; try again later"),
-            );
-            return Flow::Stop;
+            return self.refuse(key, Refusal::TooManyConnections);
         }
-        let method = head.method().to_string();
-        let get_only = |shard: &mut Shard, key: usize| -> bool {
-            if method == "GET" {
-                true
-            } else {
-                shard.count_http_failure(405);
-                shard.respond_and_close(
-                    key,
-                    response(
-                        405,
-                        &[("Allow", "GET")],
-                        "text/plain; charset=utf-8",
-                        b"method not allowed\n",
-                        false,
-                    ),
-                );
-                false
-            }
-        };
+        let get_only = matches!(
+            target,
+            Target::Healthz | Target::Readyz | Target::Metrics | Target::Asset(_)
+        );
+        if get_only && head.method() != "GET" {
+            return self.refuse(key, Refusal::GetOnly);
+        }
         match target {
             Target::Upgrade(route) => self.upgrade(key, &head, route),
             Target::Healthz => {
-                if !get_only(self, key) {
-                    return Flow::Stop;
-                }
-                self.respond(
-                    key,
-                    response(200, &[], "text/plain; charset=utf-8", b"ok\n", keep_alive),
+                let bytes = response(
+                    status::OK,
+                    &[],
+                    "text/plain; charset=utf-8",
+                    b"ok\n",
                     keep_alive,
                 );
+                self.respond(key, bytes, keep_alive);
                 Flow::Continue
             }
             Target::Readyz => {
-                if !get_only(self, key) {
-                    return Flow::Stop;
-                }
                 let bytes = if self.shared.draining.load(Ordering::Relaxed) {
                     response(
-                        503,
+                        status::SERVICE_UNAVAILABLE,
                         &[],
                         "text/plain; charset=utf-8",
                         b"draining\n",
@@ -237,7 +184,7 @@ impl Shard {
                     )
                 } else {
                     response(
-                        200,
+                        status::OK,
                         &[],
                         "text/plain; charset=utf-8",
                         b"ready\n",
@@ -248,14 +195,11 @@ impl Shard {
                 Flow::Continue
             }
             Target::Metrics => {
-                if !get_only(self, key) {
-                    return Flow::Stop;
-                }
                 self.shared.counters[self.id].publish(&self.counters);
                 let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
                 let text = render_prometheus(&snapshots);
                 let bytes = response(
-                    200,
+                    status::OK,
                     &[],
                     "text/plain; version=0.0.4; charset=utf-8",
                     text.as_bytes(),
@@ -266,9 +210,6 @@ impl Shard {
             }
             Target::Publish => self.start_http_publish(key, &head, framing, keep_alive),
             Target::Asset(asset) => {
-                if !get_only(self, key) {
-                    return Flow::Stop;
-                }
                 let headers = [
                     ("Cache-Control", asset.cache_control),
                     ("ETag", asset.etag()),
@@ -281,7 +222,7 @@ impl Shard {
                 } else {
                     // The body goes out from the embedded bytes themselves, never copied.
                     let head = response_head(
-                        200,
+                        status::OK,
                         &headers,
                         asset.content_type,
                         asset.body.len(),
@@ -292,11 +233,7 @@ impl Shard {
                 }
                 Flow::Continue
             }
-            Target::NotFound => {
-                self.count_http_failure(404);
-                self.respond_and_close(key, plain_error(404, "no such path"));
-                Flow::Stop
-            }
+            Target::NotFound => self.refuse(key, Refusal::NotFound),
         }
     }
 
@@ -308,11 +245,7 @@ impl Shard {
         };
         let accepted = match handshake::check_upgrade(head, policy) {
             Ok(accepted) => accepted,
-            Err(error) => {
-                self.count_http_failure(error.status());
-                self.respond_and_close(key, error.response());
-                return Flow::Stop;
-            }
+            Err(error) => return self.refuse(key, Refusal::Handshake(error)),
         };
         let mut topics: Vec<String> = Vec::new();
         if route == Route::PubSub {
@@ -329,22 +262,15 @@ impl Shard {
                         Ok(topic) if !topics.contains(&topic) => topics.push(topic),
                         Ok(_) => {}
                         Err(message) => {
-                            self.count_http_failure(400);
-                            self.respond_and_close(key, plain_error(400, &message));
-                            return Flow::Stop;
+                            return self.refuse(key, Refusal::InvalidTopicQuery(message))
                         }
                     }
                 }
             }
             let max = self.shared.config.max_subscriptions_per_connection;
             if topics.len() > max {
-                self.count_http_failure(400);
-                let message = format!(
-                    "{} topics asked for; at most {max} per connection",
-                    topics.len()
-                );
-                self.respond_and_close(key, plain_error(400, &message));
-                return Flow::Stop;
+                let asked = topics.len();
+                return self.refuse(key, Refusal::TooManyTopics { asked, max });
             }
         }
         let limits = SessionLimits {
@@ -385,44 +311,18 @@ impl Shard {
         framing: BodyFraming,
         keep_alive: bool,
     ) -> Flow {
-        let fail = |shard: &mut Shard, status: u16, code: ErrorCode, message: &str| {
-            shard.count_http_failure(status);
-            let body = envelope::http_error_body(code, message);
-            shard.respond_and_close(key, response(status, &[], "application/json", &body, false));
-            Flow::Stop
-        };
         if head.method() != "POST" {
-            self.count_http_failure(405);
-            let bytes = response(
-                405,
-                &[("Allow", "POST")],
-                "text/plain; charset=utf-8",
-                b"method not allowed\n",
-                false,
-            );
-            self.respond_and_close(key, bytes);
-            return Flow::Stop;
+            return self.refuse(key, Refusal::PublishMethod);
         }
         let raw_topic = &head.path()[PUBLISH_PREFIX.len()..];
         let topic = match percent_decode(raw_topic, false) {
             Ok(bytes) => match validate_topic(&bytes) {
                 Ok(topic) => topic.to_string(),
-                Err(e) => {
-                    return fail(
-                        self,
-                        400,
-                        ErrorCode::InvalidTopic,
-                        &format!("invalid topic: {e}"),
-                    )
-                }
+                Err(e) => return self.refuse(key, Refusal::PublishTopic(e.to_string())),
             },
             Err(_) => {
-                return fail(
-                    self,
-                    400,
-                    ErrorCode::InvalidTopic,
-                    "invalid topic: broken %-escape",
-                )
+                let why = "broken %-escape".to_string();
+                return self.refuse(key, Refusal::PublishTopic(why));
             }
         };
         let media_type = head
@@ -439,21 +339,14 @@ impl Shard {
         let binary = match media_type.as_deref() {
             Some("application/json") => false,
             Some("application/octet-stream") => true,
-            _ => {
-                return fail(
-                    self,
-                    415,
-                    ErrorCode::InvalidCommand,
-                    "Content-Type must be application/json or application/octet-stream",
-                )
-            }
+            _ => return self.refuse(key, Refusal::PublishMediaType),
         };
         if binary && topic.len() > envelope::MAX_BINARY_TOPIC_BYTES {
-            let message = format!(
+            let why = format!(
                 "binary deliveries carry topics of at most {} bytes",
                 envelope::MAX_BINARY_TOPIC_BYTES
             );
-            return fail(self, 400, ErrorCode::InvalidTopic, &message);
+            return self.refuse(key, Refusal::PublishTopic(why));
         }
         let max_body = self.shared.config.max_message_bytes;
         let Some(http) = self.http_mut(key) else {
@@ -489,12 +382,7 @@ impl Shard {
                 );
             }
             Err(e) => {
-                self.count_http_failure(400);
-                let body = envelope::http_error_body(
-                    ErrorCode::InvalidJson,
-                    &format!("body is not valid JSON: {e}"),
-                );
-                self.respond_and_close(key, response(400, &[], "application/json", &body, false));
+                self.refuse(key, Refusal::PublishJson(e.to_string()));
             }
         }
     }
@@ -521,11 +409,8 @@ impl Shard {
         match result {
             Ok(seq) => {
                 let body = envelope::publish_reply_body(seq);
-                self.respond(
-                    key,
-                    response(200, &[], "application/json", &body, keep_alive),
-                    keep_alive,
-                );
+                let bytes = response(status::OK, &[], "application/json", &body, keep_alive);
+                self.respond(key, bytes, keep_alive);
                 let conn = &mut self.conns[key];
                 if keep_alive && conn.has(flags::READ_PAUSED) {
                     conn.clear(flags::READ_PAUSED);
@@ -535,8 +420,7 @@ impl Shard {
                 }
             }
             Err(message) => {
-                let body = envelope::http_error_body(ErrorCode::Overloaded, message);
-                self.respond_and_close(key, response(503, &[], "application/json", &body, false));
+                self.refuse(key, Refusal::PublishOverloaded(message.to_string()));
             }
         }
     }
@@ -571,6 +455,28 @@ impl Target {
     fn accepts_body(self) -> bool {
         matches!(self, Target::Publish)
     }
+}
+
+/// The older `crier_handshake_failures_*_total` counter a refusal also counts under, if any.
+fn handshake_failure_metric(reason: RefusalReason) -> Option<Metric> {
+    Some(match reason {
+        RefusalReason::Origin => Metric::HandshakeOrigin,
+        RefusalReason::NotFound => Metric::HandshakeNotFound,
+        RefusalReason::MethodNotAllowed => Metric::HandshakeMethod,
+        RefusalReason::HeadTooLarge | RefusalReason::BodyTooLarge => Metric::HandshakeTooLarge,
+        RefusalReason::WebSocketVersion => Metric::HandshakeVersion,
+        RefusalReason::Malformed
+        | RefusalReason::Framing
+        | RefusalReason::BodyNotAllowed
+        | RefusalReason::BadHandshake
+        | RefusalReason::InvalidTopic
+        | RefusalReason::TooManyTopics => Metric::HandshakeBadRequest,
+        RefusalReason::UnsupportedMediaType
+        | RefusalReason::InvalidJson
+        | RefusalReason::Overloaded
+        | RefusalReason::MaxConnections
+        | RefusalReason::MaxConnectionsPerIp => return None,
+    })
 }
 
 /// HTTP/1.1 keeps connections open unless told otherwise; HTTP/1.0 only when asked.
