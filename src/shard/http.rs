@@ -107,6 +107,18 @@ impl Shard {
         }
     }
 
+    /// Refuses a connection just accepted, before it has a slot: the response is written
+    /// best-effort in one non-blocking write (a fresh socket has room for it), whatever the
+    /// client already sent is read and dropped (closing with unread input would reset the
+    /// connection and could destroy the response), and the socket is closed on return.
+    pub(super) fn refuse_at_accept(&mut self, mut stream: mio::net::TcpStream, refusal: Refusal) {
+        use std::io::{Read, Write};
+        self.counters.refuse(refusal.reason());
+        let _ = stream.write(&refusal.response());
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.read(&mut self.read_buf);
+    }
+
     /// Answers `refusal`, counts it, and closes the connection.
     fn refuse(&mut self, key: usize, refusal: Refusal) -> Flow {
         let reason = refusal.reason();
@@ -149,10 +161,6 @@ impl Shard {
         framing: BodyFraming,
     ) -> Flow {
         let keep_alive = wants_keep_alive(&head);
-        if self.http_mut(key).is_some_and(|http| http.over_limit) {
-            self.counters.incr(Metric::ConnectionsRefused);
-            return self.refuse(key, Refusal::TooManyConnections);
-        }
         let get_only = matches!(
             target,
             Target::Healthz | Target::Readyz | Target::Metrics | Target::Asset(_)

@@ -28,6 +28,7 @@ use slab::Slab;
 use crate::mesh::{ConnRef, Mesh, MeshMsg};
 use crate::metrics::{Metric, ShardCounters};
 use crate::proto::close;
+use crate::proto::http_refusal::Refusal;
 use crate::proto::prepared;
 use crate::server::Shared;
 use crate::topic::{LocalIndex, OwnedTopics};
@@ -255,16 +256,22 @@ impl Shard {
 
     fn accept(&mut self) {
         self.accept_more = false;
-        let Some(listener) = self.listener.as_ref() else {
-            return;
-        };
         for _ in 0..ACCEPTS_PER_TURN {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
                     self.counters.incr(Metric::ConnectionsAccepted);
                     let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
-                    let over_limit = open > self.shared.max_connections;
+                    if open > self.shared.max_connections {
+                        // Over the cap: 503 and close now, so the descriptor is not held.
+                        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+                        self.counters.incr(Metric::ConnectionsRefused);
+                        self.refuse_at_accept(stream, Refusal::TooManyConnections);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
                     self.next_generation = self.next_generation.wrapping_add(1);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
@@ -273,7 +280,6 @@ impl Shard {
                         phase: Phase::Http(Box::new(connection::HttpPhase {
                             buf: Vec::new(),
                             started_ms: self.now_ms,
-                            over_limit,
                             body: None,
                             awaiting_publish: false,
                             keep_alive: false,
