@@ -114,3 +114,81 @@ fn refused_connections_do_not_pile_up_while_clients_keep_them_open() {
     drop(lingering);
     stop(server, ANSWER_TIMEOUT);
 }
+
+/// A plain TCP connection from `source` (any 127.0.0.0/8 address is loopback on Linux).
+fn tcp_from(source: &str, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let source: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).unwrap();
+    stream
+}
+
+fn healthz_from(source: &str, addr: SocketAddr) -> String {
+    let mut stream = tcp_from(source, addr);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn over_max_connections_per_ip_that_address_gets_503_at_accept_and_others_do_not() {
+    let server = start(&[
+        "--threads",
+        "2",
+        "--max-connections-per-ip",
+        "2",
+        "--handshake-timeout",
+        "60s",
+    ]);
+    let addr = server.local_addr();
+    // Two connections from 127.0.0.1, on whichever shards the kernel picks.
+    let mut held: Vec<Client> = (0..2).map(|_| connect(addr, "/echo")).collect();
+    for _ in 0..5 {
+        let answer = silent_client_hears(addr);
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+        assert!(answer.contains("from your address"), "{answer:?}");
+    }
+    // Another address is not limited by 127.0.0.1's connections.
+    let answer = healthz_from("127.0.0.2", addr);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    eventually(ANSWER_TIMEOUT, "the refusals are counted by reason", || {
+        refusals(&server, "max_connections_per_ip") == 5
+    });
+    assert_eq!(refusals(&server, "max_connections"), 0);
+    assert_eq!(server.metric(Metric::ConnectionsRefused), 0);
+    // One leaves; 127.0.0.1 may connect again, and the count was released exactly once.
+    drop(held.pop());
+    eventually(
+        ANSWER_TIMEOUT,
+        "the departed connection is released",
+        || server.open_connections() == 1,
+    );
+    let answer = healthz_from("127.0.0.1", addr);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    eventually(ANSWER_TIMEOUT, "the healthz connection is released", || {
+        server.open_connections() == 1
+    });
+    let mut again = connect(addr, "/echo");
+    let answer = silent_client_hears(addr);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+    again.close(None).unwrap();
+    drop(held);
+    stop(server, ANSWER_TIMEOUT);
+}
+
+#[test]
+fn without_max_connections_per_ip_one_address_may_open_many() {
+    let server = start(&["--threads", "2"]);
+    let addr = server.local_addr();
+    let clients: Vec<Client> = (0..50).map(|_| connect(addr, "/echo")).collect();
+    assert_eq!(refusals(&server, "max_connections_per_ip"), 0);
+    drop(clients);
+    stop(server, ANSWER_TIMEOUT);
+}

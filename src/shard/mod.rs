@@ -7,6 +7,7 @@
 //! connections. A coarse sweep (not a timer per socket) enforces the handshake deadline,
 //! pings idle WebSockets and ends drains.
 
+mod address_limit;
 mod connection;
 mod fanout;
 mod http;
@@ -36,6 +37,7 @@ use crate::topic::{LocalIndex, OwnedTopics};
 use connection::{elapsed_ms, flags, Connection, Phase};
 use write_queue::Flushed;
 
+pub use address_limit::{AddressKey, AddressLimit};
 pub use connection::Route;
 
 /// Token of this shard's listener.
@@ -100,6 +102,9 @@ pub struct Shard {
     /// `accept` stopped at its per-turn budget: more may wait, retried next turn.
     accept_more: bool,
     drain_deadline_ms: Option<u32>,
+    /// The address each connection is counted under by `--max-connections-per-ip` (only
+    /// while it is on), released when the connection is removed.
+    addresses: HashMap<usize, AddressKey>,
 }
 
 impl Shard {
@@ -142,6 +147,7 @@ impl Shard {
             accept_paused: false,
             accept_more: false,
             drain_deadline_ms: None,
+            addresses: HashMap::new(),
             shared,
         })
     }
@@ -261,7 +267,7 @@ impl Shard {
                 return;
             };
             match listener.accept() {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     self.counters.incr(Metric::ConnectionsAccepted);
                     let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
                     if open > self.shared.max_connections {
@@ -269,6 +275,13 @@ impl Shard {
                         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
                         self.counters.incr(Metric::ConnectionsRefused);
                         self.refuse_at_accept(stream, Refusal::TooManyConnections);
+                        continue;
+                    }
+                    let address = AddressKey::of(peer.ip());
+                    let per_address = self.shared.per_address.as_ref();
+                    if per_address.is_some_and(|limit| !limit.try_acquire(address)) {
+                        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+                        self.refuse_at_accept(stream, Refusal::TooManyConnectionsFromAddress);
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
@@ -296,9 +309,15 @@ impl Shard {
                         Interest::READABLE,
                     ) {
                         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+                        if let Some(limit) = &self.shared.per_address {
+                            limit.release(address);
+                        }
                         continue;
                     }
                     entry.insert(conn);
+                    if self.shared.per_address.is_some() {
+                        self.addresses.insert(key, address);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_paused = false;
@@ -562,6 +581,11 @@ impl Shard {
             // Dropping the stream closes the socket, which also removes it from epoll.
             self.conns.remove(key);
             self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            if let (Some(limit), Some(address)) =
+                (&self.shared.per_address, self.addresses.remove(&key))
+            {
+                limit.release(address);
+            }
         }
     }
 
