@@ -50,10 +50,17 @@ pub struct Config {
     #[arg(long, value_parser = parse_positive)]
     pub threads: Option<usize>,
 
-    /// Open connections allowed across all shards; over it, new requests get 503.
-    /// Default: the open-file limit (raised to its hard limit at start-up) minus a reserve.
+    /// Open connections allowed across all shards; over it, a new connection is answered 503
+    /// and closed as soon as it is accepted. Default: the open-file limit (raised to its hard
+    /// limit at start-up) minus a reserve.
     #[arg(long, value_parser = parse_positive)]
     pub max_connections: Option<usize>,
+
+    /// Open connections allowed from one client address (IPv6: one /64) across all shards;
+    /// over it, 503 at accept time. 0 (default) is off: many users can share one address
+    /// behind NAT or a proxy.
+    #[arg(long, default_value_t = 0)]
+    pub max_connections_per_ip: usize,
 
     /// A new connection must finish its HTTP request (head and body) within this time.
     /// Defends against slowloris-style clients that hold sockets open.
@@ -354,6 +361,7 @@ file_options! {
     listen: read_socket_addr => |v: &SocketAddr| Some(toml::Value::String(v.to_string())),
     threads: |v| read_count(v, 1).map(Some) => |v: &Option<usize>| v.map(count_value),
     max_connections: |v| read_count(v, 1).map(Some) => |v: &Option<usize>| v.map(count_value),
+    max_connections_per_ip: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
     handshake_timeout: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
     ping_interval: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
     drain_delay: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),

@@ -17,7 +17,7 @@ use crate::mesh::{self, Mesh, MeshMsg, PeerLink};
 use crate::metrics::{render_prometheus, Metric, SharedCounters};
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
-use crate::shard::{Shard, WAKER};
+use crate::shard::{AddressLimit, Shard, WAKER};
 use crate::sys;
 
 /// The subprotocol `/ws` selects when a client offers it.
@@ -36,6 +36,8 @@ pub struct Shared {
     pub config: Config,
     pub max_connections: usize,
     pub open_connections: AtomicUsize,
+    /// Connections per client address, when `--max-connections-per-ip` is on.
+    pub per_address: Option<AddressLimit>,
     pub draining: AtomicBool,
     pub counters: Box<[SharedCounters]>,
     pub pubsub_policy: UpgradePolicy,
@@ -198,6 +200,8 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     let shared = Arc::new(Shared {
         max_connections,
         open_connections: AtomicUsize::new(0),
+        per_address: (config.max_connections_per_ip > 0)
+            .then(|| AddressLimit::new(config.max_connections_per_ip)),
         draining: AtomicBool::new(false),
         counters: (0..threads).map(|_| SharedCounters::default()).collect(),
         pubsub_policy: UpgradePolicy {

@@ -4,7 +4,7 @@
 
 use crier::proto::handshake::{check_server_response, check_upgrade, UpgradePolicy};
 use crier::proto::http::{parse_request_head, HeadLimits};
-use crier::proto::http_body::body_framing;
+use crier::proto::http_body::{body_framing, request_body, BodyFraming};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,7 +23,12 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(protocol, "crier.v1");
             }
         }
-        let _ = body_framing(&head, 1 << 20);
+        let framing = body_framing(&head, 1 << 20);
+        // A route that takes no body never accepts one, whatever the framing fields say.
+        match request_body(&head, false, 1 << 20) {
+            Ok(accepted) => assert_eq!(accepted, BodyFraming::Empty),
+            Err(_) => assert_ne!(framing, Ok(BodyFraming::Empty)),
+        }
         let _ = head.has_token("connection", "upgrade");
         let _ = (head.path(), head.query());
     }

@@ -6,6 +6,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::proto::http_refusal::RefusalReason;
+
 macro_rules! metrics {
     ($( $variant:ident => ($name:literal, $kind:literal, $help:literal), )*) => {
         /// One metric a shard keeps.
@@ -23,15 +25,15 @@ macro_rules! metrics {
 metrics! {
     ConnectionsOpen => ("crier_connections_open", "gauge", "Open TCP connections."),
     ConnectionsAccepted => ("crier_connections_accepted_total", "counter", "TCP connections accepted."),
-    ConnectionsRefused => ("crier_connections_refused_total", "counter", "Requests refused with 503 because --max-connections was reached."),
+    ConnectionsRefused => ("crier_connections_refused_total", "counter", "Connections refused with 503 at accept time because --max-connections was reached."),
     AcceptErrors => ("crier_accept_errors_total", "counter", "accept() failures, e.g. out of file descriptors."),
     WebSocketsOpen => ("crier_websockets_open", "gauge", "Connections upgraded to WebSocket and still open."),
-    HandshakeBadRequest => ("crier_handshake_failures_bad_request_total", "counter", "Upgrade refused: malformed request or missing/invalid WebSocket headers (400)."),
+    HandshakeBadRequest => ("crier_handshake_failures_bad_request_total", "counter", "Requests other than HTTP publishes refused with 400: malformed, bad framing, a body where none is taken, or missing/invalid WebSocket headers."),
     HandshakeNotFound => ("crier_handshake_failures_not_found_total", "counter", "Requests for an unknown path (404)."),
     HandshakeMethod => ("crier_handshake_failures_method_total", "counter", "Requests with a method the path does not allow (405)."),
     HandshakeOrigin => ("crier_handshake_failures_origin_total", "counter", "Upgrade refused by the Origin allowlist (403)."),
     HandshakeVersion => ("crier_handshake_failures_version_total", "counter", "Upgrade refused: WebSocket version other than 13 (426)."),
-    HandshakeTooLarge => ("crier_handshake_failures_too_large_total", "counter", "Request head or body over the limits (431/413)."),
+    HandshakeTooLarge => ("crier_handshake_failures_too_large_total", "counter", "Requests other than HTTP publishes over the head or body limits (431/413)."),
     HandshakeTimeout => ("crier_handshake_failures_timeout_total", "counter", "Connections closed because the request did not complete within --handshake-timeout."),
     ProtocolErrors => ("crier_protocol_errors_total", "counter", "WebSocket connections closed for breaking RFC 6455 or a limit (1002/1007/1009)."),
     HttpIdleClosed => ("crier_http_idle_closed_total", "counter", "Keep-alive HTTP connections closed after --handshake-timeout without a new request."),
@@ -67,6 +69,8 @@ pub const TURN_BUCKETS_US: [u64; 12] = [
 #[derive(Debug, Clone)]
 pub struct ShardCounters {
     values: [u64; METRIC_COUNT],
+    /// `crier_refusals_total`, indexed by `RefusalReason as usize`.
+    refusals: [u64; RefusalReason::COUNT],
     turn_buckets: [u64; TURN_BUCKETS_US.len() + 1],
     turn_sum_us: u64,
 }
@@ -75,6 +79,7 @@ impl Default for ShardCounters {
     fn default() -> Self {
         ShardCounters {
             values: [0; METRIC_COUNT],
+            refusals: [0; RefusalReason::COUNT],
             turn_buckets: [0; TURN_BUCKETS_US.len() + 1],
             turn_sum_us: 0,
         }
@@ -107,6 +112,17 @@ impl ShardCounters {
         self.values[metric as usize]
     }
 
+    /// Counts one refusal under its reason.
+    #[inline]
+    pub fn refuse(&mut self, reason: RefusalReason) {
+        self.refusals[reason as usize] += 1;
+    }
+
+    /// Refusals counted under `reason`.
+    pub fn refusals(&self, reason: RefusalReason) -> u64 {
+        self.refusals[reason as usize]
+    }
+
     /// Records how long one busy loop turn took.
     pub fn record_turn(&mut self, micros: u64) {
         let bucket = TURN_BUCKETS_US
@@ -122,6 +138,7 @@ impl ShardCounters {
 #[derive(Debug)]
 pub struct SharedCounters {
     values: [AtomicU64; METRIC_COUNT],
+    refusals: [AtomicU64; RefusalReason::COUNT],
     turn_buckets: [AtomicU64; TURN_BUCKETS_US.len() + 1],
     turn_sum_us: AtomicU64,
 }
@@ -130,6 +147,7 @@ impl Default for SharedCounters {
     fn default() -> Self {
         SharedCounters {
             values: std::array::from_fn(|_| AtomicU64::new(0)),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             turn_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             turn_sum_us: AtomicU64::new(0),
         }
@@ -143,6 +161,9 @@ impl SharedCounters {
         for (slot, value) in self.values.iter().zip(counters.values.iter()) {
             slot.store(*value, Ordering::Relaxed);
         }
+        for (slot, value) in self.refusals.iter().zip(counters.refusals.iter()) {
+            slot.store(*value, Ordering::Relaxed);
+        }
         for (slot, value) in self.turn_buckets.iter().zip(counters.turn_buckets.iter()) {
             slot.store(*value, Ordering::Relaxed);
         }
@@ -153,6 +174,7 @@ impl SharedCounters {
     pub fn snapshot(&self) -> ShardCounters {
         ShardCounters {
             values: std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed)),
+            refusals: std::array::from_fn(|i| self.refusals[i].load(Ordering::Relaxed)),
             turn_buckets: std::array::from_fn(|i| self.turn_buckets[i].load(Ordering::Relaxed)),
             turn_sum_us: self.turn_sum_us.load(Ordering::Relaxed),
         }
@@ -173,6 +195,7 @@ pub fn render_prometheus(shards: &[ShardCounters]) -> String {
         }
         let _ = writeln!(out, "{name} {total}");
     }
+    write_refusals(&mut out, shards);
     let name = "crier_loop_turn_seconds";
     let _ = writeln!(
         out,
@@ -195,6 +218,29 @@ pub fn render_prometheus(shards: &[ShardCounters]) -> String {
     }
     write_histogram(&mut out, name, None, &merged_buckets, merged_sum);
     out
+}
+
+/// `crier_refusals_total{reason}`: every reason, per shard and merged, zeros included, so a
+/// dashboard sees the series before the first refusal.
+fn write_refusals(out: &mut String, shards: &[ShardCounters]) {
+    let name = "crier_refusals_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Requests and connections refused, by reason (docs/operations.md, \"Limits and abuse\").\n# TYPE {name} counter"
+    );
+    for reason in RefusalReason::ALL {
+        let label = reason.label();
+        let mut total = 0u64;
+        for (shard, counters) in shards.iter().enumerate() {
+            let value = counters.refusals(reason);
+            total += value;
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{shard}\",reason=\"{label}\"}} {value}"
+            );
+        }
+        let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {total}");
+    }
 }
 
 fn write_histogram(
@@ -241,6 +287,9 @@ mod tests {
         let mut b = ShardCounters::default();
         a.add(Metric::Deliveries, 5);
         b.add(Metric::Deliveries, 7);
+        a.refuse(RefusalReason::Framing);
+        b.refuse(RefusalReason::Framing);
+        b.refuse(RefusalReason::NotFound);
         a.record_turn(3);
         b.record_turn(200_000);
         let shared = SharedCounters::default();
@@ -249,6 +298,10 @@ mod tests {
         assert!(text.contains("crier_deliveries_total{shard=\"0\"} 5\n"));
         assert!(text.contains("crier_deliveries_total{shard=\"1\"} 7\n"));
         assert!(text.contains("crier_deliveries_total 12\n"));
+        assert!(text.contains("crier_refusals_total{shard=\"1\",reason=\"framing\"} 1\n"));
+        assert!(text.contains("crier_refusals_total{reason=\"framing\"} 2\n"));
+        assert!(text.contains("crier_refusals_total{reason=\"not_found\"} 1\n"));
+        assert!(text.contains("crier_refusals_total{reason=\"max_connections\"} 0\n"));
         assert!(text.contains("crier_loop_turn_seconds_bucket{le=\"0.00001\"} 1\n"));
         assert!(text.contains("crier_loop_turn_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("crier_loop_turn_seconds_count 2\n"));

@@ -112,6 +112,10 @@ pub enum HttpError {
     TrailerTooLarge,
     /// The body exceeds `max_body_bytes` (413, RFC 9110 §15.5.14).
     PayloadTooLarge,
+    /// A body (any Content-Length but 0, or any Transfer-Encoding) on a route that takes none
+    /// (400). Refused rather than skipped: a body we do not read would be parsed as the next
+    /// request (RFC 9112 §6.3, request smuggling).
+    BodyNotAllowed,
 }
 
 impl HttpError {
@@ -126,7 +130,8 @@ impl HttpError {
             | InvalidContentLength
             | ConflictingFraming
             | InvalidTransferEncoding
-            | InvalidChunk(_) => 400,
+            | InvalidChunk(_)
+            | BodyNotAllowed => 400,
             UnsupportedTransferCoding => 501,
             PayloadTooLarge => 413,
         }
@@ -149,6 +154,7 @@ impl fmt::Display for HttpError {
             InvalidChunk(what) => write!(f, "invalid chunked body: {what}"),
             TrailerTooLarge => f.write_str("trailer section too large"),
             PayloadTooLarge => f.write_str("request body too large"),
+            BodyNotAllowed => f.write_str("this route takes no request body"),
         }
     }
 }

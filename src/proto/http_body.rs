@@ -9,6 +9,10 @@
 //!   their quoted-string grammar has been a smuggling vector.
 //! - Line endings are exactly CRLF; a bare LF is refused (RFC 9112 §7.1 grammar).
 //! - Repeated Content-Length fields are refused even when identical (RFC 9112 §6.3 allows it).
+//! - Every request's framing is decided here, whatever its route ([`request_body`]). A body on
+//!   a route that takes none is refused (400, then the connection closes) rather than read and
+//!   discarded: no client of ours sends one, discarding would cost up to `max_body_bytes` of
+//!   reading for nothing, and closing leaves no doubt where the next request starts.
 
 use super::error::HttpError;
 use super::http::{list_elements, trim_ows, RequestHead};
@@ -29,6 +33,21 @@ pub const MAX_CHUNK_SIZE_DIGITS: u8 = 16;
 
 /// The most bytes of trailer section (fields and their CRLFs) we read and discard.
 pub const MAX_TRAILER_BYTES: usize = 4096;
+
+/// Decides the body framing of any request the same way (RFC 9112 §6.3): ambiguous framing is
+/// refused on every route, and a body on a route that takes none (`accepts_body` false) is
+/// [`HttpError::BodyNotAllowed`]. `Content-Length: 0` is no body and is accepted everywhere.
+pub fn request_body(
+    head: &RequestHead,
+    accepts_body: bool,
+    max_body_bytes: usize,
+) -> Result<BodyFraming, HttpError> {
+    match body_framing(head, max_body_bytes)? {
+        BodyFraming::Empty => Ok(BodyFraming::Empty),
+        _ if !accepts_body => Err(HttpError::BodyNotAllowed),
+        framing => Ok(framing),
+    }
+}
 
 /// Decides the body framing of `head`, refusing anything ambiguous, and checks a declared
 /// length against `max_body_bytes` before any body byte is read.
@@ -378,6 +397,31 @@ mod tests {
         assert_eq!(
             body_framing(&old, 100),
             Err(HttpError::InvalidTransferEncoding)
+        );
+    }
+
+    #[test]
+    fn a_body_on_a_bodyless_route_is_refused_whatever_its_framing() {
+        let bodyless = |fields: &str| request_body(&head(fields), false, 100);
+        assert_eq!(bodyless(""), Ok(BodyFraming::Empty));
+        assert_eq!(bodyless("Content-Length: 0\r\n"), Ok(BodyFraming::Empty));
+        for fields in ["Content-Length: 1\r\n", "Transfer-Encoding: chunked\r\n"] {
+            let error = bodyless(fields).unwrap_err();
+            assert_eq!(error, HttpError::BodyNotAllowed, "{fields:?}");
+            assert_eq!(error.status(), 400);
+        }
+        // Broken framing is refused as such on every route, before the route is asked.
+        assert_eq!(
+            bodyless("Transfer-Encoding: chunked\r\nContent-Length: 0\r\n"),
+            Err(HttpError::ConflictingFraming)
+        );
+        assert_eq!(
+            bodyless("Content-Length: 101\r\n"),
+            Err(HttpError::PayloadTooLarge)
+        );
+        assert_eq!(
+            request_body(&head("Transfer-Encoding: chunked\r\n"), true, 100),
+            Ok(BodyFraming::Chunked)
         );
     }
 

@@ -7,6 +7,7 @@
 //! | `error.rs` | `ProtocolError` (→ close code) and `HttpError` (→ status), named after the broken rule |
 //! | `http.rs` | bounded HTTP/1.1 request-head parser and `RequestHead` lookups |
 //! | `http_body.rs` | body framing (Content-Length / chunked) and a strict sans-IO `BodyReader` |
+//! | `http_refusal.rs` | `Refusal`: why a request or connection was refused → status, metric label, response |
 //! | `response.rs` | HTTP/1.1 response bytes |
 //! | `handshake.rs` | RFC 6455 opening handshake, server and client side |
 //! | `frame.rs` | frame header wire format and opcodes |
@@ -28,6 +29,7 @@ pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod http_body;
+pub mod http_refusal;
 pub mod mask;
 pub mod prepared;
 pub mod query;

@@ -3,6 +3,15 @@
 
 use std::io::Write;
 
+/// The statuses of answers that are not refusals (refusals take theirs from
+/// `http_refusal::Refusal::status`).
+pub mod status {
+    /// 200: the request succeeded (RFC 9110 §15.3.1).
+    pub const OK: u16 = 200;
+    /// 503: `/readyz` while draining (RFC 9110 §15.6.4).
+    pub const SERVICE_UNAVAILABLE: u16 = 503;
+}
+
 /// The reason phrase for the statuses crier sends (RFC 9110 §15); clients ignore it (RFC 9112 §4).
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -47,13 +56,33 @@ pub fn response(
     keep_alive: bool,
 ) -> Vec<u8> {
     let mut out = start(status, extra_headers, body.len());
-    if !(content_type.is_empty() && body.is_empty()) {
-        let _ = write!(out, "Content-Type: {content_type}\r\n");
-    }
-    let _ = write!(out, "Content-Length: {}\r\n", body.len());
-    finish(&mut out, keep_alive);
+    write_framing(&mut out, content_type, body.len(), keep_alive);
     out.extend_from_slice(body);
     out
+}
+
+/// The head [`response`] would write for a body of `body_len` bytes, without the body: for a
+/// body sent from a shared buffer (an embedded asset) instead of copied into every response.
+pub fn response_head(
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    content_type: &str,
+    body_len: usize,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = start(status, extra_headers, 0);
+    write_framing(&mut out, content_type, body_len, keep_alive);
+    out
+}
+
+/// `Content-Type` (unless both it and the body are empty), `Content-Length` and the end of the
+/// head.
+fn write_framing(out: &mut Vec<u8>, content_type: &str, body_len: usize, keep_alive: bool) {
+    if !(content_type.is_empty() && body_len == 0) {
+        let _ = write!(out, "Content-Type: {content_type}\r\n");
+    }
+    let _ = write!(out, "Content-Length: {body_len}\r\n");
+    finish(out, keep_alive);
 }
 
 /// The status line and `headers`, with `room` more bytes reserved for framing and body.
@@ -106,6 +135,13 @@ mod tests {
             out,
             b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
         );
+    }
+
+    #[test]
+    fn a_head_alone_is_the_response_without_its_body() {
+        let whole = response(200, &[("ETag", "\"x\"")], "text/plain", b"hello", false);
+        let head = response_head(200, &[("ETag", "\"x\"")], "text/plain", 5, false);
+        assert_eq!([&head[..], b"hello"].concat(), whole);
     }
 
     #[test]

@@ -29,8 +29,6 @@ pub struct HttpPhase {
     /// When the current request started (coarse milliseconds); the handshake deadline runs
     /// from here.
     pub started_ms: u32,
-    /// Accepted over `--max-connections`: every request gets 503, then the connection closes.
-    pub over_limit: bool,
     /// A publish body being read.
     pub body: Option<PendingBody>,
     /// A publish was sent to its topic's owner; the response waits for its sequence number.

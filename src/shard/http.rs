@@ -9,13 +9,13 @@ use serde_json::value::RawValue;
 
 use crate::mesh::ReplyTo;
 use crate::metrics::{render_prometheus, Metric};
-use crate::proto::command::ErrorCode;
 use crate::proto::envelope;
 use crate::proto::handshake;
 use crate::proto::http::{parse_request_head, RequestHead};
-use crate::proto::http_body::{body_framing, BodyReader};
+use crate::proto::http_body::{request_body, BodyFraming, BodyReader};
+use crate::proto::http_refusal::{Refusal, RefusalReason};
 use crate::proto::query::{percent_decode, query_values};
-use crate::proto::response::{not_modified, plain_error, response};
+use crate::proto::response::{not_modified, response, response_head, status};
 use crate::proto::session::{Role, Session, SessionLimits};
 use crate::topic::{validate_topic, Subscriptions};
 
@@ -42,10 +42,20 @@ impl Shard {
         }
     }
 
-    /// Handles every complete request (or body) in the buffer, in order.
+    /// Handles every complete request (or body) in the buffer, in order, while the answers
+    /// queued on the connection stay within `--max-backlog-bytes`. Over it, parsing stops and
+    /// reading pauses (the rest stays buffered); the flush that brings the queue back under half
+    /// the budget resumes both (`Shard::flush_dirty`), so pipelined requests cannot make the
+    /// broker hold more than one budget of answers per connection.
     pub(super) fn process_http(&mut self, key: usize) -> Flow {
         loop {
             let limits = self.shared.head_limits;
+            let budget = self.shared.config.max_backlog_bytes;
+            let conn = &mut self.conns[key];
+            if conn.out.queued_bytes() > budget {
+                conn.set(flags::READ_PAUSED);
+                return Flow::Stop;
+            }
             let Some(http) = self.http_mut(key) else {
                 return Flow::Stop;
             };
@@ -57,21 +67,7 @@ impl Shard {
             if let Some(pending) = http.body.as_mut() {
                 let (consumed, complete) = match pending.reader.feed(&http.buf) {
                     Ok(progress) => progress,
-                    Err(error) => {
-                        let status = error.status();
-                        let code = if status == 413 {
-                            ErrorCode::MessageTooLarge
-                        } else {
-                            ErrorCode::InvalidCommand
-                        };
-                        self.count_http_failure(status);
-                        let body = envelope::http_error_body(code, &error.to_string());
-                        self.respond_and_close(
-                            key,
-                            response(status, &[], "application/json", &body, false),
-                        );
-                        return Flow::Stop;
-                    }
+                    Err(error) => return self.refuse(key, Refusal::PublishBody(error)),
                 };
                 http.buf.drain(..consumed);
                 if !complete {
@@ -89,14 +85,20 @@ impl Shard {
                     http.buf.drain(..head_len);
                     head
                 }
-                Err(error) => {
-                    let status = error.status();
-                    self.count_http_failure(status);
-                    self.respond_and_close(key, plain_error(status, &error.to_string()));
-                    return Flow::Stop;
-                }
+                Err(error) => return self.refuse(key, Refusal::Http(error)),
             };
-            if self.on_request(key, head) == Flow::Stop {
+            // Every request's framing is decided here, the same way whatever its route, so a
+            // body is never left in the buffer to be parsed as the next request.
+            let target = Target::of(&head);
+            let max_body = self.shared.config.max_message_bytes;
+            let framing = match request_body(&head, target.accepts_body(), max_body) {
+                Ok(framing) => framing,
+                Err(error) if target.accepts_body() => {
+                    return self.refuse(key, Refusal::PublishBody(error))
+                }
+                Err(error) => return self.refuse(key, Refusal::Http(error)),
+            };
+            if self.on_request(key, head, target, framing) == Flow::Stop {
                 return Flow::Stop;
             }
             if !matches!(self.conns[key].phase, Phase::Http(_)) {
@@ -105,88 +107,84 @@ impl Shard {
         }
     }
 
-    fn count_http_failure(&mut self, status: u16) {
-        let metric = match status {
-            403 => Metric::HandshakeOrigin,
-            404 => Metric::HandshakeNotFound,
-            405 => Metric::HandshakeMethod,
-            413 | 431 => Metric::HandshakeTooLarge,
-            426 => Metric::HandshakeVersion,
-            _ => Metric::HandshakeBadRequest,
-        };
-        self.counters.incr(metric);
+    /// Refuses a connection just accepted, before it has a slot: the response is written
+    /// best-effort in one non-blocking write (a fresh socket has room for it), whatever the
+    /// client already sent is read and dropped (closing with unread input would reset the
+    /// connection and could destroy the response), and the socket is closed on return.
+    pub(super) fn refuse_at_accept(&mut self, mut stream: mio::net::TcpStream, refusal: Refusal) {
+        use std::io::{Read, Write};
+        self.counters.refuse(refusal.reason());
+        let _ = stream.write(&refusal.response());
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.read(&mut self.read_buf);
     }
 
-    fn respond_and_close(&mut self, key: usize, bytes: Vec<u8>) {
-        self.close_with(key, Some(Bytes::from(bytes)));
+    /// Answers `refusal`, counts it, and closes the connection.
+    fn refuse(&mut self, key: usize, refusal: Refusal) -> Flow {
+        let reason = refusal.reason();
+        self.counters.refuse(reason);
+        // The older per-kind counters stay for dashboards built on them; they count refused
+        // requests other than HTTP publishes, which are not handshakes.
+        if !refusal.is_publish() {
+            if let Some(metric) = handshake_failure_metric(reason) {
+                self.counters.incr(metric);
+            }
+        }
+        self.close_with(key, Some(Bytes::from(refusal.response())));
+        Flow::Stop
     }
 
     /// Sends a response and either waits for the next request or closes.
     fn respond(&mut self, key: usize, bytes: Vec<u8>, keep_alive: bool) {
+        self.respond_bytes(key, Bytes::from(bytes), keep_alive);
+    }
+
+    /// Like [`Shard::respond`], for the last (or only) part of a response already in `Bytes`.
+    fn respond_bytes(&mut self, key: usize, bytes: Bytes, keep_alive: bool) {
         if keep_alive {
             let now = self.now_ms;
             if let Some(http) = self.http_mut(key) {
                 http.started_ms = now;
                 http.served = true;
             }
-            self.queue(key, Bytes::from(bytes));
+            self.queue(key, bytes);
         } else {
-            self.respond_and_close(key, bytes);
+            self.close_with(key, Some(bytes));
         }
     }
 
-    fn on_request(&mut self, key: usize, head: RequestHead) -> Flow {
+    fn on_request(
+        &mut self,
+        key: usize,
+        head: RequestHead,
+        target: Target,
+        framing: BodyFraming,
+    ) -> Flow {
         let keep_alive = wants_keep_alive(&head);
-        let over_limit = self.http_mut(key).is_some_and(|http| http.over_limit);
-        if over_limit {
-            self.counters.incr(Metric::ConnectionsRefused);
-            self.respond_and_close(
-                key,
-                plain_error(503, "too many connections; try again later"),
-            );
-            return Flow::Stop;
+        let get_only = matches!(
+            target,
+            Target::Healthz | Target::Readyz | Target::Metrics | Target::Asset(_)
+        );
+        if get_only && head.method() != "GET" {
+            return self.refuse(key, Refusal::GetOnly);
         }
-        let path = head.path().to_string();
-        let method = head.method().to_string();
-        let get_only = |shard: &mut Shard, key: usize| -> bool {
-            if method == "GET" {
-                true
-            } else {
-                shard.count_http_failure(405);
-                shard.respond_and_close(
-                    key,
-                    response(
-                        405,
-                        &[("Allow", "GET")],
-                        "text/plain; charset=utf-8",
-                        b"method not allowed\n",
-                        false,
-                    ),
-                );
-                false
-            }
-        };
-        match path.as_str() {
-            "/ws" => self.upgrade(key, &head, Route::PubSub),
-            "/echo" => self.upgrade(key, &head, Route::Echo),
-            "/healthz" => {
-                if !get_only(self, key) {
-                    return Flow::Stop;
-                }
-                self.respond(
-                    key,
-                    response(200, &[], "text/plain; charset=utf-8", b"ok\n", keep_alive),
+        match target {
+            Target::Upgrade(route) => self.upgrade(key, &head, route),
+            Target::Healthz => {
+                let bytes = response(
+                    status::OK,
+                    &[],
+                    "text/plain; charset=utf-8",
+                    b"ok\n",
                     keep_alive,
                 );
+                self.respond(key, bytes, keep_alive);
                 Flow::Continue
             }
-            "/readyz" => {
-                if !get_only(self, key) {
-                    return Flow::Stop;
-                }
+            Target::Readyz => {
                 let bytes = if self.shared.draining.load(Ordering::Relaxed) {
                     response(
-                        503,
+                        status::SERVICE_UNAVAILABLE,
                         &[],
                         "text/plain; charset=utf-8",
                         b"draining\n",
@@ -194,7 +192,7 @@ impl Shard {
                     )
                 } else {
                     response(
-                        200,
+                        status::OK,
                         &[],
                         "text/plain; charset=utf-8",
                         b"ready\n",
@@ -204,15 +202,12 @@ impl Shard {
                 self.respond(key, bytes, keep_alive);
                 Flow::Continue
             }
-            "/metrics" => {
-                if !get_only(self, key) {
-                    return Flow::Stop;
-                }
+            Target::Metrics => {
                 self.shared.counters[self.id].publish(&self.counters);
                 let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
                 let text = render_prometheus(&snapshots);
                 let bytes = response(
-                    200,
+                    status::OK,
                     &[],
                     "text/plain; version=0.0.4; charset=utf-8",
                     text.as_bytes(),
@@ -221,33 +216,32 @@ impl Shard {
                 self.respond(key, bytes, keep_alive);
                 Flow::Continue
             }
-            p if p.starts_with(PUBLISH_PREFIX) => self.start_http_publish(key, &head, keep_alive),
-            _ => match crate::assets::find(&path) {
-                Some(asset) => {
-                    if !get_only(self, key) {
-                        return Flow::Stop;
-                    }
-                    let headers = [
-                        ("Cache-Control", asset.cache_control),
-                        ("ETag", asset.etag()),
-                    ];
-                    let current = head
-                        .header("if-none-match")
-                        .is_some_and(|tags| asset.is_not_modified(tags));
-                    let bytes = if current {
-                        not_modified(&headers, keep_alive)
-                    } else {
-                        response(200, &headers, asset.content_type, asset.body, keep_alive)
-                    };
-                    self.respond(key, bytes, keep_alive);
-                    Flow::Continue
+            Target::Publish => self.start_http_publish(key, &head, framing, keep_alive),
+            Target::Asset(asset) => {
+                let headers = [
+                    ("Cache-Control", asset.cache_control),
+                    ("ETag", asset.etag()),
+                ];
+                let current = head
+                    .header("if-none-match")
+                    .is_some_and(|tags| asset.is_not_modified(tags));
+                if current {
+                    self.respond(key, not_modified(&headers, keep_alive), keep_alive);
+                } else {
+                    // The body goes out from the embedded bytes themselves, never copied.
+                    let head = response_head(
+                        status::OK,
+                        &headers,
+                        asset.content_type,
+                        asset.body.len(),
+                        keep_alive,
+                    );
+                    self.queue(key, Bytes::from(head));
+                    self.respond_bytes(key, Bytes::from_static(asset.body), keep_alive);
                 }
-                None => {
-                    self.count_http_failure(404);
-                    self.respond_and_close(key, plain_error(404, "no such path"));
-                    Flow::Stop
-                }
-            },
+                Flow::Continue
+            }
+            Target::NotFound => self.refuse(key, Refusal::NotFound),
         }
     }
 
@@ -259,11 +253,7 @@ impl Shard {
         };
         let accepted = match handshake::check_upgrade(head, policy) {
             Ok(accepted) => accepted,
-            Err(error) => {
-                self.count_http_failure(error.status());
-                self.respond_and_close(key, error.response());
-                return Flow::Stop;
-            }
+            Err(error) => return self.refuse(key, Refusal::Handshake(error)),
         };
         let mut topics: Vec<String> = Vec::new();
         if route == Route::PubSub {
@@ -280,22 +270,15 @@ impl Shard {
                         Ok(topic) if !topics.contains(&topic) => topics.push(topic),
                         Ok(_) => {}
                         Err(message) => {
-                            self.count_http_failure(400);
-                            self.respond_and_close(key, plain_error(400, &message));
-                            return Flow::Stop;
+                            return self.refuse(key, Refusal::InvalidTopicQuery(message))
                         }
                     }
                 }
             }
             let max = self.shared.config.max_subscriptions_per_connection;
             if topics.len() > max {
-                self.count_http_failure(400);
-                let message = format!(
-                    "{} topics asked for; at most {max} per connection",
-                    topics.len()
-                );
-                self.respond_and_close(key, plain_error(400, &message));
-                return Flow::Stop;
+                let asked = topics.len();
+                return self.refuse(key, Refusal::TooManyTopics { asked, max });
             }
         }
         let limits = SessionLimits {
@@ -329,45 +312,25 @@ impl Shard {
     }
 
     /// `POST /publish/<topic>`: checks the request and starts reading its body.
-    fn start_http_publish(&mut self, key: usize, head: &RequestHead, keep_alive: bool) -> Flow {
-        let fail = |shard: &mut Shard, status: u16, code: ErrorCode, message: &str| {
-            shard.count_http_failure(status);
-            let body = envelope::http_error_body(code, message);
-            shard.respond_and_close(key, response(status, &[], "application/json", &body, false));
-            Flow::Stop
-        };
+    fn start_http_publish(
+        &mut self,
+        key: usize,
+        head: &RequestHead,
+        framing: BodyFraming,
+        keep_alive: bool,
+    ) -> Flow {
         if head.method() != "POST" {
-            self.count_http_failure(405);
-            let bytes = response(
-                405,
-                &[("Allow", "POST")],
-                "text/plain; charset=utf-8",
-                b"method not allowed\n",
-                false,
-            );
-            self.respond_and_close(key, bytes);
-            return Flow::Stop;
+            return self.refuse(key, Refusal::PublishMethod);
         }
         let raw_topic = &head.path()[PUBLISH_PREFIX.len()..];
         let topic = match percent_decode(raw_topic, false) {
             Ok(bytes) => match validate_topic(&bytes) {
                 Ok(topic) => topic.to_string(),
-                Err(e) => {
-                    return fail(
-                        self,
-                        400,
-                        ErrorCode::InvalidTopic,
-                        &format!("invalid topic: {e}"),
-                    )
-                }
+                Err(e) => return self.refuse(key, Refusal::PublishTopic(e.to_string())),
             },
             Err(_) => {
-                return fail(
-                    self,
-                    400,
-                    ErrorCode::InvalidTopic,
-                    "invalid topic: broken %-escape",
-                )
+                let why = "broken %-escape".to_string();
+                return self.refuse(key, Refusal::PublishTopic(why));
             }
         };
         let media_type = head
@@ -384,35 +347,16 @@ impl Shard {
         let binary = match media_type.as_deref() {
             Some("application/json") => false,
             Some("application/octet-stream") => true,
-            _ => {
-                return fail(
-                    self,
-                    415,
-                    ErrorCode::InvalidCommand,
-                    "Content-Type must be application/json or application/octet-stream",
-                )
-            }
+            _ => return self.refuse(key, Refusal::PublishMediaType),
         };
         if binary && topic.len() > envelope::MAX_BINARY_TOPIC_BYTES {
-            let message = format!(
+            let why = format!(
                 "binary deliveries carry topics of at most {} bytes",
                 envelope::MAX_BINARY_TOPIC_BYTES
             );
-            return fail(self, 400, ErrorCode::InvalidTopic, &message);
+            return self.refuse(key, Refusal::PublishTopic(why));
         }
         let max_body = self.shared.config.max_message_bytes;
-        let framing = match body_framing(head, max_body) {
-            Ok(framing) => framing,
-            Err(error) => {
-                let status = error.status();
-                let code = if status == 413 {
-                    ErrorCode::MessageTooLarge
-                } else {
-                    ErrorCode::InvalidCommand
-                };
-                return fail(self, status, code, &error.to_string());
-            }
-        };
         let Some(http) = self.http_mut(key) else {
             return Flow::Stop;
         };
@@ -446,12 +390,7 @@ impl Shard {
                 );
             }
             Err(e) => {
-                self.count_http_failure(400);
-                let body = envelope::http_error_body(
-                    ErrorCode::InvalidJson,
-                    &format!("body is not valid JSON: {e}"),
-                );
-                self.respond_and_close(key, response(400, &[], "application/json", &body, false));
+                self.refuse(key, Refusal::PublishJson(e.to_string()));
             }
         }
     }
@@ -478,11 +417,8 @@ impl Shard {
         match result {
             Ok(seq) => {
                 let body = envelope::publish_reply_body(seq);
-                self.respond(
-                    key,
-                    response(200, &[], "application/json", &body, keep_alive),
-                    keep_alive,
-                );
+                let bytes = response(status::OK, &[], "application/json", &body, keep_alive);
+                self.respond(key, bytes, keep_alive);
                 let conn = &mut self.conns[key];
                 if keep_alive && conn.has(flags::READ_PAUSED) {
                     conn.clear(flags::READ_PAUSED);
@@ -492,11 +428,63 @@ impl Shard {
                 }
             }
             Err(message) => {
-                let body = envelope::http_error_body(ErrorCode::Overloaded, message);
-                self.respond_and_close(key, response(503, &[], "application/json", &body, false));
+                self.refuse(key, Refusal::PublishOverloaded(message.to_string()));
             }
         }
     }
+}
+
+/// What a request asks for, by its path: decides whether it may carry a body.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Upgrade(Route),
+    Healthz,
+    Readyz,
+    Metrics,
+    Publish,
+    Asset(&'static crate::assets::Asset),
+    NotFound,
+}
+
+impl Target {
+    fn of(head: &RequestHead) -> Target {
+        match head.path() {
+            "/ws" => Target::Upgrade(Route::PubSub),
+            "/echo" => Target::Upgrade(Route::Echo),
+            "/healthz" => Target::Healthz,
+            "/readyz" => Target::Readyz,
+            "/metrics" => Target::Metrics,
+            p if p.starts_with(PUBLISH_PREFIX) => Target::Publish,
+            p => crate::assets::find(p).map_or(Target::NotFound, Target::Asset),
+        }
+    }
+
+    /// Only `POST /publish/<topic>` takes a body; every other route refuses one.
+    fn accepts_body(self) -> bool {
+        matches!(self, Target::Publish)
+    }
+}
+
+/// The older `crier_handshake_failures_*_total` counter a refusal also counts under, if any.
+fn handshake_failure_metric(reason: RefusalReason) -> Option<Metric> {
+    Some(match reason {
+        RefusalReason::Origin => Metric::HandshakeOrigin,
+        RefusalReason::NotFound => Metric::HandshakeNotFound,
+        RefusalReason::MethodNotAllowed => Metric::HandshakeMethod,
+        RefusalReason::HeadTooLarge | RefusalReason::BodyTooLarge => Metric::HandshakeTooLarge,
+        RefusalReason::WebSocketVersion => Metric::HandshakeVersion,
+        RefusalReason::Malformed
+        | RefusalReason::Framing
+        | RefusalReason::BodyNotAllowed
+        | RefusalReason::BadHandshake
+        | RefusalReason::InvalidTopic
+        | RefusalReason::TooManyTopics => Metric::HandshakeBadRequest,
+        RefusalReason::UnsupportedMediaType
+        | RefusalReason::InvalidJson
+        | RefusalReason::Overloaded
+        | RefusalReason::MaxConnections
+        | RefusalReason::MaxConnectionsPerIp => return None,
+    })
 }
 
 /// HTTP/1.1 keeps connections open unless told otherwise; HTTP/1.0 only when asked.

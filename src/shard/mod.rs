@@ -7,6 +7,7 @@
 //! connections. A coarse sweep (not a timer per socket) enforces the handshake deadline,
 //! pings idle WebSockets and ends drains.
 
+mod address_limit;
 mod connection;
 mod fanout;
 mod http;
@@ -28,6 +29,7 @@ use slab::Slab;
 use crate::mesh::{ConnRef, Mesh, MeshMsg};
 use crate::metrics::{Metric, ShardCounters};
 use crate::proto::close;
+use crate::proto::http_refusal::Refusal;
 use crate::proto::prepared;
 use crate::server::Shared;
 use crate::topic::{LocalIndex, OwnedTopics};
@@ -35,6 +37,7 @@ use crate::topic::{LocalIndex, OwnedTopics};
 use connection::{elapsed_ms, flags, Connection, Phase};
 use write_queue::Flushed;
 
+pub use address_limit::{AddressKey, AddressLimit};
 pub use connection::Route;
 
 /// Token of this shard's listener.
@@ -99,6 +102,9 @@ pub struct Shard {
     /// `accept` stopped at its per-turn budget: more may wait, retried next turn.
     accept_more: bool,
     drain_deadline_ms: Option<u32>,
+    /// The address each connection is counted under by `--max-connections-per-ip` (only
+    /// while it is on), released when the connection is removed.
+    addresses: HashMap<usize, AddressKey>,
 }
 
 impl Shard {
@@ -141,6 +147,7 @@ impl Shard {
             accept_paused: false,
             accept_more: false,
             drain_deadline_ms: None,
+            addresses: HashMap::new(),
             shared,
         })
     }
@@ -255,16 +262,29 @@ impl Shard {
 
     fn accept(&mut self) {
         self.accept_more = false;
-        let Some(listener) = self.listener.as_ref() else {
-            return;
-        };
         for _ in 0..ACCEPTS_PER_TURN {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
-                Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
+                Ok((stream, peer)) => {
                     self.counters.incr(Metric::ConnectionsAccepted);
                     let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
-                    let over_limit = open > self.shared.max_connections;
+                    if open > self.shared.max_connections {
+                        // Over the cap: 503 and close now, so the descriptor is not held.
+                        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+                        self.counters.incr(Metric::ConnectionsRefused);
+                        self.refuse_at_accept(stream, Refusal::TooManyConnections);
+                        continue;
+                    }
+                    let address = AddressKey::of(peer.ip());
+                    let per_address = self.shared.per_address.as_ref();
+                    if per_address.is_some_and(|limit| !limit.try_acquire(address)) {
+                        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+                        self.refuse_at_accept(stream, Refusal::TooManyConnectionsFromAddress);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
                     self.next_generation = self.next_generation.wrapping_add(1);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
@@ -273,7 +293,6 @@ impl Shard {
                         phase: Phase::Http(Box::new(connection::HttpPhase {
                             buf: Vec::new(),
                             started_ms: self.now_ms,
-                            over_limit,
                             body: None,
                             awaiting_publish: false,
                             keep_alive: false,
@@ -290,9 +309,15 @@ impl Shard {
                         Interest::READABLE,
                     ) {
                         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+                        if let Some(limit) = &self.shared.per_address {
+                            limit.release(address);
+                        }
                         continue;
                     }
                     entry.insert(conn);
+                    if self.shared.per_address.is_some() {
+                        self.addresses.insert(key, address);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_paused = false;
@@ -556,6 +581,11 @@ impl Shard {
             // Dropping the stream closes the socket, which also removes it from epoll.
             self.conns.remove(key);
             self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            if let (Some(limit), Some(address)) =
+                (&self.shared.per_address, self.addresses.remove(&key))
+            {
+                limit.release(address);
+            }
         }
     }
 

@@ -1,0 +1,388 @@
+//! Why crier refused an HTTP request or a connection, as one value: each [`Refusal`] knows its
+//! status, its metric label ([`RefusalReason`], exported as `crier_refusals_total{reason}`)
+//! and its response bytes. Status numbers are decided here and nowhere else; the event loop
+//! only says which refusal it is. No I/O.
+
+use super::command::ErrorCode;
+use super::envelope;
+use super::error::HttpError;
+use super::handshake::HandshakeError;
+use super::response::response;
+
+/// The label of a refusal in `crier_refusals_total{reason="..."}`: a small fixed set, so the
+/// metric has bounded cardinality whatever a client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum RefusalReason {
+    /// Request syntax the parser refuses, or a missing/duplicate Host (400).
+    Malformed,
+    /// Request head over `--max-head-bytes`/`--max-headers` (431).
+    HeadTooLarge,
+    /// Ambiguous or broken body framing: bad Content-Length, Transfer-Encoding with
+    /// Content-Length, a bad chunk (400/431/501). The smuggling signals.
+    Framing,
+    /// A body on a route that takes none (400).
+    BodyNotAllowed,
+    /// A body over `--max-message-bytes` (413).
+    BodyTooLarge,
+    /// A WebSocket upgrade missing or breaking a required header (400).
+    BadHandshake,
+    /// The `Origin` is not in `--allowed-origin` (403).
+    Origin,
+    /// `Sec-WebSocket-Version` other than 13 (426).
+    WebSocketVersion,
+    /// A method the route does not allow (405).
+    MethodNotAllowed,
+    /// No route at this path (404).
+    NotFound,
+    /// A topic in the URL that breaks the naming rules (400).
+    InvalidTopic,
+    /// More `?topic=` than `--max-subscriptions-per-connection` (400).
+    TooManyTopics,
+    /// An HTTP publish whose Content-Type is not JSON or octet-stream (415).
+    UnsupportedMediaType,
+    /// An HTTP publish whose JSON body does not parse (400).
+    InvalidJson,
+    /// The topic's owner could not take an HTTP publish (503).
+    Overloaded,
+    /// A connection accepted over `--max-connections` (503 at accept).
+    MaxConnections,
+    /// A connection accepted over `--max-connections-per-ip` (503 at accept).
+    MaxConnectionsPerIp,
+}
+
+impl RefusalReason {
+    /// Every reason, in declaration order (the index is `reason as usize`).
+    pub const ALL: [RefusalReason; 17] = [
+        RefusalReason::Malformed,
+        RefusalReason::HeadTooLarge,
+        RefusalReason::Framing,
+        RefusalReason::BodyNotAllowed,
+        RefusalReason::BodyTooLarge,
+        RefusalReason::BadHandshake,
+        RefusalReason::Origin,
+        RefusalReason::WebSocketVersion,
+        RefusalReason::MethodNotAllowed,
+        RefusalReason::NotFound,
+        RefusalReason::InvalidTopic,
+        RefusalReason::TooManyTopics,
+        RefusalReason::UnsupportedMediaType,
+        RefusalReason::InvalidJson,
+        RefusalReason::Overloaded,
+        RefusalReason::MaxConnections,
+        RefusalReason::MaxConnectionsPerIp,
+    ];
+
+    /// How many reasons there are.
+    pub const COUNT: usize = RefusalReason::ALL.len();
+
+    /// The metric label value (`snake_case`).
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::Malformed => "malformed",
+            RefusalReason::HeadTooLarge => "head_too_large",
+            RefusalReason::Framing => "framing",
+            RefusalReason::BodyNotAllowed => "body_not_allowed",
+            RefusalReason::BodyTooLarge => "body_too_large",
+            RefusalReason::BadHandshake => "bad_handshake",
+            RefusalReason::Origin => "origin",
+            RefusalReason::WebSocketVersion => "websocket_version",
+            RefusalReason::MethodNotAllowed => "method_not_allowed",
+            RefusalReason::NotFound => "not_found",
+            RefusalReason::InvalidTopic => "invalid_topic",
+            RefusalReason::TooManyTopics => "too_many_topics",
+            RefusalReason::UnsupportedMediaType => "unsupported_media_type",
+            RefusalReason::InvalidJson => "invalid_json",
+            RefusalReason::Overloaded => "overloaded",
+            RefusalReason::MaxConnections => "max_connections",
+            RefusalReason::MaxConnectionsPerIp => "max_connections_per_ip",
+        }
+    }
+}
+
+/// Why a request or connection was refused. Every refusal closes the connection after its
+/// response (`Connection: close`): what follows a refused request cannot be trusted to start
+/// a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request head or its framing broke RFC 9112, or one of our head/body limits.
+    Http(HttpError),
+    /// The WebSocket upgrade broke RFC 6455 §4.2.1, or the origin policy.
+    Handshake(HandshakeError),
+    /// A `?topic=` of a `/ws` upgrade that is not a valid topic; the text says why (400).
+    InvalidTopicQuery(String),
+    /// More distinct `?topic=` than one connection may subscribe to (400).
+    TooManyTopics { asked: usize, max: usize },
+    /// No route at this path (404).
+    NotFound,
+    /// A method other than GET on a GET-only route (405, `Allow: GET`).
+    GetOnly,
+    /// `/publish/<topic>` with a method other than POST (405, `Allow: POST`).
+    PublishMethod,
+    /// The topic of `/publish/<topic>` is not valid; the text says why (400, JSON).
+    PublishTopic(String),
+    /// An HTTP publish with a Content-Type other than JSON or octet-stream (415, JSON).
+    PublishMediaType,
+    /// An HTTP publish body whose framing or size is refused (400/413/431/501, JSON).
+    PublishBody(HttpError),
+    /// An `application/json` publish body that does not parse; the text says why (400, JSON).
+    PublishJson(String),
+    /// The topic's owner refused the publish (its inbox was full); the text says why (503,
+    /// JSON `overloaded`).
+    PublishOverloaded(String),
+    /// Accepted over `--max-connections`: answered at accept time, before any request (503).
+    TooManyConnections,
+    /// Accepted over `--max-connections-per-ip` (503).
+    TooManyConnectionsFromAddress,
+}
+
+impl Refusal {
+    /// The response status (RFC 9110 §15).
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Http(error) | Refusal::PublishBody(error) => error.status(),
+            Refusal::Handshake(error) => error.status(),
+            Refusal::InvalidTopicQuery(_)
+            | Refusal::TooManyTopics { .. }
+            | Refusal::PublishTopic(_)
+            | Refusal::PublishJson(_) => 400,
+            Refusal::NotFound => 404,
+            Refusal::GetOnly | Refusal::PublishMethod => 405,
+            Refusal::PublishMediaType => 415,
+            Refusal::PublishOverloaded(_)
+            | Refusal::TooManyConnections
+            | Refusal::TooManyConnectionsFromAddress => 503,
+        }
+    }
+
+    /// The `crier_refusals_total` label this refusal is counted under.
+    pub fn reason(&self) -> RefusalReason {
+        match self {
+            Refusal::Http(error) | Refusal::PublishBody(error) => http_error_reason(error),
+            Refusal::Handshake(error) => match error {
+                HandshakeError::MethodNotAllowed => RefusalReason::MethodNotAllowed,
+                HandshakeError::UnsupportedVersion => RefusalReason::WebSocketVersion,
+                HandshakeError::OriginNotAllowed => RefusalReason::Origin,
+                HandshakeError::HttpVersionTooOld
+                | HandshakeError::MissingUpgrade
+                | HandshakeError::MissingConnectionUpgrade
+                | HandshakeError::MissingKey
+                | HandshakeError::BadKey => RefusalReason::BadHandshake,
+            },
+            Refusal::InvalidTopicQuery(_) | Refusal::PublishTopic(_) => RefusalReason::InvalidTopic,
+            Refusal::TooManyTopics { .. } => RefusalReason::TooManyTopics,
+            Refusal::NotFound => RefusalReason::NotFound,
+            Refusal::GetOnly | Refusal::PublishMethod => RefusalReason::MethodNotAllowed,
+            Refusal::PublishMediaType => RefusalReason::UnsupportedMediaType,
+            Refusal::PublishJson(_) => RefusalReason::InvalidJson,
+            Refusal::PublishOverloaded(_) => RefusalReason::Overloaded,
+            Refusal::TooManyConnections => RefusalReason::MaxConnections,
+            Refusal::TooManyConnectionsFromAddress => RefusalReason::MaxConnectionsPerIp,
+        }
+    }
+
+    /// Whether this refused an HTTP publish (`/publish/<topic>`): those are not handshake
+    /// failures, and they answer in JSON.
+    pub fn is_publish(&self) -> bool {
+        matches!(
+            self,
+            Refusal::PublishMethod
+                | Refusal::PublishTopic(_)
+                | Refusal::PublishMediaType
+                | Refusal::PublishBody(_)
+                | Refusal::PublishJson(_)
+                | Refusal::PublishOverloaded(_)
+        )
+    }
+
+    /// The complete response, closing the connection: publish refusals carry the JSON error
+    /// body of docs/protocol.md (`{"code":...,"message":...}`), the rest a line of text.
+    pub fn response(&self) -> Vec<u8> {
+        let status = self.status();
+        let extra: &[(&str, &str)] = match self {
+            Refusal::Handshake(error) => return error.response(),
+            Refusal::GetOnly => &[("Allow", "GET")],
+            Refusal::PublishMethod => &[("Allow", "POST")],
+            // RFC 9110 §10.2.3: when to try again; a second is short enough not to matter and
+            // long enough that a retry loop does not hammer a full broker.
+            Refusal::TooManyConnections | Refusal::TooManyConnectionsFromAddress => {
+                &[("Retry-After", "1")]
+            }
+            _ => &[],
+        };
+        let message = self.message();
+        match self.error_code() {
+            Some(code) => {
+                let body = envelope::http_error_body(code, &message);
+                response(status, extra, "application/json", &body, false)
+            }
+            None => {
+                let body = format!("{message}\n");
+                response(
+                    status,
+                    extra,
+                    "text/plain; charset=utf-8",
+                    body.as_bytes(),
+                    false,
+                )
+            }
+        }
+    }
+
+    /// The JSON error code of a publish refusal; `None` for the plain-text ones.
+    fn error_code(&self) -> Option<ErrorCode> {
+        Some(match self {
+            Refusal::PublishTopic(_) => ErrorCode::InvalidTopic,
+            Refusal::PublishBody(HttpError::PayloadTooLarge) => ErrorCode::MessageTooLarge,
+            Refusal::PublishBody(_) | Refusal::PublishMediaType => ErrorCode::InvalidCommand,
+            Refusal::PublishJson(_) => ErrorCode::InvalidJson,
+            Refusal::PublishOverloaded(_) => ErrorCode::Overloaded,
+            _ => return None,
+        })
+    }
+
+    /// The human-readable text of the response.
+    fn message(&self) -> String {
+        match self {
+            Refusal::Http(error) | Refusal::PublishBody(error) => error.to_string(),
+            Refusal::Handshake(error) => error.to_string(),
+            Refusal::InvalidTopicQuery(why) | Refusal::PublishOverloaded(why) => why.clone(),
+            Refusal::TooManyTopics { asked, max } => {
+                format!("{asked} topics asked for; at most {max} per connection")
+            }
+            Refusal::NotFound => "no such path".to_string(),
+            Refusal::GetOnly | Refusal::PublishMethod => "method not allowed".to_string(),
+            Refusal::PublishTopic(why) => format!("invalid topic: {why}"),
+            Refusal::PublishMediaType => {
+                "Content-Type must be application/json or application/octet-stream".to_string()
+            }
+            Refusal::PublishJson(why) => format!("body is not valid JSON: {why}"),
+            Refusal::TooManyConnections => "too many connections; try again later".to_string(),
+            Refusal::TooManyConnectionsFromAddress => {
+                "too many connections from your address; try again later".to_string()
+            }
+        }
+    }
+}
+
+fn http_error_reason(error: &HttpError) -> RefusalReason {
+    match error {
+        HttpError::Malformed(_) | HttpError::MissingHost | HttpError::DuplicateHost => {
+            RefusalReason::Malformed
+        }
+        HttpError::HeadTooLarge | HttpError::TooManyHeaders => RefusalReason::HeadTooLarge,
+        HttpError::InvalidContentLength
+        | HttpError::ConflictingFraming
+        | HttpError::InvalidTransferEncoding
+        | HttpError::UnsupportedTransferCoding
+        | HttpError::InvalidChunk(_)
+        | HttpError::TrailerTooLarge => RefusalReason::Framing,
+        HttpError::BodyNotAllowed => RefusalReason::BodyNotAllowed,
+        HttpError::PayloadTooLarge => RefusalReason::BodyTooLarge,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(bytes: &[u8]) -> (u16, String, String) {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut response = httparse::Response::new(&mut headers);
+        let len = match response.parse(bytes).unwrap() {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => panic!("incomplete response"),
+        };
+        let fields = response
+            .headers
+            .iter()
+            .map(|h| format!("{}: {}\n", h.name, String::from_utf8_lossy(h.value)))
+            .collect();
+        let body = String::from_utf8(bytes[len..].to_vec()).unwrap();
+        (response.code.unwrap(), fields, body)
+    }
+
+    #[test]
+    fn labels_are_distinct_and_in_order() {
+        for (index, reason) in RefusalReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
+        }
+        let mut labels: Vec<_> = RefusalReason::ALL.iter().map(|r| r.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), RefusalReason::COUNT);
+    }
+
+    #[test]
+    fn every_response_closes_and_states_its_status() {
+        let all = [
+            Refusal::Http(HttpError::HeadTooLarge),
+            Refusal::Http(HttpError::BodyNotAllowed),
+            Refusal::Handshake(HandshakeError::UnsupportedVersion),
+            Refusal::InvalidTopicQuery("bad".into()),
+            Refusal::TooManyTopics { asked: 3, max: 2 },
+            Refusal::NotFound,
+            Refusal::GetOnly,
+            Refusal::PublishMethod,
+            Refusal::PublishTopic("empty".into()),
+            Refusal::PublishMediaType,
+            Refusal::PublishBody(HttpError::PayloadTooLarge),
+            Refusal::PublishJson("eof".into()),
+            Refusal::PublishOverloaded("inbox full".into()),
+            Refusal::TooManyConnections,
+            Refusal::TooManyConnectionsFromAddress,
+        ];
+        for refusal in &all {
+            let (status, fields, body) = parsed(&refusal.response());
+            assert_eq!(status, refusal.status(), "{refusal:?}");
+            assert!(fields.contains("Connection: close\n"), "{refusal:?}");
+            assert!(!body.is_empty(), "{refusal:?}");
+            if refusal.is_publish() && refusal.status() != 405 {
+                let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert!(json["code"].is_string(), "{refusal:?}: {body}");
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_reasons_and_codes() {
+        let cases: [(Refusal, u16, &str); 8] = [
+            (Refusal::Http(HttpError::ConflictingFraming), 400, "framing"),
+            (
+                Refusal::Http(HttpError::BodyNotAllowed),
+                400,
+                "body_not_allowed",
+            ),
+            (
+                Refusal::Handshake(HandshakeError::OriginNotAllowed),
+                403,
+                "origin",
+            ),
+            (Refusal::PublishMethod, 405, "method_not_allowed"),
+            (
+                Refusal::PublishBody(HttpError::PayloadTooLarge),
+                413,
+                "body_too_large",
+            ),
+            (Refusal::PublishMediaType, 415, "unsupported_media_type"),
+            (Refusal::TooManyConnections, 503, "max_connections"),
+            (
+                Refusal::TooManyConnectionsFromAddress,
+                503,
+                "max_connections_per_ip",
+            ),
+        ];
+        for (refusal, status, label) in cases {
+            assert_eq!(refusal.status(), status, "{refusal:?}");
+            assert_eq!(refusal.reason().label(), label, "{refusal:?}");
+        }
+        let (_, fields, body) =
+            parsed(&Refusal::PublishBody(HttpError::PayloadTooLarge).response());
+        assert!(fields.contains("Content-Type: application/json"));
+        assert!(body.contains(r#""code":"message_too_large""#), "{body}");
+        let (_, fields, _) = parsed(&Refusal::TooManyConnections.response());
+        assert!(fields.contains("Retry-After: 1\n"), "{fields}");
+        assert!(!Refusal::NotFound.is_publish());
+        assert!(Refusal::PublishOverloaded(String::new()).is_publish());
+    }
+}
