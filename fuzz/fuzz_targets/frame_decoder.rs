@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         let n = buf.len();
         let mut pos = 0;
         loop {
-            let decoded = match session.decode(&mut buf[pos..n]) {
+            let decoded = match session.decode(&mut buf[pos..n], 0) {
                 Ok(decoded) => decoded,
                 Err(error) => {
                     assert!(matches!(error.close_code(), 1002 | 1007 | 1009));

@@ -71,7 +71,7 @@ impl Reader {
         while pos < buf.len() {
             let Decoded { consumed, event } = self
                 .session
-                .decode(&mut buf[pos..])
+                .decode(&mut buf[pos..], 0)
                 .map_err(|e| format!("protocol error: {e:?}"))?;
             pos += consumed;
             match event {

@@ -29,7 +29,7 @@ impl Shard {
         let mut flow = Flow::Continue;
         let mut pos = 0;
         loop {
-            match session.decode(&mut input[pos..]) {
+            match session.decode(&mut input[pos..], self.now_ms) {
                 Ok(decoded) => {
                     pos += decoded.consumed;
                     let Some(event) = decoded.event else {
