@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&control, wire)) = data.split_first() else {
         return;
     };
-    let role = if control & 1 == 0 { Role::Server } else { Role::Client };
+    let role = if control & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
     let read_size = usize::from(control >> 1) + 1;
     let mut session = Session::new(
         role,
