@@ -67,6 +67,12 @@ pub struct Config {
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
     pub handshake_timeout: Duration,
 
+    /// Every fragment of one WebSocket message must arrive within this time of its first, or
+    /// the connection is closed (1008): nobody holds an assembly buffer open for ever.
+    /// Default: the handshake timeout.
+    #[arg(long, value_parser = parse_positive_duration)]
+    pub fragment_timeout: Option<Duration>,
+
     /// A WebSocket silent for this long is pinged; silent for another interval, it is closed.
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     pub ping_interval: Duration,
@@ -124,6 +130,11 @@ impl Config {
     /// The configuration with every option at its default (what `crier` with no flags runs).
     pub fn defaults() -> Config {
         Config::parse_from(["crier"])
+    }
+
+    /// How long one message's fragments may take: `--fragment-timeout`, else the handshake timeout.
+    pub fn fragment_deadline(&self) -> Duration {
+        self.fragment_timeout.unwrap_or(self.handshake_timeout)
     }
 
     /// The same configuration listening on `addr` (tests use `127.0.0.1:0`).
@@ -363,6 +374,7 @@ file_options! {
     max_connections: |v| read_count(v, 1).map(Some) => |v: &Option<usize>| v.map(count_value),
     max_connections_per_ip: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
     handshake_timeout: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
+    fragment_timeout: |v| read_duration(v, true).map(Some) => |v: &Option<Duration>| v.map(duration_value),
     ping_interval: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
     drain_delay: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),
     drain_timeout: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),
@@ -656,6 +668,25 @@ mod tests {
         assert_eq!(config.slow_consumer, SlowConsumerPolicy::Disconnect);
         assert_eq!(config.max_subscriptions_per_connection, 1000);
         assert!(config.allowed_origins.is_empty());
+        assert_eq!(config.fragment_timeout, None);
+        assert_eq!(config.fragment_deadline(), config.handshake_timeout);
+    }
+
+    #[test]
+    fn the_fragment_timeout_follows_the_handshake_timeout_unless_set() {
+        let follows = Config::parse_from(["crier", "--handshake-timeout", "3s"]);
+        assert_eq!(follows.fragment_deadline(), Duration::from_secs(3));
+        let set = Config::parse_from(["crier", "--fragment-timeout", "250ms"]);
+        assert_eq!(set.fragment_deadline(), Duration::from_millis(250));
+        assert!(Config::try_parse_from(["crier", "--fragment-timeout", "0s"]).is_err());
+        let mut from_file = Config::defaults();
+        (OPTIONS
+            .iter()
+            .find(|o| o.key == "fragment_timeout")
+            .unwrap()
+            .apply)(&mut from_file, &toml::Value::String("2s".into()))
+        .unwrap();
+        assert_eq!(from_file.fragment_deadline(), Duration::from_secs(2));
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub fn decode_all(
     let mut pos = 0;
     loop {
         let decoded = session
-            .decode(&mut input[pos..])
+            .decode(&mut input[pos..], 0)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
         pos += decoded.consumed;
         match decoded.event {

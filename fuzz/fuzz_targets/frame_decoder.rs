@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&control, wire)) = data.split_first() else {
         return;
     };
-    let role = if control & 1 == 0 { Role::Server } else { Role::Client };
+    let role = if control & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
     let read_size = usize::from(control >> 1) + 1;
     let mut session = Session::new(
         role,
@@ -26,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         let n = buf.len();
         let mut pos = 0;
         loop {
-            let decoded = match session.decode(&mut buf[pos..n]) {
+            let decoded = match session.decode(&mut buf[pos..n], 0) {
                 Ok(decoded) => decoded,
                 Err(error) => {
                     assert!(matches!(error.close_code(), 1002 | 1007 | 1009));

@@ -74,7 +74,7 @@ impl Reader {
     ) -> Result<(), ProtocolError> {
         let mut pos = 0;
         while pos < buf.len() {
-            let Decoded { consumed, event } = self.session.decode(&mut buf[pos..])?;
+            let Decoded { consumed, event } = self.session.decode(&mut buf[pos..], 0)?;
             pos += consumed;
             match event {
                 None => break,

@@ -36,6 +36,9 @@ pub enum ProtocolError {
     /// A Close frame whose reason is not valid UTF-8 (RFC 6455 §5.5.1). Mapped to 1007 like any
     /// other invalid UTF-8 the peer sends (RFC 6455 §8.1), which Autobahn 7.5.1 accepts.
     InvalidCloseReason,
+    /// A data message not complete within `--fragment-timeout` of its first frame (ours, not
+    /// an RFC rule: policy violation, RFC 6455 §7.4.1 code 1008).
+    MessageTimeout,
 }
 
 impl ProtocolError {
@@ -45,6 +48,7 @@ impl ProtocolError {
         match self {
             InvalidUtf8 | InvalidCloseReason => 1007,
             MessageTooLarge => 1009,
+            MessageTimeout => 1008,
             UnmaskedFrame
             | MaskedFrame
             | ReservedBitsSet
@@ -78,6 +82,7 @@ impl fmt::Display for ProtocolError {
             InvalidCloseCode => "invalid close code",
             InvalidClosePayload => "close payload of 1 byte",
             InvalidCloseReason => "close reason is not valid UTF-8",
+            MessageTimeout => "message not complete within the fragment timeout",
         })
     }
 }

@@ -2,6 +2,7 @@
 //! at most one event out per call. Whole frames inside one read are delivered zero-copy;
 //! the rest spills into a lazily allocated buffer that is freed once the message is delivered.
 //! Sends nothing and decides no replies (pong, close): the caller does, from the events.
+//! Keeps no clock: the caller passes `now_ms` in and asks whether a message is overdue.
 
 use std::fmt;
 
@@ -105,6 +106,8 @@ pub struct Session {
     frame: Frame,
     /// The data message in progress (fragmented, or one frame split across reads).
     message: Option<Kind>,
+    /// When `message` started (the caller's `now_ms` at its first frame header).
+    message_started_ms: u32,
     masked: bool,
     closed: bool,
 }
@@ -164,6 +167,7 @@ impl Session {
             role,
             frame: Frame::Header,
             message: None,
+            message_started_ms: 0,
             masked: false,
             closed: false,
         }
@@ -187,11 +191,30 @@ impl Session {
         })
     }
 
+    /// `Err(MessageTimeout)` when a data message has been arriving (more fragments, or the rest
+    /// of a frame split across reads) for `timeout_ms` or longer at `now_ms`: a peer that
+    /// starts a message and never finishes it must not hold its assembly buffer for ever. The
+    /// caller closes the connection (close code 1008), which drops this session and its buffers.
+    pub fn check_message_deadline(
+        &self,
+        now_ms: u32,
+        timeout_ms: u32,
+    ) -> Result<(), ProtocolError> {
+        let in_progress = self.message.is_some() && !self.closed;
+        // Wrapping: the caller's clock is a u32 of milliseconds (exact within 24.8 days).
+        if in_progress && now_ms.wrapping_sub(self.message_started_ms) >= timeout_ms {
+            return Err(ProtocolError::MessageTimeout);
+        }
+        Ok(())
+    }
+
     /// Decodes from `input`, unmasking it in place, and returns at most one event. When the
     /// event is `None`, all of `input` was consumed (partial frames are kept inside). Call it
     /// again on the unconsumed rest until it returns `None`; that last call also frees the
     /// buffers of a message delivered from the spill. After an error the connection must be
-    /// closed (with `error.close_code()`); the session is not reusable.
+    /// closed (with `error.close_code()`); the session is not reusable. `now_ms` is the
+    /// caller's coarse clock (milliseconds, may wrap): a message that does not arrive whole in
+    /// one read is stamped with it, for [`Session::check_message_deadline`].
     ///
     /// ```
     /// # use crier::proto::session::*;
@@ -200,7 +223,7 @@ impl Session {
     /// let n = buf.len();
     /// let mut pos = 0;
     /// loop {
-    ///     let d = session.decode(&mut buf[pos..n]).unwrap();
+    ///     let d = session.decode(&mut buf[pos..n], 0).unwrap();
     ///     pos += d.consumed;
     ///     match d.event {
     ///         None => break,
@@ -208,7 +231,11 @@ impl Session {
     ///     }
     /// }
     /// ```
-    pub fn decode<'a>(&'a mut self, input: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
+    pub fn decode<'a>(
+        &'a mut self,
+        input: &'a mut [u8],
+        now_ms: u32,
+    ) -> Result<Decoded<'a>, ProtocolError> {
         if self.closed {
             // RFC 6455 §5.5.1: nothing after a Close is data; it is not decoded, and a message
             // left unfinished by the Close is dropped.
@@ -227,7 +254,7 @@ impl Session {
                     None => Step::NeedMore,
                     Some((header, used)) => {
                         pos += used;
-                        self.start_frame(header, input, &mut pos)?
+                        self.start_frame(header, input, &mut pos, now_ms)?
                     }
                 },
                 Frame::Data { fin } => self.continue_data(fin, input, &mut pos)?,
@@ -291,6 +318,7 @@ impl Session {
         header: Header,
         input: &mut [u8],
         pos: &mut usize,
+        now_ms: u32,
     ) -> Result<Step, ProtocolError> {
         let available = input.len() - *pos;
         self.masked = header.mask.is_some();
@@ -361,6 +389,7 @@ impl Session {
         let spill = self.spill.get_or_insert_with(Box::default);
         if !continuation {
             self.message = Some(kind);
+            self.message_started_ms = now_ms;
             spill.message.clear();
             spill.declared = 0;
             spill.utf8.reset();
@@ -597,7 +626,7 @@ pub(crate) mod test_support {
             let n = buf.len();
             let mut pos = 0;
             loop {
-                let decoded = session.decode(&mut buf[pos..n])?;
+                let decoded = session.decode(&mut buf[pos..n], 0)?;
                 let consumed = decoded.consumed;
                 let event = decoded.event.map(OwnedEvent::from);
                 assert!(consumed <= n - pos);
@@ -665,7 +694,7 @@ mod tests {
         let mut session = server();
         let mut buf = MASKED_HELLO;
         let base = buf.as_ptr() as usize;
-        let decoded = session.decode(&mut buf).unwrap();
+        let decoded = session.decode(&mut buf, 0).unwrap();
         assert_eq!(decoded.consumed, 11);
         let Some(Event::Text(text)) = decoded.event else {
             panic!("expected text, got {:?}", decoded.event);
@@ -993,7 +1022,7 @@ mod tests {
         );
         let header = &frame(true, OpCode::Binary, &[0; 1000])[..8];
         assert_eq!(
-            session.decode(&mut header.to_vec()),
+            session.decode(&mut header.to_vec(), 0),
             Err(ProtocolError::MessageTooLarge)
         );
         assert_eq!(session.heap_bytes(), 0);
@@ -1002,13 +1031,98 @@ mod tests {
         text.resize(1000, b'a');
         let wire = frame(true, OpCode::Text, &text);
         assert_eq!(
-            server().decode(&mut wire[..20].to_vec()),
+            server().decode(&mut wire[..20].to_vec(), 0),
             Err(ProtocolError::InvalidUtf8)
         );
         // RSV bits are refused on the first byte.
         assert_eq!(
-            server().decode(&mut [0xC1]),
+            server().decode(&mut [0xC1], 0),
             Err(ProtocolError::ReservedBitsSet)
         );
+    }
+
+    /// Decodes `bytes` as one read at `now_ms`, returning the events.
+    fn decode_at(session: &mut Session, bytes: &[u8], now_ms: u32) -> Vec<OwnedEvent> {
+        let mut buf = bytes.to_vec();
+        let mut pos = 0;
+        let mut events = Vec::new();
+        loop {
+            let decoded = session.decode(&mut buf[pos..], now_ms).unwrap();
+            pos += decoded.consumed;
+            match decoded.event {
+                Some(event) => events.push(event.into()),
+                None => return events,
+            }
+        }
+    }
+
+    #[test]
+    fn a_fragmented_message_must_finish_within_the_deadline_from_its_first_frame() {
+        const TIMEOUT_MS: u32 = 1000;
+        let mut session = server();
+        assert_eq!(
+            session.check_message_deadline(5_000_000, TIMEOUT_MS),
+            Ok(())
+        );
+        // Started at t=100: fragments keep coming, but the clock runs from the first one.
+        assert_eq!(
+            decode_at(&mut session, &frame(false, OpCode::Text, b"a"), 100),
+            vec![]
+        );
+        assert_eq!(
+            decode_at(&mut session, &frame(false, OpCode::Continuation, b"b"), 900),
+            vec![]
+        );
+        assert_eq!(session.check_message_deadline(1099, TIMEOUT_MS), Ok(()));
+        let error = session
+            .check_message_deadline(1100, TIMEOUT_MS)
+            .unwrap_err();
+        assert_eq!(
+            (error, error.close_code()),
+            (ProtocolError::MessageTimeout, 1008)
+        );
+        // Finished in time, the next message gets its own clock; control frames in between
+        // neither start nor stop it.
+        let mut session = server();
+        decode_at(&mut session, &frame(false, OpCode::Binary, b"x"), 100);
+        let mut rest = frame(true, OpCode::Ping, b"p");
+        rest.extend(frame(true, OpCode::Continuation, b"y"));
+        assert_eq!(
+            decode_at(&mut session, &rest, 1050),
+            vec![
+                OwnedEvent::Ping(b"p".to_vec()),
+                OwnedEvent::Binary(b"xy".to_vec())
+            ]
+        );
+        assert_eq!(session.check_message_deadline(1200, TIMEOUT_MS), Ok(()));
+        decode_at(&mut session, &frame(false, OpCode::Text, b"z"), 1500);
+        decode_at(&mut session, &frame(true, OpCode::Ping, b""), 2400);
+        assert_eq!(session.check_message_deadline(2499, TIMEOUT_MS), Ok(()));
+        assert!(session.check_message_deadline(2500, TIMEOUT_MS).is_err());
+    }
+
+    #[test]
+    fn one_frame_split_across_reads_has_the_same_deadline_and_the_clock_may_wrap() {
+        let mut session = server();
+        let wire = frame(true, OpCode::Binary, &[7; 300]);
+        let started = u32::MAX - 10;
+        assert_eq!(decode_at(&mut session, &wire[..100], started), vec![]);
+        assert!(session.heap_bytes() > 0);
+        assert_eq!(
+            session.check_message_deadline(started.wrapping_add(499), 500),
+            Ok(())
+        );
+        assert_eq!(
+            session.check_message_deadline(started.wrapping_add(500), 500),
+            Err(ProtocolError::MessageTimeout)
+        );
+        // A whole message in one read never starts the clock.
+        let mut session = server();
+        assert_eq!(decode_at(&mut session, &wire, 0).len(), 1);
+        assert_eq!(session.check_message_deadline(1_000_000, 500), Ok(()));
+        // Nor does a pong or ping split across reads.
+        let ping = frame(true, OpCode::Ping, b"hello");
+        assert_eq!(decode_at(&mut session, &ping[..8], 0), vec![]);
+        assert_eq!(session.check_message_deadline(1_000_000, 500), Ok(()));
     }
 }

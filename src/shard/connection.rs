@@ -128,6 +128,15 @@ impl Connection {
         }
     }
 
+    /// Queues a Pong, replacing one not yet written (`WriteQueue::push_pong`); same return.
+    #[must_use]
+    pub fn queue_pong(&mut self, pong: Bytes) -> bool {
+        self.out.push_pong(pong);
+        let listed = self.has(flags::DIRTY);
+        self.set(flags::DIRTY);
+        !listed
+    }
+
     pub fn is_websocket(&self) -> bool {
         matches!(self.phase, Phase::WebSocket(_))
     }

@@ -122,7 +122,8 @@ impl Shard {
         let shortest = config
             .handshake_timeout
             .min(config.ping_interval)
-            .min(config.drain_timeout);
+            .min(config.drain_timeout)
+            .min(config.fragment_deadline());
         let sweep_interval = (shortest / 4).clamp(Duration::from_millis(20), MAX_SWEEP_INTERVAL);
         Ok(Shard {
             id,
@@ -609,7 +610,9 @@ impl Shard {
         let config = &self.shared.config;
         let handshake_ms = config.handshake_timeout.as_millis() as u32;
         let ping_ms = config.ping_interval.as_millis().max(1) as u32;
+        let fragment_ms = config.fragment_deadline().as_millis() as u32;
         let now = self.now_ms;
+        let mut overdue = Vec::new();
         let mut expired_http = Vec::new();
         let mut to_ping = Vec::new();
         let mut idle = Vec::new();
@@ -622,7 +625,14 @@ impl Shard {
                         expired_http.push(key);
                     }
                 }
-                Phase::WebSocket(_) => {
+                Phase::WebSocket(ws) => {
+                    let session = ws.session.as_ref();
+                    if let Some(Err(e)) =
+                        session.map(|s| s.check_message_deadline(now, fragment_ms))
+                    {
+                        overdue.push((key, e));
+                        continue;
+                    }
                     let silent = elapsed_ms(now, conn.last_heard_ms);
                     if conn.has(flags::PING_SENT) {
                         if silent >= 2 * ping_ms {
@@ -651,6 +661,10 @@ impl Shard {
         for key in to_ping {
             self.conns[key].set(flags::PING_SENT);
             self.queue(key, prepared::ping_frame(b""));
+        }
+        for (key, error) in overdue {
+            self.counters.incr(Metric::ProtocolErrors);
+            self.close_websocket(key, error.close_code(), &error.to_string());
         }
         for key in idle {
             self.counters.incr(Metric::IdleTimeouts);

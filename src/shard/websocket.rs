@@ -29,7 +29,7 @@ impl Shard {
         let mut flow = Flow::Continue;
         let mut pos = 0;
         loop {
-            match session.decode(&mut input[pos..]) {
+            match session.decode(&mut input[pos..], self.now_ms) {
                 Ok(decoded) => {
                     pos += decoded.consumed;
                     let Some(event) = decoded.event else {
@@ -57,7 +57,12 @@ impl Shard {
 
     fn on_websocket_event(&mut self, key: usize, route: Route, event: Event<'_>) -> Flow {
         match event {
-            Event::Ping(payload) => self.queue(key, prepared::pong_frame(payload)),
+            Event::Ping(payload) => {
+                // RFC 6455 §5.5.3: answering the latest ping is enough; a flood keeps one pong.
+                if self.conns[key].queue_pong(prepared::pong_frame(payload)) {
+                    self.dirty.push_back(key);
+                }
+            }
             Event::Pong(_) => {}
             Event::Close { code, reason: _ } => {
                 // RFC 6455 §5.5.1: answer with a close frame, echoing the status code.

@@ -22,6 +22,19 @@ const KEPT_RING_SLOTS: usize = 64;
 /// A ring this large after a flush is shrunk at once.
 const HUGE_RING_SLOTS: usize = 4096;
 
+/// What one queued frame costs beyond its bytes, counted in `queued_bytes` so a flood of tiny
+/// frames reaches `--max-backlog-bytes` too: its ring slot (a `Bytes`, 32 bytes) plus the
+/// reference-count header every prepared frame carries (24 bytes in a 32-byte malloc chunk).
+/// Measured: a queued empty pong (2 bytes) holds 97 bytes of RSS, so a cap of N counts at
+/// least two thirds of what the queue really holds. A fan-out frame shares its header, so
+/// there this overstates by 32 bytes per subscriber: a small price for a simple bound.
+pub const FRAME_OVERHEAD_BYTES: usize = 64;
+const _: () = assert!(std::mem::size_of::<Bytes>() <= FRAME_OVERHEAD_BYTES / 2);
+
+/// First byte of an unfragmented Pong (FIN, opcode 0xA; RFC 6455 §5.2): how the queue tells
+/// its pending pong from the other frames without keeping an index.
+const PONG_FIRST_BYTE: u8 = 0x8A;
+
 /// What a flush achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -38,18 +51,48 @@ pub struct WriteQueue {
     frames: VecDeque<Bytes>,
     /// Bytes of `frames[0]` already written.
     head_written: usize,
-    /// Unwritten bytes across all frames.
+    /// Unwritten bytes across all frames, plus `FRAME_OVERHEAD_BYTES` per queued frame.
     queued_bytes: usize,
 }
 
 impl WriteQueue {
     /// Appends a frame. The caller applies the backlog policy before calling.
     pub fn push(&mut self, frame: Bytes) {
-        self.queued_bytes += frame.len();
+        self.queued_bytes += frame.len() + FRAME_OVERHEAD_BYTES;
         self.frames.push_back(frame);
     }
 
-    /// Unwritten bytes.
+    /// Queues a Pong so that at most one is ever waiting unwritten: RFC 6455 §5.5.3 lets us
+    /// answer only the most recent Ping, so a newer pong replaces a pending one. The pending
+    /// pong sits at the front of the frames not yet started (a control frame may go between
+    /// whole frames, RFC 6455 §5.4, and every queued frame is whole), behind anything that is
+    /// not a WebSocket frame (the 101 response). Finding it is then O(1) with no extra field.
+    pub fn push_pong(&mut self, pong: Bytes) {
+        debug_assert_eq!(pong.first(), Some(&PONG_FIRST_BYTE));
+        let mut at = usize::from(self.head_written > 0);
+        // RSV bits set: not a frame of ours (HTTP bytes); a pong must never jump them.
+        while self
+            .frames
+            .get(at)
+            .is_some_and(|f| f.first().is_some_and(|b| b & 0x70 != 0))
+        {
+            at += 1;
+        }
+        self.queued_bytes += pong.len();
+        match self.frames.get_mut(at) {
+            Some(pending) if pending.first() == Some(&PONG_FIRST_BYTE) => {
+                self.queued_bytes -= pending.len();
+                *pending = pong;
+            }
+            _ => {
+                self.queued_bytes += FRAME_OVERHEAD_BYTES;
+                self.frames.insert(at, pong);
+            }
+        }
+    }
+
+    /// Unwritten bytes plus `FRAME_OVERHEAD_BYTES` per queued frame: what the backlog cap
+    /// (`--max-backlog-bytes`) is compared with.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
@@ -64,10 +107,9 @@ impl WriteQueue {
         let keep = usize::from(self.head_written > 0).min(self.frames.len());
         let dropped = self.frames.len() - keep;
         self.frames.truncate(keep);
-        self.queued_bytes = self
-            .frames
-            .front()
-            .map_or(0, |head| head.len() - self.head_written);
+        self.queued_bytes = self.frames.front().map_or(0, |head| {
+            head.len() - self.head_written + FRAME_OVERHEAD_BYTES
+        });
         dropped
     }
 
@@ -119,6 +161,7 @@ impl WriteQueue {
             let head_left = self.frames[0].len() - self.head_written;
             if written >= head_left {
                 written -= head_left;
+                self.queued_bytes -= FRAME_OVERHEAD_BYTES;
                 self.frames.pop_front();
                 self.head_written = 0;
             } else {
@@ -222,7 +265,11 @@ mod tests {
             calls: 0,
         };
         assert_eq!(queue.flush(&mut sink).unwrap().0, Flushed::Blocked);
-        assert_eq!(queue.queued_bytes(), expected.len() - 40);
+        // 40 bytes = frames 0..=10 whole (1+2+..+7+1+2+3+4 = 38) and 2 bytes of frame 11.
+        assert_eq!(
+            queue.queued_bytes(),
+            expected.len() - 40 + 39 * FRAME_OVERHEAD_BYTES
+        );
         sink.total_left = usize::MAX;
         assert_eq!(queue.flush(&mut sink).unwrap().0, Flushed::All);
         assert_eq!(sink.out, expected);
@@ -242,9 +289,91 @@ mod tests {
         let _ = queue.flush(&mut sink).unwrap();
         // frames are 1, 2, 3.. bytes: 2 bytes = frame 0 whole + 1 byte of frame 1.
         assert_eq!(queue.discard_unstarted(), 8);
-        assert_eq!(queue.queued_bytes(), 1);
+        assert_eq!(queue.queued_bytes(), 1 + FRAME_OVERHEAD_BYTES);
         sink.total_left = usize::MAX;
         let _ = queue.flush(&mut sink).unwrap();
         assert_eq!(sink.out, &expected[..3]);
+    }
+
+    #[test]
+    fn tiny_frames_count_their_overhead_against_the_backlog() {
+        let mut queue = WriteQueue::default();
+        for _ in 0..1000 {
+            queue.push(Bytes::from_static(b"\x81\x00"));
+        }
+        // 2,000 bytes of frames hold ~97,000 bytes of memory; the budget sees 66,000.
+        assert_eq!(queue.queued_bytes(), 1000 * (2 + FRAME_OVERHEAD_BYTES));
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: usize::MAX,
+            total_left: usize::MAX,
+            calls: 0,
+        };
+        assert_eq!(queue.flush(&mut sink).unwrap(), (Flushed::All, 2000));
+        assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    fn pong(payload: &[u8]) -> Bytes {
+        crate::proto::prepared::pong_frame(payload)
+    }
+
+    fn drain(queue: &mut WriteQueue) -> Vec<u8> {
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: usize::MAX,
+            total_left: usize::MAX,
+            calls: 0,
+        };
+        assert_eq!(queue.flush(&mut sink).unwrap().0, Flushed::All);
+        assert_eq!(queue.queued_bytes(), 0);
+        sink.out
+    }
+
+    #[test]
+    fn pings_answered_while_unwritten_leave_one_pong_with_the_newest_payload() {
+        let mut queue = WriteQueue::default();
+        let upgrade = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        queue.push(Bytes::from_static(upgrade));
+        for i in 0..100_000u32 {
+            queue.push_pong(pong(&i.to_be_bytes()));
+        }
+        queue.push(Bytes::from_static(b"\x81\x02hi"));
+        queue.push_pong(pong(b"newest"));
+        assert_eq!(queue.frames.len(), 3);
+        let expected_len = upgrade.len() + 8 + 4;
+        assert_eq!(
+            queue.queued_bytes(),
+            expected_len + 3 * FRAME_OVERHEAD_BYTES
+        );
+        // The 101 stays first; the pong goes before the data frame, with the newest payload.
+        let mut expected = upgrade.to_vec();
+        expected.extend_from_slice(b"\x8a\x06newest\x81\x02hi");
+        assert_eq!(drain(&mut queue), expected);
+    }
+
+    #[test]
+    fn a_pong_that_started_going_out_is_not_replaced() {
+        let mut queue = WriteQueue::default();
+        queue.push_pong(pong(b"first"));
+        queue.push(Bytes::from_static(b"\x81\x01x"));
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: usize::MAX,
+            total_left: 3,
+            calls: 0,
+        };
+        assert_eq!(queue.flush(&mut sink).unwrap().0, Flushed::Blocked);
+        // "first" is half written: a new pong goes behind it, ahead of the text frame, and
+        // a third replaces that second one.
+        queue.push_pong(pong(b"second"));
+        queue.push_pong(pong(b"third"));
+        assert_eq!(queue.frames.len(), 3);
+        sink.total_left = usize::MAX;
+        assert_eq!(queue.flush(&mut sink).unwrap().0, Flushed::All);
+        assert_eq!(queue.queued_bytes(), 0);
+        assert_eq!(sink.out, b"\x8a\x05first\x8a\x05third\x81\x01x");
+        // Once written, the next pong is queued afresh.
+        queue.push_pong(pong(b"again"));
+        assert_eq!(drain(&mut queue), b"\x8a\x05again");
     }
 }

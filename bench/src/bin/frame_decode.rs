@@ -43,7 +43,7 @@ fn decode_all(session: &mut Session, buf: &mut [u8]) -> u64 {
     let mut seen = 0u64;
     loop {
         let decoded = session
-            .decode(&mut buf[pos..])
+            .decode(&mut buf[pos..], 0)
             .expect("benchmark frames are valid");
         pos += decoded.consumed;
         match decoded.event {
