@@ -2,12 +2,10 @@
 //! HTTP request, speaking WebSocket, closing), and its output queue. Kept small: a broker
 //! holds one of these per idle subscriber.
 
-use bytes::Bytes;
 use mio::net::TcpStream;
 
 use crate::proto::http_body::BodyReader;
 use crate::proto::session::Session;
-use crate::topic::Subscriptions;
 
 use super::write_queue::WriteQueue;
 
@@ -50,19 +48,12 @@ pub struct PendingBody {
     pub reader: BodyReader,
 }
 
-/// Messages skipped per topic for one slow subscriber.
-pub type DroppedCounts = Vec<(Box<str>, u64)>;
-
 /// An open WebSocket.
 #[derive(Debug)]
 pub struct WebSocketPhase {
     /// `None` only while the shard is decoding this connection's input.
     pub session: Option<Session>,
     pub route: Route,
-    pub subscriptions: Subscriptions,
-    /// Topics whose messages were skipped under `--slow-consumer=drop`, with counts; the
-    /// notice goes out before the topic's next message. Rarely present, so boxed.
-    pub dropped: Option<Box<DroppedCounts>>,
 }
 
 /// Where a connection is in its life.
@@ -116,22 +107,6 @@ impl Connection {
 
     pub fn clear(&mut self, flag: u8) {
         self.flags &= !flag;
-    }
-
-    /// Queues a frame or response and reports whether the caller must list it as dirty.
-    #[must_use]
-    pub fn queue(&mut self, bytes: Bytes) -> bool {
-        self.out.push(bytes);
-        if self.has(flags::DIRTY) {
-            false
-        } else {
-            self.set(flags::DIRTY);
-            true
-        }
-    }
-
-    pub fn is_websocket(&self) -> bool {
-        matches!(self.phase, Phase::WebSocket(_))
     }
 }
 

@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use crate::broker::SendKind;
+use crate::engine::PayloadRef;
 use crate::mesh::ReplyTo;
 use crate::metrics::{render_prometheus, Metric};
 use crate::proto::command::ErrorCode;
@@ -17,10 +19,9 @@ use crate::proto::http_body::{body_framing, BodyReader};
 use crate::proto::query::{percent_decode, query_values};
 use crate::proto::response::{not_modified, plain_error, response};
 use crate::proto::session::{Role, Session, SessionLimits};
-use crate::topic::{validate_topic, Subscriptions};
+use crate::topic::validate_topic;
 
 use super::connection::{flags, HttpPhase, PendingBody, Phase, Route, WebSocketPhase};
-use super::fanout::PayloadRef;
 use super::{Flow, Shard};
 
 const PUBLISH_PREFIX: &str = "/publish/";
@@ -129,7 +130,7 @@ impl Shard {
                 http.started_ms = now;
                 http.served = true;
             }
-            self.queue(key, Bytes::from(bytes));
+            let _ = self.send(key, Bytes::from(bytes), SendKind::Reply);
         } else {
             self.respond_and_close(key, bytes);
         }
@@ -287,14 +288,9 @@ impl Shard {
                     }
                 }
             }
-            let max = self.shared.config.max_subscriptions_per_connection;
-            if topics.len() > max {
+            if let Err(limit) = self.broker.check_subscription_limit(0, topics.len()) {
                 self.count_http_failure(400);
-                let message = format!(
-                    "{} topics asked for; at most {max} per connection",
-                    topics.len()
-                );
-                self.respond_and_close(key, plain_error(400, &message));
+                self.respond_and_close(key, plain_error(400, &limit.to_string()));
                 return Flow::Stop;
             }
         }
@@ -305,20 +301,16 @@ impl Shard {
             Some(http) => std::mem::take(&mut http.buf),
             None => return Flow::Stop,
         };
-        let mut subscriptions = Subscriptions::default();
-        for topic in &topics {
-            subscriptions.insert(topic);
-        }
         self.conns[key].phase = Phase::WebSocket(WebSocketPhase {
             session: Some(Session::new(Role::Server, limits)),
             route,
-            subscriptions,
-            dropped: None,
         });
         self.counters.add(Metric::WebSocketsOpen, 1);
-        self.queue(key, Bytes::from(handshake::switching_protocols(&accepted)));
-        for topic in &topics {
-            self.subscribe_local(topic, key, None);
+        let accept = Bytes::from(handshake::switching_protocols(&accepted));
+        let _ = self.send(key, accept, SendKind::Reply);
+        if route == Route::PubSub {
+            let generation = self.conns[key].generation;
+            self.with_broker(|broker, out| broker.open(key, generation, &topics, out));
         }
         if leftover.is_empty() {
             Flow::Continue

@@ -7,6 +7,8 @@ use std::io::{self, IoSlice, Write};
 
 use bytes::Bytes;
 
+use crate::broker::{SendKind, SendStatus};
+
 /// How many frames one vectored write carries at most. Linux accepts up to 1024 (IOV_MAX);
 /// 64 keeps the `IoSlice` array on the stack and already makes the per-frame syscall cost
 /// negligible (one small loopback send costs about as much as a 32-frame one).
@@ -43,8 +45,32 @@ pub struct WriteQueue {
 }
 
 impl WriteQueue {
-    /// Appends a frame. The caller applies the backlog policy before calling.
-    pub fn push(&mut self, frame: Bytes) {
+    /// Appends a frame under `kind`'s budget rule: a delivery (or notice with its reserve) that
+    /// would take a non-empty queue past `max_bytes` is refused (`OverBudget`); anything else is queued, and the answer says
+    /// whether the queue is now past `max_bytes`. The only way in: nothing is queued without
+    /// the budget being looked at. (A frame bigger than the budget still goes to an empty
+    /// queue, or it could never be sent.) Never returns `Closed`: the queue does not know.
+    pub fn offer(&mut self, frame: Bytes, kind: SendKind, max_bytes: usize) -> SendStatus {
+        let budgeted = match kind {
+            SendKind::Delivery => Some(frame.len()),
+            SendKind::Notice { reserve_bytes } => Some(frame.len() + reserve_bytes),
+            SendKind::Reply | SendKind::Final => None,
+        };
+        if let Some(needed) = budgeted {
+            if self.queued_bytes > 0 && self.queued_bytes + needed > max_bytes {
+                return SendStatus::OverBudget;
+            }
+        }
+        self.push(frame);
+        if self.queued_bytes > max_bytes {
+            SendStatus::QueuedOverBudget
+        } else {
+            SendStatus::Queued
+        }
+    }
+
+    /// Appends a frame, unchecked: reached only through `offer`.
+    fn push(&mut self, frame: Bytes) {
         self.queued_bytes += frame.len();
         self.frames.push_back(frame);
     }
@@ -228,6 +254,53 @@ mod tests {
         assert_eq!(sink.out, expected);
         assert!(queue.is_empty());
         assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn offers_obey_the_budget_by_kind() {
+        let mut queue = WriteQueue::default();
+        let frame = |n: usize| Bytes::from(vec![0u8; n]);
+        // A frame bigger than the budget still goes to an empty queue.
+        assert_eq!(
+            queue.offer(frame(30), SendKind::Delivery, 20),
+            SendStatus::QueuedOverBudget
+        );
+        queue.discard_unstarted();
+        assert_eq!(
+            queue.offer(frame(10), SendKind::Delivery, 20),
+            SendStatus::Queued
+        );
+        assert_eq!(
+            queue.offer(frame(10), SendKind::Delivery, 20),
+            SendStatus::Queued
+        );
+        assert_eq!(
+            queue.offer(frame(1), SendKind::Delivery, 20),
+            SendStatus::OverBudget
+        );
+        assert_eq!(queue.queued_bytes(), 20, "a refused delivery is not queued");
+        queue.discard_unstarted();
+        assert_eq!(
+            queue.offer(frame(5), SendKind::Delivery, 20),
+            SendStatus::Queued
+        );
+        let notice = SendKind::Notice { reserve_bytes: 11 };
+        assert_eq!(queue.offer(frame(5), notice, 20), SendStatus::OverBudget);
+        let notice = SendKind::Notice { reserve_bytes: 10 };
+        assert_eq!(queue.offer(frame(5), notice, 20), SendStatus::Queued);
+        assert_eq!(
+            queue.offer(frame(10), SendKind::Delivery, 20),
+            SendStatus::Queued
+        );
+        assert_eq!(
+            queue.offer(frame(5), SendKind::Reply, 20),
+            SendStatus::QueuedOverBudget
+        );
+        assert_eq!(
+            queue.offer(frame(5), SendKind::Final, 20),
+            SendStatus::QueuedOverBudget
+        );
+        assert_eq!(queue.queued_bytes(), 30);
     }
 
     #[test]

@@ -1,0 +1,25 @@
+//! What every shard reads and no shard owns: the configuration, connection counts, the
+//! readiness flag, each shard's published counters. Its own module so that `server` (which
+//! builds it) and `shard` (which reads it) do not import each other.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::metrics::SharedCounters;
+use crate::proto::handshake::UpgradePolicy;
+use crate::proto::http::HeadLimits;
+
+/// What every shard reads and no shard owns.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub max_connections: usize,
+    pub open_connections: AtomicUsize,
+    pub draining: AtomicBool,
+    pub counters: Box<[SharedCounters]>,
+    pub pubsub_policy: UpgradePolicy,
+    pub echo_policy: UpgradePolicy,
+    pub head_limits: HeadLimits,
+    pub started: Instant,
+}
