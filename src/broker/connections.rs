@@ -151,3 +151,7 @@ impl Connections {
         self.slots.len()
     }
 }
+
+/// One slot per slab key of the shard: part of the per-connection memory budget
+/// (docs/architecture.md), 40 bytes on x86_64.
+const _: () = assert!(std::mem::size_of::<ConnState>() <= 40);

@@ -116,6 +116,7 @@ pub fn elapsed_ms(now_ms: u32, since_ms: u32) -> u32 {
 }
 
 /// A broker holds one `Connection` per client, so its size is part of the per-connection
-/// memory budget (docs/architecture.md): 176 bytes on x86_64 today (the session's decoder
-/// state 56, the write queue 48, the subscription list 24). Growing it must be a decision.
-const _: () = assert!(std::mem::size_of::<Connection>() <= 176);
+/// memory budget (docs/architecture.md): 144 bytes on x86_64 today (the session's decoder
+/// state 56, the write queue 48). A pub/sub WebSocket's topics live in the broker core
+/// (`src/broker/connections.rs`, 40 bytes per slab key). Growing it must be a decision.
+const _: () = assert!(std::mem::size_of::<Connection>() <= 144);
