@@ -5,6 +5,10 @@
 //!   JSON commands). Pure functions and state machines over bytes; no sockets, threads or clocks.
 //! - [`topic`]: topic names, topic ownership, subscriber indexes and sequence numbers. Pure data
 //!   structures that return decisions and send nothing.
+//! - [`broker`]: the sans-IO pub/sub core: subscriber index, subscriptions, pending acks,
+//!   slow-consumer policy. Inputs in, effects out through a trait; no I/O.
+//! - [`engine`]: where a publish gets its seq and how it reaches interested shards (today the
+//!   in-process mesh).
 //! - [`mesh`]: the only cross-thread code: messages between shards, inboxes and wake-ups.
 //! - [`shard`]: one event loop per core that drives sockets with the pieces above.
 //! - [`server`]: starts the shards and hands out a [`server::ServerHandle`].
@@ -13,11 +17,14 @@
 //! - [`sys`]: the only `unsafe` code (rlimits, signals, CPU affinity).
 
 pub mod assets;
+pub mod broker;
 pub mod config;
+pub mod engine;
 pub mod mesh;
 pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod shard;
+pub mod shared;
 pub mod sys;
 pub mod topic;

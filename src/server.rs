@@ -18,6 +18,7 @@ use crate::metrics::{render_prometheus, Metric, SharedCounters};
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
 use crate::shard::{AddressLimit, Shard, WAKER};
+use crate::shared::Shared;
 use crate::sys;
 
 /// The subprotocol `/ws` selects when a client offers it.
@@ -29,22 +30,6 @@ const RESERVED_FILES: u64 = 64;
 
 /// Listen backlog; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 65_535;
-
-/// What every shard reads and no shard owns.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Config,
-    pub max_connections: usize,
-    pub open_connections: AtomicUsize,
-    /// Connections per client address, when `--max-connections-per-ip` is on.
-    pub per_address: Option<AddressLimit>,
-    pub draining: AtomicBool,
-    pub counters: Box<[SharedCounters]>,
-    pub pubsub_policy: UpgradePolicy,
-    pub echo_policy: UpgradePolicy,
-    pub head_limits: HeadLimits,
-    pub started: Instant,
-}
 
 /// A running server.
 #[derive(Debug)]

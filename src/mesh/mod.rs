@@ -172,10 +172,6 @@ impl Mesh {
         self.peers.len()
     }
 
-    pub fn me(&self) -> usize {
-        self.me
-    }
-
     /// Queues a message for `to` (never this shard); it leaves at the next `flush`.
     pub fn send(&mut self, to: usize, msg: MeshMsg) {
         debug_assert_ne!(to, self.me, "a shard handles its own work directly");

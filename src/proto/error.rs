@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use super::close;
+
 /// A WebSocket framing or message rule the peer broke (RFC 6455 §5, §7, §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolError {
@@ -46,9 +48,9 @@ impl ProtocolError {
     pub fn close_code(&self) -> u16 {
         use ProtocolError::*;
         match self {
-            InvalidUtf8 | InvalidCloseReason => 1007,
-            MessageTooLarge => 1009,
-            MessageTimeout => 1008,
+            InvalidUtf8 | InvalidCloseReason => close::INVALID_PAYLOAD,
+            MessageTooLarge => close::MESSAGE_TOO_BIG,
+            MessageTimeout => close::POLICY_VIOLATION,
             UnmaskedFrame
             | MaskedFrame
             | ReservedBitsSet
@@ -59,7 +61,7 @@ impl ProtocolError {
             | ExpectedContinuation
             | LengthTopBitSet
             | InvalidCloseCode
-            | InvalidClosePayload => 1002,
+            | InvalidClosePayload => close::PROTOCOL_ERROR,
         }
     }
 }

@@ -2,12 +2,10 @@
 //! HTTP request, speaking WebSocket, closing), and its output queue. Kept small: a broker
 //! holds one of these per idle subscriber.
 
-use bytes::Bytes;
 use mio::net::TcpStream;
 
 use crate::proto::http_body::BodyReader;
 use crate::proto::session::Session;
-use crate::topic::Subscriptions;
 
 use super::write_queue::WriteQueue;
 
@@ -48,19 +46,12 @@ pub struct PendingBody {
     pub reader: BodyReader,
 }
 
-/// Messages skipped per topic for one slow subscriber.
-pub type DroppedCounts = Vec<(Box<str>, u64)>;
-
 /// An open WebSocket.
 #[derive(Debug)]
 pub struct WebSocketPhase {
     /// `None` only while the shard is decoding this connection's input.
     pub session: Option<Session>,
     pub route: Route,
-    pub subscriptions: Subscriptions,
-    /// Topics whose messages were skipped under `--slow-consumer=drop`, with counts; the
-    /// notice goes out before the topic's next message. Rarely present, so boxed.
-    pub dropped: Option<Box<DroppedCounts>>,
 }
 
 /// Where a connection is in its life.
@@ -115,31 +106,6 @@ impl Connection {
     pub fn clear(&mut self, flag: u8) {
         self.flags &= !flag;
     }
-
-    /// Queues a frame or response and reports whether the caller must list it as dirty.
-    #[must_use]
-    pub fn queue(&mut self, bytes: Bytes) -> bool {
-        self.out.push(bytes);
-        if self.has(flags::DIRTY) {
-            false
-        } else {
-            self.set(flags::DIRTY);
-            true
-        }
-    }
-
-    /// Queues a Pong, replacing one not yet written (`WriteQueue::push_pong`); same return.
-    #[must_use]
-    pub fn queue_pong(&mut self, pong: Bytes) -> bool {
-        self.out.push_pong(pong);
-        let listed = self.has(flags::DIRTY);
-        self.set(flags::DIRTY);
-        !listed
-    }
-
-    pub fn is_websocket(&self) -> bool {
-        matches!(self.phase, Phase::WebSocket(_))
-    }
 }
 
 /// Milliseconds between two coarse timestamps that may have wrapped.
@@ -148,6 +114,7 @@ pub fn elapsed_ms(now_ms: u32, since_ms: u32) -> u32 {
 }
 
 /// A broker holds one `Connection` per client, so its size is part of the per-connection
-/// memory budget (docs/architecture.md): 176 bytes on x86_64 today (the session's decoder
-/// state 56, the write queue 48, the subscription list 24). Growing it must be a decision.
-const _: () = assert!(std::mem::size_of::<Connection>() <= 176);
+/// memory budget (docs/architecture.md): 144 bytes on x86_64 today (the session's decoder
+/// state 56, the write queue 48). A pub/sub WebSocket's topics live in the broker core
+/// (`src/broker/connections.rs`, 40 bytes per slab key). Growing it must be a decision.
+const _: () = assert!(std::mem::size_of::<Connection>() <= 144);

@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use crate::broker::SendKind;
+use crate::engine::PayloadRef;
 use crate::mesh::ReplyTo;
 use crate::metrics::{render_prometheus, Metric};
 use crate::proto::envelope;
@@ -17,10 +19,9 @@ use crate::proto::http_refusal::{Refusal, RefusalReason};
 use crate::proto::query::{percent_decode, query_values};
 use crate::proto::response::{not_modified, response, response_head, status};
 use crate::proto::session::{Role, Session, SessionLimits};
-use crate::topic::{validate_topic, Subscriptions};
+use crate::topic::validate_topic;
 
 use super::connection::{flags, HttpPhase, PendingBody, Phase, Route, WebSocketPhase};
-use super::fanout::PayloadRef;
 use super::{Flow, Shard};
 
 const PUBLISH_PREFIX: &str = "/publish/";
@@ -147,7 +148,7 @@ impl Shard {
                 http.started_ms = now;
                 http.served = true;
             }
-            self.queue(key, bytes);
+            let _ = self.send(key, bytes, SendKind::Reply);
         } else {
             self.close_with(key, Some(bytes));
         }
@@ -236,7 +237,7 @@ impl Shard {
                         asset.body.len(),
                         keep_alive,
                     );
-                    self.queue(key, Bytes::from(head));
+                    let _ = self.send(key, Bytes::from(head), SendKind::Reply);
                     self.respond_bytes(key, Bytes::from_static(asset.body), keep_alive);
                 }
                 Flow::Continue
@@ -275,9 +276,8 @@ impl Shard {
                     }
                 }
             }
-            let max = self.shared.config.max_subscriptions_per_connection;
-            if topics.len() > max {
-                let asked = topics.len();
+            if let Err(limit) = self.broker.check_subscription_limit(0, topics.len()) {
+                let (asked, max) = (limit.asked, limit.max);
                 return self.refuse(key, Refusal::TooManyTopics { asked, max });
             }
         }
@@ -288,20 +288,16 @@ impl Shard {
             Some(http) => std::mem::take(&mut http.buf),
             None => return Flow::Stop,
         };
-        let mut subscriptions = Subscriptions::default();
-        for topic in &topics {
-            subscriptions.insert(topic);
-        }
         self.conns[key].phase = Phase::WebSocket(WebSocketPhase {
             session: Some(Session::new(Role::Server, limits)),
             route,
-            subscriptions,
-            dropped: None,
         });
         self.counters.add(Metric::WebSocketsOpen, 1);
-        self.queue(key, Bytes::from(handshake::switching_protocols(&accepted)));
-        for topic in &topics {
-            self.subscribe_local(topic, key, None);
+        let accept = Bytes::from(handshake::switching_protocols(&accepted));
+        let _ = self.send(key, accept, SendKind::Reply);
+        if route == Route::PubSub {
+            let generation = self.conns[key].generation;
+            self.with_broker(|broker, out| broker.open(key, generation, &topics, out));
         }
         if leftover.is_empty() {
             Flow::Continue

@@ -9,8 +9,8 @@
 
 mod address_limit;
 mod connection;
-mod fanout;
 mod http;
+mod output;
 mod websocket;
 pub mod write_queue;
 
@@ -26,15 +26,17 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::mesh::{ConnRef, Mesh, MeshMsg};
+use crate::broker::{Broker, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE};
+use crate::engine::{LocalEngine, PayloadRef};
+use crate::mesh::{ConnRef, Mesh, MeshMsg, ReplyTo};
 use crate::metrics::{Metric, ShardCounters};
 use crate::proto::close;
 use crate::proto::http_refusal::Refusal;
 use crate::proto::prepared;
-use crate::server::Shared;
-use crate::topic::{LocalIndex, OwnedTopics};
+use crate::shared::Shared;
 
 use connection::{elapsed_ms, flags, Connection, Phase};
+use output::Effects;
 use write_queue::Flushed;
 
 pub use address_limit::{AddressKey, AddressLimit};
@@ -79,19 +81,17 @@ pub struct Shard {
     conns: Slab<Connection>,
     next_generation: u32,
     read_buf: Vec<u8>,
-    local: LocalIndex,
-    owned: OwnedTopics,
+    /// Every pub/sub decision: subscriber index, subscriptions, pending acks, slow consumers.
+    broker: Broker<LocalEngine>,
     mesh: Mesh,
-    /// Subscribe acks waiting for a topic's owner to confirm this shard's interest.
-    pending_interest: HashMap<Box<str>, fanout::PendingInterest>,
+    /// HTTP publish answers the broker produced, finished once it returns.
+    http_answers: Vec<(ConnRef, HttpPublished)>,
     /// Connections with output waiting for their write, in the order they got it.
     dirty: VecDeque<usize>,
     /// Connections that used their read budget and have more to read.
     again: Vec<usize>,
     /// Connections to remove at the end of the turn.
     doomed: Vec<usize>,
-    /// Scratch list of interested shards during a fan-out.
-    scratch_shards: Vec<u16>,
     counters: ShardCounters,
     started: Instant,
     now_ms: u32,
@@ -125,6 +125,11 @@ impl Shard {
             .min(config.drain_timeout)
             .min(config.fragment_deadline());
         let sweep_interval = (shortest / 4).clamp(Duration::from_millis(20), MAX_SWEEP_INTERVAL);
+        let limits = Limits {
+            max_subscriptions_per_connection: config.max_subscriptions_per_connection,
+            slow_consumer: config.slow_consumer,
+        };
+        let broker = Broker::new(id, limits, LocalEngine::new(id, mesh.shard_count()));
         Ok(Shard {
             id,
             poll,
@@ -132,14 +137,12 @@ impl Shard {
             conns: Slab::with_capacity(1024),
             next_generation: 0,
             read_buf: vec![0; READ_BUFFER_BYTES],
-            local: LocalIndex::default(),
-            owned: OwnedTopics::default(),
+            broker,
             mesh,
-            pending_interest: HashMap::new(),
+            http_answers: Vec::new(),
             dirty: VecDeque::new(),
             again: Vec::new(),
             doomed: Vec::new(),
-            scratch_shards: Vec::new(),
             counters: ShardCounters::default(),
             started: shared.started,
             now_ms: 0,
@@ -205,13 +208,13 @@ impl Shard {
             self.counters
                 .set(Metric::ConnectionsOpen, self.conns.len() as u64);
             self.counters
-                .set(Metric::TopicsLocal, self.local.topic_count() as u64);
+                .set(Metric::TopicsLocal, self.broker.topic_count() as u64);
             self.counters.set(
                 Metric::Subscriptions,
-                self.local.subscription_count() as u64,
+                self.broker.subscription_count() as u64,
             );
             self.counters
-                .set(Metric::TopicsOwned, self.owned.topic_count() as u64);
+                .set(Metric::TopicsOwned, self.broker.engine_topic_count() as u64);
             self.shared.counters[self.id].publish(&self.counters);
 
             if let Some(deadline) = self.drain_deadline_ms {
@@ -476,12 +479,64 @@ impl Shard {
         }
     }
 
-    /// Queues bytes on a connection and lists it for a flush.
-    fn queue(&mut self, key: usize, bytes: Bytes) {
-        let conn = &mut self.conns[key];
-        if conn.queue(bytes) {
-            self.dirty.push_back(key);
+    /// Queues a frame or response on a connection under `kind`'s budget rule and lists it for
+    /// a flush: the one send path of the shard (see `output::send`).
+    fn send(&mut self, key: usize, bytes: Bytes, kind: SendKind) -> SendStatus {
+        let max_backlog_bytes = self.shared.config.max_backlog_bytes;
+        output::send(
+            &mut self.conns,
+            &mut self.dirty,
+            key,
+            bytes,
+            kind,
+            max_backlog_bytes,
+        )
+    }
+
+    /// When a connection closed now must be gone at the latest.
+    fn close_deadline_ms(&self) -> u32 {
+        self.drain_deadline_ms
+            .unwrap_or(self.now_ms.wrapping_add(CLOSE_LINGER_MS))
+    }
+
+    /// Runs `f` with the broker core and this shard's effects on it, then finishes the HTTP
+    /// publishes it answered.
+    fn with_broker<R>(
+        &mut self,
+        f: impl FnOnce(&mut Broker<LocalEngine>, &mut Effects<'_>) -> R,
+    ) -> R {
+        let close_deadline_ms = self.close_deadline_ms();
+        let mut effects = Effects {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+            mesh: &mut self.mesh,
+            counters: &mut self.counters,
+            http_answers: &mut self.http_answers,
+            max_backlog_bytes: self.shared.config.max_backlog_bytes,
+            close_deadline_ms,
+        };
+        let result = f(&mut self.broker, &mut effects);
+        if !self.http_answers.is_empty() {
+            let mut answers = std::mem::take(&mut self.http_answers);
+            for (conn, answer) in answers.drain(..) {
+                let Some(key) = self.resolve(conn) else {
+                    continue;
+                };
+                match answer {
+                    HttpPublished::Sequenced(seq) => self.finish_http_publish(key, Ok(seq)),
+                    HttpPublished::Refused => {
+                        self.finish_http_publish(key, Err(OVERLOADED_MESSAGE))
+                    }
+                }
+            }
+            self.http_answers = answers;
         }
+        result
+    }
+
+    /// Publishes from a connection on this shard (a binary frame or `POST /publish`).
+    fn route_publish(&mut self, topic: &str, payload: PayloadRef<'_>, reply: ReplyTo) {
+        self.with_broker(|broker, out| broker.publish(topic, payload, reply, out));
     }
 
     /// One vectored write for each of the next `FLUSHES_PER_TURN` dirty connections, oldest
@@ -542,27 +597,23 @@ impl Shard {
         self.counters.add(Metric::MeshInboxFull, outcome.inbox_full);
         for refused in outcome.refused {
             self.counters.incr(Metric::MeshDropped);
-            self.on_refused_by_peer(refused);
+            self.with_broker(|broker, out| broker.on_refused(refused, out));
         }
     }
 
     /// Starts closing a connection: `last_words` (a close frame or an HTTP response) goes out,
     /// then the write side is shut and input is discarded until the peer closes.
     fn close_with(&mut self, key: usize, last_words: Option<Bytes>) {
-        let deadline = self
-            .drain_deadline_ms
-            .unwrap_or(self.now_ms.wrapping_add(CLOSE_LINGER_MS));
+        let deadline = self.close_deadline_ms();
         self.leave_websocket(key);
-        let conn = &mut self.conns[key];
-        conn.phase = Phase::Closing {
-            deadline_ms: deadline,
-        };
-        conn.clear(flags::READ_PAUSED);
-        if let Some(bytes) = last_words {
-            self.queue(key, bytes);
-        } else {
-            self.mark_dirty(key);
-        }
+        output::begin_closing(
+            &mut self.conns,
+            &mut self.dirty,
+            &mut self.counters,
+            key,
+            deadline,
+            last_words,
+        );
     }
 
     /// Lists a connection for removal at the end of the turn.
@@ -593,15 +644,16 @@ impl Shard {
     /// Whatever a WebSocket held (subscriptions, the open count) is released, once.
     fn leave_websocket(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if let Phase::WebSocket(ws) = &mut conn.phase {
-            let topics: Vec<Box<str>> = ws.subscriptions.drain().collect();
-            conn.phase = Phase::Closing {
-                deadline_ms: self.now_ms,
-            };
-            self.counters.sub(Metric::WebSocketsOpen, 1);
-            for topic in topics {
-                self.unsubscribe_local(&topic, key);
-            }
+        let Phase::WebSocket(ws) = &conn.phase else {
+            return;
+        };
+        let pubsub = ws.route == Route::PubSub;
+        conn.phase = Phase::Closing {
+            deadline_ms: self.now_ms,
+        };
+        self.counters.sub(Metric::WebSocketsOpen, 1);
+        if pubsub {
+            self.with_broker(|broker, out| broker.on_closed(key, out));
         }
     }
 
@@ -660,7 +712,8 @@ impl Shard {
         }
         for key in to_ping {
             self.conns[key].set(flags::PING_SENT);
-            self.queue(key, prepared::ping_frame(b""));
+            // A ping is queued like a reply; past the budget, reading pauses (in `send`).
+            let _ = self.send(key, prepared::ping_frame(b""), SendKind::Reply);
         }
         for (key, error) in overdue {
             self.counters.incr(Metric::ProtocolErrors);
@@ -719,7 +772,7 @@ impl Shard {
                 if let MeshMsg::Shutdown = msg {
                     self.begin_drain();
                 } else {
-                    self.on_mesh_message(msg);
+                    self.with_broker(|broker, out| broker.on_peer(msg, out));
                 }
             }
         }

@@ -1,20 +1,14 @@
 //! An open WebSocket on its shard: feeding input to the connection's `Session`, answering
-//! control frames, echoing on `/echo`, and carrying out pub/sub commands on `/ws`.
+//! control frames, echoing on `/echo`, and handing `/ws` messages to the broker core.
 
-use crate::mesh::ReplyTo;
+use crate::broker::SendKind;
 use crate::metrics::Metric;
-use crate::proto::command::{self, Command, ErrorCode};
-use crate::proto::envelope;
 use crate::proto::frame::OpCode;
 use crate::proto::prepared;
 use crate::proto::session::Event;
 
 use super::connection::{Phase, Route};
-use super::fanout::PayloadRef;
 use super::{Flow, Shard};
-
-/// Close reasons must fit a control frame: 125 bytes minus the 2-byte code (RFC 6455 §5.5).
-const MAX_CLOSE_REASON_BYTES: usize = 123;
 
 impl Shard {
     /// Decodes and handles every complete event in `input` (read just now).
@@ -56,12 +50,11 @@ impl Shard {
     }
 
     fn on_websocket_event(&mut self, key: usize, route: Route, event: Event<'_>) -> Flow {
+        // Replies are always queued; past the budget `send` pauses reading this connection.
         match event {
             Event::Ping(payload) => {
                 // RFC 6455 §5.5.3: answering the latest ping is enough; a flood keeps one pong.
-                if self.conns[key].queue_pong(prepared::pong_frame(payload)) {
-                    self.dirty.push_back(key);
-                }
+                let _ = self.send(key, prepared::pong_frame(payload), SendKind::Pong);
             }
             Event::Pong(_) => {}
             Event::Close { code, reason: _ } => {
@@ -76,101 +69,34 @@ impl Shard {
             Event::Text(payload) => {
                 self.counters.incr(Metric::MessagesReceived);
                 match route {
-                    Route::Echo => self.queue(key, prepared::prepared_frame(OpCode::Text, payload)),
-                    Route::PubSub => self.on_command(key, payload),
+                    Route::Echo => {
+                        let echo = prepared::prepared_frame(OpCode::Text, payload);
+                        let _ = self.send(key, echo, SendKind::Reply);
+                    }
+                    Route::PubSub => {
+                        self.with_broker(|broker, out| broker.on_text(key, payload, out))
+                    }
                 }
             }
             Event::Binary(payload) => {
                 self.counters.incr(Metric::MessagesReceived);
                 match route {
                     Route::Echo => {
-                        self.queue(key, prepared::prepared_frame(OpCode::Binary, payload))
+                        let echo = prepared::prepared_frame(OpCode::Binary, payload);
+                        let _ = self.send(key, echo, SendKind::Reply);
                     }
-                    Route::PubSub => match envelope::parse_binary_publish(payload) {
-                        Ok((topic, body)) => {
-                            self.route_publish(topic, PayloadRef::Binary(body), ReplyTo::Nobody)
-                        }
-                        Err(error) => {
-                            self.counters.incr(Metric::CommandErrors);
-                            let frame = envelope::error_frame(None, error.code, &error.message);
-                            self.queue(key, frame);
-                        }
-                    },
+                    Route::PubSub => {
+                        self.with_broker(|broker, out| broker.on_binary(key, payload, out))
+                    }
                 }
             }
         }
         Flow::Continue
     }
 
-    /// Carries out one JSON command from a `/ws` client.
-    fn on_command(&mut self, key: usize, text: &[u8]) {
-        let command = match command::parse_command(text) {
-            Ok(command) => command,
-            Err(error) => {
-                self.counters.incr(Metric::CommandErrors);
-                let frame = envelope::error_frame(error.id.as_deref(), error.code, &error.message);
-                self.queue(key, frame);
-                return;
-            }
-        };
-        let max_subscriptions = self.shared.config.max_subscriptions_per_connection;
-        match command {
-            Command::Subscribe { topic, id } => {
-                let Phase::WebSocket(ws) = &mut self.conns[key].phase else {
-                    return;
-                };
-                if ws.subscriptions.contains(&topic) {
-                    if let Some(id) = id {
-                        self.queue(key, envelope::ack_frame(id, None));
-                    }
-                } else if ws.subscriptions.len() >= max_subscriptions {
-                    self.counters.incr(Metric::CommandErrors);
-                    let message = format!(
-                        "this connection already has {max_subscriptions} subscriptions, the most allowed"
-                    );
-                    let frame =
-                        envelope::error_frame(id, ErrorCode::TooManySubscriptions, &message);
-                    self.queue(key, frame);
-                } else {
-                    ws.subscriptions.insert(&topic);
-                    self.subscribe_local(&topic, key, id.map(ToOwned::to_owned));
-                }
-            }
-            Command::Unsubscribe { topic, id } => {
-                let Phase::WebSocket(ws) = &mut self.conns[key].phase else {
-                    return;
-                };
-                if ws.subscriptions.remove(&topic) {
-                    self.unsubscribe_local(&topic, key);
-                    if let Some(id) = id {
-                        self.queue(key, envelope::ack_frame(id, None));
-                    }
-                } else {
-                    self.counters.incr(Metric::CommandErrors);
-                    let message = format!("not subscribed to {topic:?}");
-                    let frame = envelope::error_frame(id, ErrorCode::NotSubscribed, &message);
-                    self.queue(key, frame);
-                }
-            }
-            Command::Publish { topic, data, id } => {
-                let reply = match id {
-                    Some(id) => ReplyTo::WebSocket {
-                        conn: self.connection_ref(key),
-                        id: id.to_owned(),
-                    },
-                    None => ReplyTo::Nobody,
-                };
-                self.route_publish(&topic, PayloadRef::Json(data.get().as_bytes()), reply);
-            }
-        }
-    }
-
-    /// Closes a WebSocket with a close frame carrying `code` and (a prefix of) `reason`.
+    /// Closes a WebSocket with a close frame carrying `code` and `reason` (cut to fit a
+    /// control frame by `prepared::close_frame`).
     pub(super) fn close_websocket(&mut self, key: usize, code: u16, reason: &str) {
-        let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.close_with(key, Some(prepared::close_frame(code, &reason[..end])));
+        self.close_with(key, Some(prepared::close_frame(code, reason)));
     }
 }

@@ -7,6 +7,8 @@ use std::io::{self, IoSlice, Write};
 
 use bytes::Bytes;
 
+use crate::broker::{SendKind, SendStatus};
+
 /// How many frames one vectored write carries at most. Linux accepts up to 1024 (IOV_MAX);
 /// 64 keeps the `IoSlice` array on the stack and already makes the per-frame syscall cost
 /// negligible (one small loopback send costs about as much as a 32-frame one).
@@ -56,8 +58,39 @@ pub struct WriteQueue {
 }
 
 impl WriteQueue {
-    /// Appends a frame. The caller applies the backlog policy before calling.
-    pub fn push(&mut self, frame: Bytes) {
+    /// Appends a frame under `kind`'s budget rule: a delivery (or notice with its reserve) that
+    /// would take a non-empty queue past `max_bytes` is refused (`OverBudget`); anything else is queued, and the answer says
+    /// whether the queue is now past `max_bytes`. The only way in: nothing is queued without
+    /// the budget being looked at. (A frame bigger than the budget still goes to an empty
+    /// queue, or it could never be sent.) Never returns `Closed`: the queue does not know.
+    pub fn offer(&mut self, frame: Bytes, kind: SendKind, max_bytes: usize) -> SendStatus {
+        let budgeted = match kind {
+            SendKind::Delivery => Some(frame.len() + FRAME_OVERHEAD_BYTES),
+            // The notice and the delivery it reserves room for: two frames' overhead.
+            SendKind::Notice { reserve_bytes } => {
+                Some(frame.len() + reserve_bytes + 2 * FRAME_OVERHEAD_BYTES)
+            }
+            SendKind::Reply | SendKind::Pong | SendKind::Final => None,
+        };
+        if let Some(needed) = budgeted {
+            if self.queued_bytes > 0 && self.queued_bytes + needed > max_bytes {
+                return SendStatus::OverBudget;
+            }
+        }
+        if kind == SendKind::Pong {
+            self.push_pong(frame);
+        } else {
+            self.push(frame);
+        }
+        if self.queued_bytes > max_bytes {
+            SendStatus::QueuedOverBudget
+        } else {
+            SendStatus::Queued
+        }
+    }
+
+    /// Appends a frame, unchecked: reached only through `offer`.
+    fn push(&mut self, frame: Bytes) {
         self.queued_bytes += frame.len() + FRAME_OVERHEAD_BYTES;
         self.frames.push_back(frame);
     }
@@ -67,7 +100,7 @@ impl WriteQueue {
     /// pong sits at the front of the frames not yet started (a control frame may go between
     /// whole frames, RFC 6455 §5.4, and every queued frame is whole), behind anything that is
     /// not a WebSocket frame (the 101 response). Finding it is then O(1) with no extra field.
-    pub fn push_pong(&mut self, pong: Bytes) {
+    fn push_pong(&mut self, pong: Bytes) {
         debug_assert_eq!(pong.first(), Some(&PONG_FIRST_BYTE));
         let mut at = usize::from(self.head_written > 0);
         // RSV bits set: not a frame of ours (HTTP bytes); a pong must never jump them.
@@ -275,6 +308,63 @@ mod tests {
         assert_eq!(sink.out, expected);
         assert!(queue.is_empty());
         assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn offers_obey_the_budget_by_kind() {
+        const O: usize = FRAME_OVERHEAD_BYTES;
+        // Room for 20 payload bytes in three frames.
+        const BUDGET: usize = 20 + 3 * O;
+        let mut queue = WriteQueue::default();
+        let frame = |n: usize| Bytes::from(vec![0u8; n]);
+        // A frame bigger than the budget still goes to an empty queue.
+        assert_eq!(
+            queue.offer(frame(BUDGET), SendKind::Delivery, BUDGET),
+            SendStatus::QueuedOverBudget
+        );
+        queue.discard_unstarted();
+        for _ in 0..2 {
+            assert_eq!(
+                queue.offer(frame(10), SendKind::Delivery, BUDGET),
+                SendStatus::Queued
+            );
+        }
+        // 20 + 2 O queued; 1 + O more is one byte over.
+        assert_eq!(
+            queue.offer(frame(1), SendKind::Delivery, BUDGET),
+            SendStatus::OverBudget
+        );
+        assert_eq!(
+            queue.queued_bytes(),
+            20 + 2 * O,
+            "a refused delivery is not queued"
+        );
+        queue.discard_unstarted();
+        assert_eq!(
+            queue.offer(frame(5), SendKind::Delivery, BUDGET),
+            SendStatus::Queued
+        );
+        // A notice reserves room for itself and for the delivery after it, overheads included.
+        let notice = SendKind::Notice { reserve_bytes: 11 };
+        assert_eq!(
+            queue.offer(frame(5), notice, BUDGET),
+            SendStatus::OverBudget
+        );
+        let notice = SendKind::Notice { reserve_bytes: 10 };
+        assert_eq!(queue.offer(frame(5), notice, BUDGET), SendStatus::Queued);
+        assert_eq!(
+            queue.offer(frame(10), SendKind::Delivery, BUDGET),
+            SendStatus::Queued
+        );
+        assert_eq!(
+            queue.offer(frame(5), SendKind::Reply, BUDGET),
+            SendStatus::QueuedOverBudget
+        );
+        assert_eq!(
+            queue.offer(frame(5), SendKind::Final, BUDGET),
+            SendStatus::QueuedOverBudget
+        );
+        assert_eq!(queue.queued_bytes(), 30 + 5 * O);
     }
 
     #[test]

@@ -172,22 +172,6 @@ impl LocalIndex {
         UnsubscribeOutcome::Removed { last_on_shard }
     }
 
-    /// Unsubscribes a closing connection from every topic in `subs` (left empty, its heap
-    /// freed) and returns the topics that lost their last local subscriber, for which the
-    /// owner must be told. Topics in `subs` that the index does not have are skipped.
-    pub fn remove_connection(&mut self, conn: ConnId, subs: &mut Subscriptions) -> Vec<Box<str>> {
-        let mut last = Vec::new();
-        for topic in subs.drain() {
-            if let UnsubscribeOutcome::Removed {
-                last_on_shard: true,
-            } = self.unsubscribe(&topic, conn)
-            {
-                last.push(topic);
-            }
-        }
-        last
-    }
-
     /// The local connections subscribed to `topic` (empty if none).
     pub fn subscribers(&self, topic: &str) -> &[ConnId] {
         match self.topics.get(topic) {
@@ -370,23 +354,6 @@ mod tests {
         assert!(hot.conns.capacity() < SHRINK_MIN_CAPACITY * 2);
         assert!(hot.positions.is_none());
         assert_eq!(index.subscribers("hot"), [0]);
-    }
-
-    #[test]
-    fn remove_connection_reports_only_emptied_topics() {
-        let mut index = LocalIndex::new();
-        let mut subs = Subscriptions::new();
-        for topic in ["a", "b", "c"] {
-            assert!(subs.insert(topic));
-            let _ = index.subscribe(topic, 7);
-        }
-        let _ = index.subscribe("b", 8);
-        let mut emptied = index.remove_connection(7, &mut subs);
-        emptied.sort();
-        assert_eq!(emptied, [Box::from("a"), Box::from("c")]);
-        assert!(subs.is_empty());
-        assert_eq!(index.subscribers("b"), [8]);
-        assert_eq!(index.subscription_count(), 1);
     }
 
     proptest::proptest! {

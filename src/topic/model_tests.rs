@@ -139,8 +139,13 @@ impl System {
     fn disconnect(&mut self, c: usize) {
         let (shard, conn) = place(c, self.shards);
         let mut subs = std::mem::take(&mut self.subs[c]);
-        for topic in self.local[shard].remove_connection(conn, &mut subs) {
-            self.tell_owner(&topic, shard, false);
+        for topic in subs.drain() {
+            if let UnsubscribeOutcome::Removed {
+                last_on_shard: true,
+            } = self.local[shard].unsubscribe(&topic, conn)
+            {
+                self.tell_owner(&topic, shard, false);
+            }
         }
         assert!(subs.is_empty());
     }

@@ -1,15 +1,16 @@
-//! In-process fan-out of one publish to many subscribers, the way a shard does it: the frame is
-//! built once (`envelope::message_frame`), `LocalIndex::subscribers(topic)` gives the local
-//! subscribers, each gets a clone of the same `Bytes` pushed on its `WriteQueue` (a refcount
-//! increment, never a copy) and is listed dirty once; at the end of the "loop turn" each dirty
-//! queue is flushed with one vectored write into an in-memory sink.
+//! In-process fan-out of one publish to many subscribers through the real delivery path: the
+//! broker core (`crier::broker::Broker` with the local engine, one shard) sequences the
+//! publish, builds the frame once, and calls `Outputs::send` for each subscriber in its index;
+//! the sink here implements `Outputs` over bare `WriteQueue`s (`WriteQueue::offer`, the budget
+//! check included) and a dirty list, as the shard does over its slab. At the end of the "loop
+//! turn" each dirty queue is flushed with one vectored write into an in-memory sink.
 //!
-//! Reports time per delivery (push), time per flush (one queue's vectored write), and heap
-//! allocations per delivery and per flush, counted by a wrapper around the system allocator
-//! only inside the measured regions: for the first delivery into fresh queues and in steady
-//! state (queues already have capacity). A real shard also touches each subscriber's
-//! `Connection` (bigger than a bare `WriteQueue`) and makes a real `writev` syscall per flush,
-//! so these are lower bounds on its cost.
+//! Reports time per publish (sequence + frame build, once), per delivery (the core's loop:
+//! budget check and push of a `Bytes` clone), per flush (one queue's vectored write), and heap
+//! allocations, counted by a wrapper around the system allocator only inside the measured
+//! regions: for the first delivery into fresh queues and in steady state (queues already have
+//! capacity). A real shard also touches each subscriber's `Connection` (bigger than a bare
+//! `WriteQueue`) and makes a real `writev` syscall per flush, so these are lower bounds.
 
 use std::hint::black_box;
 use std::io::{self, IoSlice, Write};
@@ -17,9 +18,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use clap::Parser;
+use crier::broker::{
+    Broker, CloseReason, ConnId, HttpPublished, Limits, Outputs, SendKind, SendStatus,
+};
+use crier::config::SlowConsumerPolicy;
+use crier::engine::{LocalEngine, PayloadRef};
+use crier::mesh::{ConnRef, MeshMsg, ReplyTo};
+use crier::metrics::Metric;
 use crier::proto::envelope::message_frame;
 use crier::shard::write_queue::{Flushed, WriteQueue};
-use crier::topic::LocalIndex;
 use crier_bench::alloc_counter::{AllocSnapshot, CountingAlloc};
 use crier_bench::{fmt_ns, median_sorted};
 
@@ -82,11 +89,48 @@ struct Subscriber {
     dirty: bool,
 }
 
-/// One shard's view: the subscriber index, the connections and the dirty list.
-struct Shard {
-    index: LocalIndex,
+/// The shard's side of the broker core's effects: the connections' queues and the dirty list.
+struct Queues {
     subs: Vec<Subscriber>,
     dirty: Vec<usize>,
+    /// `--max-backlog-bytes` (the default; never reached here: every turn is flushed).
+    max_backlog_bytes: usize,
+    deliveries: u64,
+}
+
+impl Outputs for Queues {
+    #[inline]
+    fn send(&mut self, conn: ConnId, frame: Bytes, kind: SendKind) -> SendStatus {
+        let sub = &mut self.subs[conn];
+        let status = sub.out.offer(frame, kind, self.max_backlog_bytes);
+        if matches!(status, SendStatus::Queued | SendStatus::QueuedOverBudget) && !sub.dirty {
+            sub.dirty = true;
+            self.dirty.push(conn);
+        }
+        status
+    }
+
+    fn to_peer(&mut self, _shard: usize, _msg: MeshMsg) {
+        unreachable!("one shard has no peers");
+    }
+
+    fn close(&mut self, _conn: ConnId, _why: CloseReason) {
+        unreachable!("the budget is never reached");
+    }
+
+    fn http_published(&mut self, _conn: ConnRef, _answer: HttpPublished) {}
+
+    fn count(&mut self, metric: Metric, n: u64) {
+        if metric == Metric::Deliveries {
+            self.deliveries += n;
+        }
+    }
+}
+
+/// One shard's view: the broker core, the connections and the write sink.
+struct Shard {
+    broker: Broker<LocalEngine>,
+    queues: Queues,
     sink: VectoredSink,
 }
 
@@ -100,40 +144,46 @@ struct Phase {
 
 impl Shard {
     fn new(subscribers: usize) -> Shard {
-        let mut index = LocalIndex::default();
-        for conn in 0..subscribers {
-            let _ = index.subscribe(TOPIC, conn);
-        }
-        Shard {
-            index,
+        let limits = Limits {
+            max_subscriptions_per_connection: 1,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+        };
+        let mut broker = Broker::new(0, limits, LocalEngine::new(0, 1));
+        let mut queues = Queues {
             subs: (0..subscribers).map(|_| Subscriber::default()).collect(),
             dirty: Vec::new(),
+            max_backlog_bytes: 1 << 20,
+            deliveries: 0,
+        };
+        for conn in 0..subscribers {
+            broker.open(conn, 1, &[TOPIC.to_string()], &mut queues);
+        }
+        Shard {
+            broker,
+            queues,
             sink: VectoredSink::default(),
         }
     }
 
-    /// `deliver_local`: one clone of the frame per subscriber, each listed dirty once.
+    /// A publish through the broker core: seq, frame built once, one `send` per subscriber.
     #[inline(never)]
-    fn deliver(&mut self, frame: &Bytes) -> u64 {
-        let mut delivered = 0;
-        for &key in self.index.subscribers(TOPIC) {
-            let sub = &mut self.subs[key];
-            sub.out.push(frame.clone());
-            if !sub.dirty {
-                sub.dirty = true;
-                self.dirty.push(key);
-            }
-            delivered += 1;
-        }
-        delivered
+    fn publish(&mut self, data: &[u8]) -> u64 {
+        let before = self.queues.deliveries;
+        self.broker.publish(
+            TOPIC,
+            PayloadRef::Json(data),
+            ReplyTo::Nobody,
+            &mut self.queues,
+        );
+        self.queues.deliveries - before
     }
 
     /// `flush_dirty`: one vectored write per dirty queue.
     #[inline(never)]
     fn flush(&mut self) -> u64 {
-        let dirty = std::mem::take(&mut self.dirty);
+        let dirty = std::mem::take(&mut self.queues.dirty);
         for &key in &dirty {
-            let sub = &mut self.subs[key];
+            let sub = &mut self.queues.subs[key];
             sub.dirty = false;
             let (state, _) = sub.out.flush(&mut self.sink).expect("sink never fails");
             debug_assert_eq!(state, Flushed::All);
@@ -141,7 +191,7 @@ impl Shard {
         let flushed = dirty.len() as u64;
         let mut dirty = dirty;
         dirty.clear();
-        self.dirty = dirty;
+        self.queues.dirty = dirty;
         flushed
     }
 }
@@ -161,25 +211,19 @@ fn measure(timed: bool, phase: &mut Phase, f: impl FnOnce() -> u64) {
     phase.allocs.bytes += used.bytes;
 }
 
-/// One loop turn: `per_turn` publishes (each frame built once and fanned out), then the flush.
+/// One loop turn: `per_turn` publishes (each sequenced, its frame built once and fanned out by
+/// the broker core), then the flush.
 #[inline(never)]
 fn publish_round(
     shard: &mut Shard,
     data: &[u8],
-    seq: &mut u64,
     per_turn: usize,
     timed: bool,
-    phases: &mut [Phase; 3],
+    phases: &mut [Phase; 2],
 ) {
-    let [build, deliver, flush] = phases;
+    let [publish, flush] = phases;
     for _ in 0..per_turn {
-        *seq += 1;
-        let mut frame = Bytes::new();
-        measure(timed, build, || {
-            frame = message_frame(TOPIC, *seq, black_box(data));
-            1
-        });
-        measure(timed, deliver, || shard.deliver(&frame));
+        measure(timed, publish, || shard.publish(black_box(data)));
     }
     measure(timed, flush, || shard.flush());
 }
@@ -213,7 +257,6 @@ fn main() {
         d
     };
     let mut shard = Shard::new(args.subscribers);
-    let mut seq = 0u64;
     let timed = args.iterations.is_none();
     println!(
         "fanout: {} subscribers on one topic, {} B data ({} B frame), {} publish(es) per flush; {}",
@@ -231,22 +274,20 @@ fn main() {
     );
 
     // The first round goes into fresh queues (no capacity yet): reported on its own.
-    let mut first = [Phase::default(); 3];
-    publish_round(&mut shard, &data, &mut seq, per_turn, timed, &mut first);
+    let mut first = [Phase::default(); 2];
+    publish_round(&mut shard, &data, per_turn, timed, &mut first);
     println!("first round, fresh queues:");
-    println!("  {}", describe("frame build", &first[0], "publish"));
-    println!("  {}", describe("deliver    ", &first[1], "delivery"));
-    println!("  {}", describe("flush      ", &first[2], "flush"));
+    println!("  {}", describe("publish", &first[0], "delivery"));
+    println!("  {}", describe("flush  ", &first[1], "flush"));
 
     if let Some(n) = args.iterations {
-        let mut phases = [Phase::default(); 3];
+        let mut phases = [Phase::default(); 2];
         for _ in 0..n {
-            publish_round(&mut shard, &data, &mut seq, per_turn, false, &mut phases);
+            publish_round(&mut shard, &data, per_turn, false, &mut phases);
         }
         println!("steady state, {n} rounds:");
-        println!("  {}", describe("frame build", &phases[0], "publish"));
-        println!("  {}", describe("deliver    ", &phases[1], "delivery"));
-        println!("  {}", describe("flush      ", &phases[2], "flush"));
+        println!("  {}", describe("publish", &phases[0], "delivery"));
+        println!("  {}", describe("flush  ", &phases[1], "flush"));
         println!(
             "  sink: {} bytes in {} vectored writes",
             shard.sink.bytes, shard.sink.calls
@@ -255,15 +296,15 @@ fn main() {
     }
 
     // Warm-up, then the measured runs.
-    let mut scratch = [Phase::default(); 3];
+    let mut scratch = [Phase::default(); 2];
     for _ in 0..args.publishes.div_ceil(4) {
-        publish_round(&mut shard, &data, &mut seq, per_turn, true, &mut scratch);
+        publish_round(&mut shard, &data, per_turn, true, &mut scratch);
     }
-    let mut runs: Vec<[Phase; 3]> = Vec::new();
+    let mut runs: Vec<[Phase; 2]> = Vec::new();
     for _ in 0..args.runs.max(1) {
-        let mut phases = [Phase::default(); 3];
+        let mut phases = [Phase::default(); 2];
         for _ in 0..args.publishes {
-            publish_round(&mut shard, &data, &mut seq, per_turn, true, &mut phases);
+            publish_round(&mut shard, &data, per_turn, true, &mut phases);
         }
         runs.push(phases);
     }
@@ -275,9 +316,9 @@ fn main() {
         ns.sort_by(f64::total_cmp);
         (median_sorted(&ns), ns[0])
     };
-    let mut total = [Phase::default(); 3];
+    let mut total = [Phase::default(); 2];
     for r in &runs {
-        for i in 0..3 {
+        for i in 0..2 {
             total[i].ops += r[i].ops;
             total[i].allocs.allocs += r[i].allocs.allocs;
             total[i].allocs.reallocs += r[i].allocs.reallocs;
@@ -285,13 +326,9 @@ fn main() {
         }
     }
     println!("steady state (queues have capacity):");
-    for (i, (label, unit)) in [
-        ("frame build", "publish"),
-        ("deliver    ", "delivery"),
-        ("flush      ", "flush"),
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, (label, unit)) in [("publish", "delivery"), ("flush  ", "flush")]
+        .into_iter()
+        .enumerate()
     {
         let (median, min) = stat(i);
         println!(
@@ -304,11 +341,11 @@ fn main() {
             total[i].ops,
         );
     }
-    let deliveries = total[1].ops.max(1) as f64;
+    let deliveries = total[0].ops.max(1) as f64;
     let all_ns: Vec<f64> = {
         let mut v: Vec<f64> = runs
             .iter()
-            .map(|r| (r[0].ns + r[1].ns + r[2].ns) as f64 / r[1].ops.max(1) as f64)
+            .map(|r| (r[0].ns + r[1].ns) as f64 / r[0].ops.max(1) as f64)
             .collect();
         v.sort_by(f64::total_cmp);
         v
@@ -318,7 +355,7 @@ fn main() {
         fmt_ns(median_sorted(&all_ns)),
         fmt_ns(all_ns[0]),
         1e3 / median_sorted(&all_ns),
-        (total[0].allocs.allocs + total[1].allocs.allocs + total[2].allocs.allocs) as f64
+        (total[0].allocs.allocs + total[1].allocs.allocs) as f64
             / deliveries,
     );
 }

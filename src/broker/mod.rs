@@ -1,0 +1,245 @@
+//! The broker core: every pub/sub decision one shard makes, with no I/O. It holds the shard's
+//! subscriber index (topic -> local connections), each connection's topics, subscribe acks
+//! waiting for the engine, and the slow-consumer policy; the [`Engine`] it is given decides
+//! where a publish gets its seq. Inputs are method calls (a connection's command, a message
+//! from another shard, a connection closing); effects go out through [`Outputs`] as they are
+//! decided. It never touches sockets, `mio`, threads or clocks, so all of it is tested without
+//! sockets (`tests.rs`, `model_tests.rs`).
+//!
+//! How the shard drives it:
+//! - a `/ws` WebSocket opens: [`Broker::open`] (with the `?topic=` subscriptions); it closes:
+//!   [`Broker::on_closed`];
+//! - a text message: [`Broker::on_text`]; a binary one: [`Broker::on_binary`];
+//!   `POST /publish`: [`Broker::publish`];
+//! - an inbox message: [`Broker::on_peer`]; a message a full peer inbox refused:
+//!   [`Broker::on_refused`].
+#![forbid(unsafe_code)]
+
+mod connections;
+mod outputs;
+mod publish;
+mod subscribe;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::config::SlowConsumerPolicy;
+use crate::engine::{Engine, LocalEngine, PayloadRef};
+use crate::mesh::{ConnRef, MeshMsg, ReplyTo};
+use crate::metrics::Metric;
+use crate::proto::command::{self, Command};
+use crate::proto::envelope;
+use crate::topic::LocalIndex;
+
+use connections::{Connections, PendingInterest};
+
+pub use outputs::{
+    CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus, OVERLOADED_MESSAGE,
+};
+
+/// The limits the core enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Topics one connection may subscribe to.
+    pub max_subscriptions_per_connection: usize,
+    /// What happens to a subscriber whose queue is over its byte budget.
+    pub slow_consumer: SlowConsumerPolicy,
+}
+
+/// A subscription over `max_subscriptions_per_connection`: the one check, for commands and
+/// for the `?topic=` list of an upgrade alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionLimit {
+    /// Topics the connection holds already.
+    pub held: usize,
+    /// Topics it asked for on top.
+    pub asked: usize,
+    /// The limit.
+    pub max: usize,
+}
+
+impl fmt::Display for SubscriptionLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let max = self.max;
+        if self.held == 0 {
+            write!(
+                f,
+                "{} topics asked for; at most {max} per connection",
+                self.asked
+            )
+        } else {
+            write!(
+                f,
+                "this connection already has {} subscriptions, the most allowed",
+                self.held
+            )
+        }
+    }
+}
+
+/// One shard's pub/sub decisions. See the module documentation.
+#[derive(Debug)]
+pub struct Broker<E: Engine = LocalEngine> {
+    shard: usize,
+    limits: Limits,
+    engine: E,
+    local: LocalIndex,
+    conns: Connections,
+    pending_interest: HashMap<Box<str>, PendingInterest>,
+    /// Scratch list of subscribers to disconnect after a delivery (kept to reuse its heap).
+    slow: Vec<ConnId>,
+}
+
+impl<E: Engine> Broker<E> {
+    /// The core of shard `shard`, with its part of the engine.
+    pub fn new(shard: usize, limits: Limits, engine: E) -> Self {
+        Broker {
+            shard,
+            limits,
+            engine,
+            local: LocalIndex::new(),
+            conns: Connections::default(),
+            pending_interest: HashMap::new(),
+            slow: Vec::new(),
+        }
+    }
+
+    /// Checks that a connection holding `held` topics may take `asked` more.
+    pub fn check_subscription_limit(
+        &self,
+        held: usize,
+        asked: usize,
+    ) -> Result<(), SubscriptionLimit> {
+        let max = self.limits.max_subscriptions_per_connection;
+        if held + asked > max {
+            Err(SubscriptionLimit { held, asked, max })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A `/ws` WebSocket opened as connection `conn` (slab key) with `generation`, asking for
+    /// `topics` in its URL (already validated, distinct, and within the limit). Those are
+    /// subscribed without acks.
+    pub fn open<O: Outputs>(
+        &mut self,
+        conn: ConnId,
+        generation: u32,
+        topics: &[String],
+        out: &mut O,
+    ) {
+        self.conns.open(conn, generation);
+        for topic in topics {
+            if let Some(subs) = self.conns.subscriptions_mut(conn) {
+                if subs.insert(topic) {
+                    self.add_local(conn, topic, None, out);
+                }
+            }
+        }
+    }
+
+    /// Connection `conn` is gone or closing: every subscription it held is released (and the
+    /// engine told when this shard's last subscriber of a topic left). Idempotent.
+    pub fn on_closed<O: Outputs>(&mut self, conn: ConnId, out: &mut O) {
+        let mut topics = self.conns.close(conn);
+        for topic in topics.drain() {
+            self.remove_local(conn, &topic, out);
+        }
+    }
+
+    /// A text message from a `/ws` client: one JSON command.
+    pub fn on_text<O: Outputs>(&mut self, conn: ConnId, text: &[u8], out: &mut O) {
+        let command = match command::parse_command(text) {
+            Ok(command) => command,
+            Err(error) => {
+                out.count(Metric::CommandErrors, 1);
+                let _ = out.send(conn, envelope::command_error_frame(&error), SendKind::Reply);
+                return;
+            }
+        };
+        match command {
+            Command::Subscribe { topic, id } => self.subscribe(conn, &topic, id, out),
+            Command::Unsubscribe { topic, id } => self.unsubscribe(conn, &topic, id, out),
+            Command::Publish { topic, data, id } => {
+                let reply = match (id, self.conns.generation(conn)) {
+                    (Some(id), Some(generation)) => ReplyTo::WebSocket {
+                        conn: ConnRef {
+                            shard: self.shard as u16,
+                            key: conn as u32,
+                            generation,
+                        },
+                        id: id.to_owned(),
+                    },
+                    _ => ReplyTo::Nobody,
+                };
+                self.publish(&topic, PayloadRef::Json(data.get().as_bytes()), reply, out);
+            }
+        }
+    }
+
+    /// A binary message from a `/ws` client: a publish with a topic header, no answer.
+    pub fn on_binary<O: Outputs>(&mut self, conn: ConnId, payload: &[u8], out: &mut O) {
+        match envelope::parse_binary_publish(payload) {
+            Ok((topic, body)) => {
+                self.publish(topic, PayloadRef::Binary(body), ReplyTo::Nobody, out)
+            }
+            Err(error) => {
+                out.count(Metric::CommandErrors, 1);
+                let _ = out.send(conn, envelope::command_error_frame(&error), SendKind::Reply);
+            }
+        }
+    }
+
+    /// A message from another shard (or the engine's thread).
+    pub fn on_peer<O: Outputs>(&mut self, msg: MeshMsg, out: &mut O) {
+        match msg {
+            MeshMsg::Deliver { topic, frame } => {
+                // While this shard's interest in the topic waits for its confirmation, a
+                // delivery was sequenced before the engine saw that interest: it belongs to
+                // subscribers who have all left (the engine may since have restarted the
+                // topic's seq), so it must not reach the new ones.
+                if self.pending_interest.is_empty() || !self.pending_interest.contains_key(&topic) {
+                    self.deliver_local(&topic, &frame, out);
+                }
+            }
+            MeshMsg::InterestConfirmed { topic } => self.interest_confirmed(&topic, out),
+            MeshMsg::Published { reply, seq } => self.answer(reply, seq, out),
+            // The driver's business, not a pub/sub decision.
+            MeshMsg::Shutdown => {}
+            msg @ (MeshMsg::Publish { .. } | MeshMsg::Interest { .. }) => {
+                if let Some((topic, sequenced)) = self.engine.on_message(msg, out) {
+                    self.finish(&topic, sequenced, out);
+                }
+            }
+        }
+    }
+
+    /// Whether `conn` names an open connection of this shard.
+    fn resolve(&self, conn: ConnRef) -> Option<ConnId> {
+        let key = conn.key as usize;
+        (usize::from(conn.shard) == self.shard && self.conns.is(key, conn.generation))
+            .then_some(key)
+    }
+
+    /// Topics with at least one subscriber on this shard.
+    pub fn topic_count(&self) -> usize {
+        self.local.topic_count()
+    }
+
+    /// (connection, topic) subscriptions on this shard.
+    pub fn subscription_count(&self) -> usize {
+        self.local.subscription_count()
+    }
+
+    /// Topics the engine keeps state for on this shard (owned topics, for the local engine).
+    pub fn engine_topic_count(&self) -> usize {
+        self.engine.topic_count()
+    }
+}

@@ -1,0 +1,169 @@
+//! The publish half of the broker core: handing a publish to the engine, delivering a
+//! sequenced frame to this shard's subscribers under the slow-consumer policy, and answering
+//! publishers (ack, `overloaded`, or the HTTP response).
+
+use bytes::Bytes;
+
+use crate::config::SlowConsumerPolicy;
+use crate::engine::{Engine, PayloadRef, Routed, Sequenced};
+use crate::mesh::{MeshMsg, ReplyTo};
+use crate::metrics::Metric;
+use crate::proto::command::ErrorCode;
+use crate::proto::envelope;
+
+use super::connections::Connections;
+use super::{
+    Broker, CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus, OVERLOADED_MESSAGE,
+};
+
+impl<E: Engine> Broker<E> {
+    /// Publishes `payload` to `topic` from a connection on this shard.
+    pub fn publish<O: Outputs>(
+        &mut self,
+        topic: &str,
+        payload: PayloadRef<'_>,
+        reply: ReplyTo,
+        out: &mut O,
+    ) {
+        match self.engine.publish(topic, payload, reply, out) {
+            Routed::Sequenced(sequenced) => self.finish(topic, sequenced, out),
+            Routed::Forwarded => {}
+            Routed::Refused(reply) => self.refuse(reply, out),
+        }
+    }
+
+    /// A message this shard sent was refused by a full peer inbox: a refused publish is
+    /// answered `overloaded`; a refused delivery is only counted (by the driver).
+    pub fn on_refused<O: Outputs>(&mut self, msg: MeshMsg, out: &mut O) {
+        if let MeshMsg::Publish { reply, .. } = msg {
+            self.refuse(reply, out);
+        }
+    }
+
+    /// The engine sequenced a publish here: deliver it locally, then answer the publisher
+    /// (after the deliveries, so a subscribed publisher sees its message before the ack).
+    pub(super) fn finish<O: Outputs>(&mut self, topic: &str, sequenced: Sequenced, out: &mut O) {
+        if let Some(frame) = &sequenced.local_frame {
+            self.deliver_local(topic, frame, out);
+        }
+        self.answer(sequenced.reply, sequenced.seq, out);
+    }
+
+    /// Queues a prepared frame on every local subscriber of `topic`: a reference-count
+    /// increment and a queue push each, never a copy or an allocation. A subscriber over its
+    /// byte budget is skipped (and told how many it missed before its next message) or
+    /// disconnected, by `--slow-consumer`.
+    pub(super) fn deliver_local<O: Outputs>(&mut self, topic: &str, frame: &Bytes, out: &mut O) {
+        let policy = self.limits.slow_consumer;
+        let (conns, slow) = (&mut self.conns, &mut self.slow);
+        let subscribers = self.local.subscribers(topic);
+        let mut skipped = 0u64;
+        if !conns.any_dropped() {
+            // The usual case, kept tight: no skipped counts to announce on this shard.
+            for &conn in subscribers {
+                match out.send(conn, frame.clone(), SendKind::Delivery) {
+                    SendStatus::Queued | SendStatus::QueuedOverBudget => {}
+                    SendStatus::Closed => skipped += 1,
+                    SendStatus::OverBudget => {
+                        skipped += 1;
+                        over_budget(policy, conns, slow, conn, topic, out);
+                    }
+                }
+            }
+        } else {
+            for &conn in subscribers {
+                if let Some(count) = conns.dropped(conn, topic) {
+                    // The notice goes out only together with the message after it.
+                    let notice = envelope::dropped_frame(topic, count);
+                    let kind = SendKind::Notice {
+                        reserve_bytes: frame.len(),
+                    };
+                    match out.send(conn, notice, kind) {
+                        SendStatus::Queued | SendStatus::QueuedOverBudget => {
+                            conns.clear_dropped(conn, topic)
+                        }
+                        SendStatus::OverBudget => {
+                            skipped += 1;
+                            over_budget(policy, conns, slow, conn, topic, out);
+                            continue;
+                        }
+                        SendStatus::Closed => {
+                            skipped += 1;
+                            continue;
+                        }
+                    }
+                }
+                match out.send(conn, frame.clone(), SendKind::Delivery) {
+                    SendStatus::Queued | SendStatus::QueuedOverBudget => {}
+                    SendStatus::Closed => skipped += 1,
+                    SendStatus::OverBudget => {
+                        skipped += 1;
+                        over_budget(policy, conns, slow, conn, topic, out);
+                    }
+                }
+            }
+        }
+        out.count(Metric::Deliveries, subscribers.len() as u64 - skipped);
+        while let Some(conn) = self.slow.pop() {
+            out.count(Metric::SlowConsumerDisconnects, 1);
+            self.on_closed(conn, out);
+            out.close(conn, CloseReason::SlowConsumer);
+        }
+    }
+
+    /// Tells the publisher its message was sequenced (`seq` 0: nobody was subscribed).
+    pub(super) fn answer<O: Outputs>(&mut self, reply: ReplyTo, seq: u64, out: &mut O) {
+        let conn = match &reply {
+            ReplyTo::Nobody => return,
+            ReplyTo::WebSocket { conn, .. } | ReplyTo::Http { conn } => *conn,
+        };
+        if usize::from(conn.shard) != self.shard {
+            out.to_peer(usize::from(conn.shard), MeshMsg::Published { reply, seq });
+            return;
+        }
+        match reply {
+            ReplyTo::Nobody => {}
+            ReplyTo::WebSocket { conn, id } => {
+                if let Some(key) = self.resolve(conn) {
+                    let _ = out.send(key, envelope::ack_frame(&id, Some(seq)), SendKind::Reply);
+                }
+            }
+            ReplyTo::Http { conn } => out.http_published(conn, HttpPublished::Sequenced(seq)),
+        }
+    }
+
+    /// Tells a publisher on this shard that its message was not taken.
+    fn refuse<O: Outputs>(&mut self, reply: ReplyTo, out: &mut O) {
+        match reply {
+            ReplyTo::Nobody => {}
+            ReplyTo::WebSocket { conn, id } => {
+                if let Some(key) = self.resolve(conn) {
+                    let frame =
+                        envelope::error_frame(Some(&id), ErrorCode::Overloaded, OVERLOADED_MESSAGE);
+                    let _ = out.send(key, frame, SendKind::Reply);
+                }
+            }
+            ReplyTo::Http { conn } => out.http_published(conn, HttpPublished::Refused),
+        }
+    }
+}
+
+/// A delivery did not fit `conn`'s budget: count it for a later `dropped` notice, or list the
+/// connection for a disconnect once the delivery loop is done.
+#[cold]
+fn over_budget<O: Outputs>(
+    policy: SlowConsumerPolicy,
+    conns: &mut Connections,
+    slow: &mut Vec<ConnId>,
+    conn: ConnId,
+    topic: &str,
+    out: &mut O,
+) {
+    match policy {
+        SlowConsumerPolicy::Drop => {
+            out.count(Metric::SlowConsumerDrops, 1);
+            conns.add_dropped(conn, topic);
+        }
+        SlowConsumerPolicy::Disconnect => slow.push(conn),
+    }
+}

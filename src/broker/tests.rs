@@ -1,0 +1,331 @@
+//! Unit tests of the broker core, driven without sockets through the recording fake.
+
+use bytes::Bytes;
+
+use super::fake::Recorder;
+use super::*;
+use crate::mesh::Payload;
+use crate::topic::owner_shard;
+
+const BUDGET: usize = 1 << 20;
+
+fn limits(policy: SlowConsumerPolicy) -> Limits {
+    Limits {
+        max_subscriptions_per_connection: 2,
+        slow_consumer: policy,
+    }
+}
+
+fn broker(shard: usize, shards: usize, policy: SlowConsumerPolicy) -> Broker {
+    Broker::new(shard, limits(policy), LocalEngine::new(shard, shards))
+}
+
+/// A topic name that shard `owner` of `shards` owns.
+fn topic_owned_by(owner: usize, shards: usize) -> String {
+    (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| owner_shard(t, shards) == owner)
+        .expect("some name lands on every shard")
+}
+
+fn cmd(out: &mut Recorder, b: &mut Broker, conn: ConnId, text: &str) {
+    b.on_text(conn, text.as_bytes(), out);
+}
+
+#[test]
+fn subscribe_publish_and_ack_on_the_owner_shard() {
+    let mut out = Recorder::new(BUDGET);
+    let mut b = broker(0, 1, SlowConsumerPolicy::Disconnect);
+    b.open(1, 7, &[], &mut out);
+    cmd(
+        &mut out,
+        &mut b,
+        1,
+        r#"{"op":"subscribe","topic":"news","id":1}"#,
+    );
+    cmd(
+        &mut out,
+        &mut b,
+        1,
+        r#"{"op":"publish","topic":"news","data":"hi","id":2}"#,
+    );
+    cmd(
+        &mut out,
+        &mut b,
+        1,
+        r#"{"op":"publish","topic":"news","data":3}"#,
+    );
+    assert_eq!(
+        out.texts(1),
+        [
+            r#"{"op":"ack","id":1}"#,
+            r#"{"op":"message","topic":"news","seq":1,"data":"hi"}"#,
+            r#"{"op":"ack","id":2,"seq":1}"#,
+            r#"{"op":"message","topic":"news","seq":2,"data":3}"#,
+        ]
+    );
+    assert_eq!(out.count(Metric::Deliveries), 2);
+    assert!(out.peers.is_empty(), "one shard sends nothing to peers");
+}
+
+#[test]
+fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
+    let mut out = Recorder::new(BUDGET);
+    let topic = topic_owned_by(1, 2);
+    let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    b.open(3, 1, &[], &mut out);
+    let sub = format!(r#"{{"op":"subscribe","topic":"{topic}","id":"a"}}"#);
+    cmd(&mut out, &mut b, 3, &sub);
+    assert!(out.texts(3).is_empty(), "no ack before the owner confirms");
+    assert!(matches!(
+        &out.peers[..],
+        [(
+            1,
+            MeshMsg::Interest {
+                interested: true,
+                confirm: true,
+                shard: 0,
+                ..
+            }
+        )]
+    ));
+    b.on_peer(
+        MeshMsg::InterestConfirmed {
+            topic: topic.as_str().into(),
+        },
+        &mut out,
+    );
+    assert_eq!(out.texts(3), [r#"{"op":"ack","id":"a"}"#]);
+
+    // A publish from here goes to the owner, and its answer comes back as `Published`.
+    out.peers.clear();
+    let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":9}}"#);
+    cmd(&mut out, &mut b, 3, &publish);
+    let Some((1, MeshMsg::Publish { reply, .. })) = out.peers.pop() else {
+        panic!("publish not sent to the owner: {:?}", out.peers);
+    };
+    b.on_peer(MeshMsg::Published { reply, seq: 5 }, &mut out);
+    assert_eq!(out.texts(3)[1], r#"{"op":"ack","id":9,"seq":5}"#);
+
+    // The last subscriber leaving tells the owner.
+    b.on_closed(3, &mut out);
+    assert!(matches!(
+        &out.peers[..],
+        [(
+            1,
+            MeshMsg::Interest {
+                interested: false,
+                confirm: false,
+                ..
+            }
+        )]
+    ));
+    assert_eq!(b.subscription_count(), 0);
+    assert_eq!(b.topic_count(), 0);
+}
+
+#[test]
+fn the_owner_sequences_for_remote_shards_and_confirms_interest() {
+    let mut out = Recorder::new(BUDGET);
+    let topic = topic_owned_by(0, 2);
+    let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    b.on_peer(
+        MeshMsg::Interest {
+            topic: topic.as_str().into(),
+            shard: 1,
+            interested: true,
+            confirm: true,
+        },
+        &mut out,
+    );
+    assert!(matches!(
+        &out.peers[..],
+        [(1, MeshMsg::InterestConfirmed { .. })]
+    ));
+    assert_eq!(b.engine_topic_count(), 1);
+    out.peers.clear();
+    b.on_peer(
+        MeshMsg::Publish {
+            topic: topic.as_str().into(),
+            payload: Payload::Json(Bytes::from_static(b"true")),
+            reply: ReplyTo::Nobody,
+        },
+        &mut out,
+    );
+    let [(1, MeshMsg::Deliver { frame, .. })] = &out.peers[..] else {
+        panic!("expected one Deliver to shard 1: {:?}", out.peers);
+    };
+    assert!(super::fake::frame_text(frame).contains(r#""seq":1"#));
+}
+
+#[test]
+fn a_slow_subscriber_under_drop_is_told_how_many_it_missed() {
+    // Room for two ~100-byte deliveries with the queue's per-frame overhead.
+    let mut out = Recorder::new(400);
+    let mut b = broker(0, 1, SlowConsumerPolicy::Drop);
+    b.open(1, 1, &["news".to_string()], &mut out);
+    let data = format!("\"{}\"", "x".repeat(60));
+    for _ in 0..5 {
+        b.publish(
+            "news",
+            PayloadRef::Json(data.as_bytes()),
+            ReplyTo::Nobody,
+            &mut out,
+        );
+    }
+    let got = out.texts(1).len();
+    assert!(got < 5, "some were skipped ({got})");
+    assert_eq!(out.count(Metric::SlowConsumerDrops), 5 - got as u64);
+    out.drain(1);
+    b.publish(
+        "news",
+        PayloadRef::Json(data.as_bytes()),
+        ReplyTo::Nobody,
+        &mut out,
+    );
+    let texts = out.texts(1);
+    assert_eq!(
+        texts[got],
+        format!(r#"{{"op":"dropped","topic":"news","count":{}}}"#, 5 - got)
+    );
+    assert!(texts[got + 1].contains(r#""seq":6"#));
+    assert!(
+        b.conns.dropped(1, "news").is_none(),
+        "the count was announced and reset"
+    );
+    assert!(!b.conns.any_dropped());
+}
+
+#[test]
+fn a_slow_subscriber_under_disconnect_is_closed_and_forgotten() {
+    let mut out = Recorder::new(200);
+    let mut b = broker(0, 1, SlowConsumerPolicy::Disconnect);
+    b.open(1, 1, &["news".to_string()], &mut out);
+    b.open(2, 1, &["news".to_string()], &mut out);
+    let data = format!("\"{}\"", "x".repeat(60));
+    for _ in 0..5 {
+        b.publish(
+            "news",
+            PayloadRef::Json(data.as_bytes()),
+            ReplyTo::Nobody,
+            &mut out,
+        );
+        out.drain(2);
+    }
+    assert_eq!(out.conns[&1].closed, Some(CloseReason::SlowConsumer));
+    assert!(out.conns[&2].closed.is_none());
+    assert_eq!(out.count(Metric::SlowConsumerDisconnects), 1);
+    assert_eq!(
+        b.subscription_count(),
+        1,
+        "the slow one's subscription is gone"
+    );
+    assert_eq!(out.texts(2).len(), 5, "the healthy one got everything");
+    b.on_closed(1, &mut out); // the driver's close path later: a no-op now
+    b.on_closed(2, &mut out);
+    assert_eq!(b.engine_topic_count(), 0);
+    assert_eq!(b.conns.slot_count(), 0, "the table gave its slots back");
+}
+
+#[test]
+fn command_errors_are_answered_and_counted() {
+    let mut out = Recorder::new(BUDGET);
+    let mut b = broker(0, 1, SlowConsumerPolicy::Disconnect);
+    b.open(1, 1, &[], &mut out);
+    cmd(&mut out, &mut b, 1, r#"{"op":"subscribe","topic":"a"}"#);
+    cmd(
+        &mut out,
+        &mut b,
+        1,
+        r#"{"op":"subscribe","topic":"a","id":1}"#,
+    );
+    cmd(&mut out, &mut b, 1, r#"{"op":"subscribe","topic":"b"}"#);
+    cmd(
+        &mut out,
+        &mut b,
+        1,
+        r#"{"op":"subscribe","topic":"c","id":2}"#,
+    );
+    cmd(
+        &mut out,
+        &mut b,
+        1,
+        r#"{"op":"unsubscribe","topic":"z","id":3}"#,
+    );
+    cmd(&mut out, &mut b, 1, r#"{"op":"nope"}"#);
+    b.on_binary(1, b"\xff", &mut out);
+    let texts = out.texts(1);
+    assert_eq!(
+        texts[0], r#"{"op":"ack","id":1}"#,
+        "a repeated subscribe is acked"
+    );
+    assert!(texts[1].contains("too_many_subscriptions") && texts[1].contains(r#""id":2"#));
+    assert!(texts[1].contains("already has 2 subscriptions"));
+    assert!(texts[2].contains("not_subscribed") && texts[2].contains(r#""id":3"#));
+    assert!(texts[3].contains("unknown_op"));
+    assert_eq!(texts.len(), 5);
+    assert_eq!(out.count(Metric::CommandErrors), 4);
+}
+
+#[test]
+fn refused_publishes_are_answered_overloaded() {
+    let mut out = Recorder::new(BUDGET);
+    let topic = topic_owned_by(1, 2);
+    let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    b.open(4, 2, &[], &mut out);
+    let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":5}}"#);
+    cmd(&mut out, &mut b, 4, &publish);
+    let http = ConnRef {
+        shard: 0,
+        key: 9,
+        generation: 1,
+    };
+    b.publish(
+        &topic,
+        PayloadRef::Binary(b"x"),
+        ReplyTo::Http { conn: http },
+        &mut out,
+    );
+    for (_, msg) in std::mem::take(&mut out.peers) {
+        b.on_refused(msg, &mut out);
+    }
+    let texts = out.texts(4);
+    assert!(texts[0].contains("overloaded") && texts[0].contains(r#""id":5"#));
+    assert_eq!(out.http, [(http, HttpPublished::Refused)]);
+}
+
+#[test]
+fn answers_for_a_closed_or_reused_connection_are_dropped() {
+    let mut out = Recorder::new(BUDGET);
+    let topic = topic_owned_by(1, 2);
+    let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    b.open(4, 1, &[], &mut out);
+    let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":5}}"#);
+    cmd(&mut out, &mut b, 4, &publish);
+    let Some((_, MeshMsg::Publish { reply, .. })) = out.peers.pop() else {
+        panic!("no publish");
+    };
+    b.on_closed(4, &mut out);
+    b.open(4, 2, &[], &mut out); // the same slab slot, a new connection
+    b.on_peer(MeshMsg::Published { reply, seq: 1 }, &mut out);
+    assert!(
+        out.texts(4).is_empty(),
+        "the new connection gets no stranger's ack"
+    );
+}
+
+#[test]
+fn the_subscription_limit_is_one_check_for_urls_and_commands() {
+    let b = broker(0, 1, SlowConsumerPolicy::Disconnect);
+    assert!(b.check_subscription_limit(0, 2).is_ok());
+    let url = b.check_subscription_limit(0, 3).unwrap_err();
+    assert_eq!(
+        url.to_string(),
+        "3 topics asked for; at most 2 per connection"
+    );
+    let command = b.check_subscription_limit(2, 1).unwrap_err();
+    assert_eq!(
+        command.to_string(),
+        "this connection already has 2 subscriptions, the most allowed"
+    );
+}
