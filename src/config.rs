@@ -484,7 +484,7 @@ fn read_topics(value: &toml::Value) -> Result<Vec<TopicOverride>, String> {
                             found(value)
                         )));
                     };
-                    crate::history::policy::check_pattern(pattern)
+                    crate::broker::history::policy::check_pattern(pattern)
                         .map_err(|e| at(format!("pattern {pattern:?}: {}", e.reason())))?;
                     topic.pattern = pattern.clone();
                 }

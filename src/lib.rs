@@ -20,7 +20,6 @@ pub mod assets;
 pub mod broker;
 pub mod config;
 pub mod engine;
-pub mod history;
 pub mod mesh;
 pub mod metrics;
 pub mod proto;

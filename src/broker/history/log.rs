@@ -284,24 +284,37 @@ impl<F: StoredFrame> History<F> {
         interested: bool,
         now_ms: u64,
     ) -> Option<(Epoch, u64)> {
-        // Expired first: a topic whose messages all passed their TTL while nobody listened is
-        // gone, and a new listener starts its next incarnation.
-        let live = self.live_slot(topic, now_ms);
-        let slot = match live {
+        if interested {
+            let slot = self.listen(topic, now_ms);
+            let log = &self.topics[slot as usize];
+            return Some((log.epoch, log.next_seq - 1));
+        }
+        let slot = self.live_slot(topic, now_ms)?;
+        self.topics[slot as usize].interested = false;
+        self.forget_if_idle(slot);
+        None
+    }
+
+    /// Marks `topic` listened to, starting an incarnation if there is none, and returns its
+    /// slot. Expired first: a topic whose messages all passed their TTL while nobody listened
+    /// is gone, and a new listener starts its next incarnation.
+    fn listen(&mut self, topic: &str, now_ms: u64) -> u32 {
+        let slot = match self.live_slot(topic, now_ms) {
             Some(slot) => slot,
-            None if interested => {
+            None => {
                 let policy = self.policy.for_topic(topic);
                 self.start(topic, policy)
             }
-            None => return None,
         };
-        self.topics[slot as usize].interested = interested;
-        if !interested {
-            self.forget_if_idle(slot);
-            return None;
-        }
-        let log = &self.topics[slot as usize];
-        Some((log.epoch, log.next_seq - 1))
+        self.topics[slot as usize].interested = true;
+        slot
+    }
+
+    /// A listener subscribes to `topic` resuming from `since`: [`History::set_interest`]
+    /// (listening) and [`History::resume`] in one, so the answer always exists.
+    pub fn listen_and_resume(&mut self, topic: &str, since: Since, now_ms: u64) -> Resumed<F> {
+        let slot = self.listen(topic, now_ms);
+        self.resume_slot(slot, since)
     }
 
     /// Sequences a publish to `topic` at `now_ms`: the next seq, the frame `build(seq)` makes,
@@ -393,6 +406,10 @@ impl<F: StoredFrame> History<F> {
     /// replay. `None` when the topic is not live: the caller starts it (by interest) first.
     pub fn resume(&mut self, topic: &str, since: Since, now_ms: u64) -> Option<Resumed<F>> {
         let slot = self.live_slot(topic, now_ms)?;
+        Some(self.resume_slot(slot, since))
+    }
+
+    fn resume_slot(&self, slot: u32, since: Since) -> Resumed<F> {
         let log = &self.topics[slot as usize];
         let top = log.next_seq - 1;
         let view = TailView {
@@ -410,12 +427,12 @@ impl<F: StoredFrame> History<F> {
             None => Vec::new(),
         };
         debug_assert_eq!(replay.len() as u64, decision.replay_len());
-        Some(Resumed {
+        Resumed {
             epoch: log.epoch,
             top,
             recovered: decision.recovered,
             replay,
-        })
+        }
     }
 
     /// Up to `limit` kept messages of `topic` after seq `after`, oldest first. `None` when the
