@@ -1,14 +1,19 @@
 //! The local engine: the in-process mesh. A topic's owner shard (`owner_shard`, the same on
 //! every shard) keeps the topic's seq and the set of interested shards (`OwnedTopics`),
 //! builds the delivery frame once, and sends a clone of it to every other interested shard.
+//! The owners keep the process-wide [`InterestFilter`] up to date, so a publish to a topic no
+//! owner holds is answered on the publisher's shard without crossing the mesh.
 //! Sans-IO: messages leave through `Outputs::to_peer`.
+
+use std::sync::Arc;
 
 use crate::broker::Outputs;
 use crate::mesh::{MeshMsg, ReplyTo};
 use crate::metrics::Metric;
 use crate::proto::envelope;
-use crate::topic::{owner_shard, OwnedTopics};
+use crate::topic::{owner_of_hash, topic_hash, InterestChange, OwnedTopics};
 
+use super::interest::InterestFilter;
 use super::{Engine, Interest, PayloadRef, Routed, Sequenced};
 
 /// One shard's part of the in-process engine.
@@ -18,20 +23,44 @@ pub struct LocalEngine {
     shards: usize,
     /// The topics this shard owns that some shard is interested in.
     owned: OwnedTopics,
+    /// Shared by every shard of the process.
+    filter: Arc<InterestFilter>,
 }
 
 impl LocalEngine {
-    /// The engine part of shard `shard` of `shards`.
-    pub fn new(shard: usize, shards: usize) -> LocalEngine {
+    /// The engine part of shard `shard` of `shards`, sharing `filter` with the others.
+    pub fn new(shard: usize, shards: usize, filter: Arc<InterestFilter>) -> LocalEngine {
         LocalEngine {
             shard,
             shards: shards.max(1),
             owned: OwnedTopics::new(),
+            filter,
         }
     }
 
     fn owner(&self, topic: &str) -> usize {
-        owner_shard(topic, self.shards)
+        owner_of_hash(topic_hash(topic), self.shards)
+    }
+
+    /// Owner side: records `shard`'s interest and keeps the filter in step: a topic is counted
+    /// when this owner starts holding state for it, before any confirmation leaves.
+    fn record_interest(&mut self, topic: &str, shard: usize, interested: bool) {
+        match self.owned.set_interest(topic, shard, interested) {
+            InterestChange::Created => self.topic_gained(topic),
+            InterestChange::Forgotten => self.topic_forgotten(topic),
+            InterestChange::Changed | InterestChange::Unchanged => {}
+        }
+    }
+
+    /// This owner now holds state for `topic` (today: its first interested shard; with
+    /// history, issue 12, also its first retained message).
+    fn topic_gained(&self, topic: &str) {
+        self.filter.gained(topic_hash(topic));
+    }
+
+    /// This owner holds nothing for `topic` any more.
+    fn topic_forgotten(&self, topic: &str) {
+        self.filter.forgotten(topic_hash(topic));
     }
 
     /// Owner side: the next seq, the frame built once, a clone to each other interested shard.
@@ -86,9 +115,19 @@ impl Engine for LocalEngine {
         reply: ReplyTo,
         out: &mut O,
     ) -> Routed {
-        let owner = self.owner(topic);
+        let hash = topic_hash(topic);
+        let owner = owner_of_hash(hash, self.shards);
         if owner == self.shard {
             return Routed::Sequenced(self.sequence(topic, payload, reply, out));
+        }
+        if !self.filter.may_be_heard(hash) {
+            // No owner holds the topic: nobody is subscribed, nothing to carry.
+            out.count(Metric::MessagesUnheard, 1);
+            return Routed::Sequenced(Sequenced {
+                seq: 0,
+                local_frame: None,
+                reply,
+            });
         }
         out.to_peer(
             owner,
@@ -104,7 +143,7 @@ impl Engine for LocalEngine {
     fn set_interest<O: Outputs>(&mut self, topic: &str, interested: bool, out: &mut O) -> Interest {
         let owner = self.owner(topic);
         if owner == self.shard {
-            let _changed = self.owned.set_interest(topic, self.shard, interested);
+            self.record_interest(topic, self.shard, interested);
             return Interest::Live;
         }
         out.to_peer(
@@ -113,7 +152,7 @@ impl Engine for LocalEngine {
                 topic: topic.into(),
                 shard: self.shard as u16,
                 interested,
-                confirm: interested,
+                confirms: u32::from(interested),
             },
         );
         if interested {
@@ -141,22 +180,42 @@ impl Engine for LocalEngine {
                 topic,
                 shard,
                 interested,
-                confirm,
+                confirms,
             } => {
-                let _changed = self
-                    .owned
-                    .set_interest(&topic, usize::from(shard), interested);
-                if confirm {
-                    out.to_peer(usize::from(shard), MeshMsg::InterestConfirmed { topic });
+                self.record_interest(&topic, usize::from(shard), interested);
+                if confirms > 0 {
+                    let count = confirms;
+                    out.to_peer(
+                        usize::from(shard),
+                        MeshMsg::InterestConfirmed { topic, count },
+                    );
                 }
                 None
             }
             // Not the engine's: the core handles deliveries, confirmations and answers.
             MeshMsg::Deliver { .. }
             | MeshMsg::InterestConfirmed { .. }
-            | MeshMsg::Published { .. }
-            | MeshMsg::Shutdown => None,
+            | MeshMsg::Dropped { .. }
+            | MeshMsg::Published { .. } => None,
         }
+    }
+
+    fn on_refused<O: Outputs>(
+        &mut self,
+        _to: usize,
+        msg: MeshMsg,
+        _out: &mut O,
+    ) -> Option<ReplyTo> {
+        match msg {
+            MeshMsg::Publish { reply, .. } => Some(reply),
+            // The mesh put a `Dropped` count in its place (`MeshMsg::refusal_notice`), so
+            // the subscribers on `to` hear of the gap.
+            _ => None,
+        }
+    }
+
+    fn topic_limit_reached(&self, topic: &str, max_topics: usize) -> bool {
+        self.filter.topic_count() >= max_topics && !self.filter.may_be_heard(topic_hash(topic))
     }
 
     fn topic_count(&self) -> usize {
