@@ -37,7 +37,8 @@ const RESERVED_FILES: u64 = 64;
 const LISTEN_BACKLOG: i32 = 65_535;
 
 /// RSS one subscription costs with a 256-byte topic name, one subscriber per topic (measured
-/// with `bench/abuse_rss.py subscriptions --name-bytes 256`, docs/configuration.md). The
+/// 1,114 B with `bench/abuse_rss.py subscriptions --name-bytes 256`, rounded up; 387 B with
+/// 10-byte names; docs/configuration.md). The
 /// `--max-subscriptions` default divides a quarter of physical memory by it.
 pub const BYTES_PER_SUBSCRIPTION: u64 = 1_200;
 /// RSS one topic costs with a 256-byte name on top of its first subscription (the owner's

@@ -11,6 +11,11 @@
 //! non-zero. Collisions only make the filter say "maybe heard" (the publish then crosses the
 //! mesh as before and the owner answers `seq 0`): never "unheard" for a held topic.
 //!
+//! A subscribing shard also holds the slot while it has local subscribers (`hold`/`release`),
+//! so that its own publishes, which follow its interest to the owner in one FIFO outbox, are
+//! not answered `seq 0` before the owner has seen that interest (a `/ws?topic=` subscriber
+//! gets no ack to wait for).
+//!
 //! What counts as "state" is the owner's business (`LocalEngine::topic_gained` /
 //! `topic_forgotten`): today interest; with history rings (issue 12) also "has history".
 
@@ -63,7 +68,21 @@ impl InterestFilter {
         self.topics.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// False only when no owner holds state for the topic with this hash.
+    /// A shard now has local subscribers of the topic with this hash (before it tells the
+    /// owner): a publish from this very shard, which reaches the owner after that interest
+    /// (one FIFO outbox), must not be answered `seq 0` on the way. Not a topic for the count.
+    pub fn hold(&self, hash: u64) {
+        self.slot(hash).fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The shard's last local subscriber of the topic left (once per earlier `hold`).
+    pub fn release(&self, hash: u64) {
+        let previous = self.slot(hash).fetch_sub(1, Ordering::SeqCst);
+        debug_assert!(previous > 0, "released more often than held");
+    }
+
+    /// False only when no owner holds state for the topic with this hash and no shard has
+    /// local subscribers of it.
     pub fn may_be_heard(&self, hash: u64) -> bool {
         self.slot(hash).load(Ordering::SeqCst) != 0
     }

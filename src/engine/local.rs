@@ -38,10 +38,6 @@ impl LocalEngine {
         }
     }
 
-    fn owner(&self, topic: &str) -> usize {
-        owner_of_hash(topic_hash(topic), self.shards)
-    }
-
     /// Owner side: records `shard`'s interest and keeps the filter in step: a topic is counted
     /// when this owner starts holding state for it, before any confirmation leaves.
     fn record_interest(&mut self, topic: &str, shard: usize, interested: bool) {
@@ -141,7 +137,13 @@ impl Engine for LocalEngine {
     }
 
     fn set_interest<O: Outputs>(&mut self, topic: &str, interested: bool, out: &mut O) -> Interest {
-        let owner = self.owner(topic);
+        let hash = topic_hash(topic);
+        if interested {
+            self.filter.hold(hash);
+        } else {
+            self.filter.release(hash);
+        }
+        let owner = owner_of_hash(hash, self.shards);
         if owner == self.shard {
             self.record_interest(topic, self.shard, interested);
             return Interest::Live;
