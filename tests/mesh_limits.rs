@@ -222,3 +222,33 @@ fn publishes_nobody_hears_stay_on_the_publishers_shard() {
         "{sent} unheard publishes added {added} kB at peak"
     );
 }
+
+#[test]
+fn subscriptions_over_the_global_cap_are_refused_limit_reached() {
+    let server = start(&["--max-subscriptions", "1", "--threads", "1"]);
+    let addr = server.local_addr();
+    let mut first = connect(addr, "/ws?topic=a");
+    // A subscribe command over the cap: an error, and the connection stays open.
+    send_json(
+        &mut first,
+        serde_json::json!({"op": "subscribe", "topic": "b", "id": 1}),
+    );
+    let answer = next_json(&mut first);
+    assert_eq!(answer["code"], "limit_reached", "{answer}");
+    // An upgrade asking for a topic over the cap: 503.
+    let response = raw_exchange(
+        addr,
+        b"GET /ws?topic=c HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert_eq!(
+        server.metric(crier::metrics::Metric::SubscribeLimitReached),
+        2
+    );
+    assert!(server
+        .metrics_text()
+        .contains(r#"crier_refusals_total{reason="limit_reached"} 1"#));
+    drop(first);
+    stop(server, ANSWER_TIMEOUT);
+}

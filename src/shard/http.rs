@@ -282,6 +282,7 @@ impl Shard {
             }
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
             if let Err(limit) = self.broker.check_global_limits(&names) {
+                self.counters.incr(Metric::SubscribeLimitReached);
                 return self.refuse(key, Refusal::LimitReached(limit.to_string()));
             }
         }
