@@ -137,15 +137,28 @@ pub struct Config {
     /// Per-topic history overrides: `[[topics]]` tables in the configuration file only.
     #[arg(skip)]
     pub topics: Vec<TopicOverride>,
+    /// Subscriptions across all connections; a subscribe over it is answered `limit_reached`.
+    /// Default: a quarter of physical memory divided by the measured cost of one subscription
+    /// with a 256-byte name (docs/configuration.md).
+    #[arg(long, value_parser = parse_positive)]
+    pub max_subscriptions: Option<usize>,
+
+    /// Distinct topics with subscribers across all shards; a subscribe that would add one
+    /// over it is answered `limit_reached`. Default: an eighth of physical memory divided by
+    /// the measured cost of one topic with a 256-byte name (docs/configuration.md).
+    #[arg(long, value_parser = parse_positive)]
+    pub max_topics: Option<usize>,
 
     /// Origins allowed to open WebSockets (repeat the flag or separate by commas).
     /// Empty: allow every origin.
     #[arg(long = "allowed-origin", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<String>,
 
-    /// Batches of cross-shard messages one shard's inbox holds before senders count it full.
-    #[arg(long, default_value_t = 4096, value_parser = parse_positive)]
-    pub inbox_capacity: usize,
+    /// Bytes of cross-shard data (publishes, deliveries: payload plus 64 B each) one shard's
+    /// inbox may hold; past it, publishes to the shard are refused (`overloaded`) and skipped
+    /// deliveries announced (`dropped`). Control messages may use twice as much.
+    #[arg(long, default_value_t = 16 << 20, value_parser = parse_positive)]
+    pub inbox_budget_bytes: usize,
 
     /// Pin shard k to the k-th CPU this process may run on.
     #[arg(long, default_value_t = false)]
@@ -445,10 +458,12 @@ file_options! {
     history_ttl: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
     max_history_bytes: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
     max_replay_messages: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
+    max_subscriptions: |v| read_count(v, 1).map(Some) => |v: &Option<usize>| v.map(count_value),
+    max_topics: |v| read_count(v, 1).map(Some) => |v: &Option<usize>| v.map(count_value),
     allowed_origins: read_origins => |v: &Vec<String>| Some(toml::Value::Array(
         v.iter().cloned().map(toml::Value::String).collect(),
     )),
-    inbox_capacity: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
+    inbox_budget_bytes: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
     pin_threads: read_bool => |v: &bool| Some(toml::Value::Boolean(*v)),
 }
 

@@ -189,7 +189,7 @@ fn bad_values_are_refused_with_the_key_and_the_reason() {
             "found the number 1.5",
         ),
         ("threads = 0", "threads", "0 is too small (at least 1)"),
-        ("inbox_capacity = 0", "inbox_capacity", "too small"),
+        ("inbox_budget_bytes = 0", "inbox_budget_bytes", "too small"),
         (
             r#"pin_threads = "yes""#,
             "pin_threads",

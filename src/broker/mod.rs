@@ -30,6 +30,8 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::config::SlowConsumerPolicy;
 use crate::engine::{Engine, LocalEngine, PayloadRef};
@@ -53,6 +55,47 @@ pub struct Limits {
     pub max_subscriptions_per_connection: usize,
     /// What happens to a subscriber whose queue is over its byte budget.
     pub slow_consumer: SlowConsumerPolicy,
+    /// Subscriptions across the process (every shard's core shares one count).
+    pub max_subscriptions: usize,
+    /// Distinct topics across the process (counted by the engine).
+    pub max_topics: usize,
+}
+
+impl Limits {
+    /// The per-connection limit and policy, with the process-wide caps off.
+    pub fn per_connection(
+        max_subscriptions_per_connection: usize,
+        slow_consumer: SlowConsumerPolicy,
+    ) -> Limits {
+        Limits {
+            max_subscriptions_per_connection,
+            slow_consumer,
+            max_subscriptions: usize::MAX,
+            max_topics: usize::MAX,
+        }
+    }
+}
+
+/// A process-wide cap a subscribe would break: answered `limit_reached`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalLimit {
+    /// `--max-subscriptions`.
+    Subscriptions { max: usize },
+    /// `--max-topics`.
+    Topics { max: usize },
+}
+
+impl fmt::Display for GlobalLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GlobalLimit::Subscriptions { max } => {
+                write!(f, "the server holds its maximum of {max} subscriptions")
+            }
+            GlobalLimit::Topics { max } => {
+                write!(f, "the server holds its maximum of {max} topics")
+            }
+        }
+    }
 }
 
 /// A subscription over `max_subscriptions_per_connection`: the one check, for commands and
@@ -100,6 +143,9 @@ pub struct Broker<E: Engine = LocalEngine> {
     resuming: HashMap<Box<str>, Vec<ConnId>>,
     /// Scratch list of subscribers to disconnect after a delivery (kept to reuse its heap).
     slow: Vec<ConnId>,
+    /// Subscriptions across the process, shared by every shard's core: changed once per
+    /// subscribe and unsubscribe, never per delivery.
+    subscriptions: Arc<AtomicUsize>,
 }
 
 impl<E: Engine> Broker<E> {
@@ -114,7 +160,35 @@ impl<E: Engine> Broker<E> {
             pending_interest: HashMap::new(),
             resuming: HashMap::new(),
             slow: Vec::new(),
+            subscriptions: Arc::default(),
         }
+    }
+
+    /// Shares the process-wide subscription count (`--max-subscriptions`) with other cores.
+    pub fn share_subscription_count(mut self, count: Arc<AtomicUsize>) -> Self {
+        self.subscriptions = count;
+        self
+    }
+
+    /// Checks the process-wide caps for subscribing one connection to `topics` (which it does
+    /// not hold yet). The topic count may lag by the subscriptions in flight between shards,
+    /// and concurrent subscribes on other shards may pass the caps by one each.
+    pub fn check_global_limits(&self, topics: &[&str]) -> Result<(), GlobalLimit> {
+        let held = self.subscriptions.load(Ordering::Relaxed);
+        let max = self.limits.max_subscriptions;
+        if held.saturating_add(topics.len()) > max {
+            return Err(GlobalLimit::Subscriptions { max });
+        }
+        let max = self.limits.max_topics;
+        if max != usize::MAX {
+            for topic in topics {
+                let new_here = self.local.subscribers(topic).is_empty();
+                if new_here && self.engine.topic_limit_reached(topic, max) {
+                    return Err(GlobalLimit::Topics { max });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks that a connection holding `held` topics may take `asked` more.
@@ -222,7 +296,10 @@ impl<E: Engine> Broker<E> {
                     self.deliver_local(&topic, &frame, out);
                 }
             }
-            MeshMsg::InterestConfirmed { topic } => self.interest_confirmed(&topic, out),
+            MeshMsg::InterestConfirmed { topic, count } => {
+                self.interest_confirmed(&topic, count, out)
+            }
+            MeshMsg::Dropped { topic, count } => self.deliveries_dropped(&topic, count),
             MeshMsg::Published { reply, seq, epoch } => self.answer(reply, seq, epoch, out),
             MeshMsg::Replay {
                 topic,
@@ -235,11 +312,9 @@ impl<E: Engine> Broker<E> {
                     self.finish_resume(key, &topic, id.as_deref(), resumed, out);
                 }
                 if confirms_interest {
-                    self.interest_confirmed(&topic, out);
+                    self.interest_confirmed(&topic, 1, out);
                 }
             }
-            // The driver's business, not a pub/sub decision.
-            MeshMsg::Shutdown => {}
             msg @ (MeshMsg::Publish { .. } | MeshMsg::Interest { .. } | MeshMsg::Resume { .. }) => {
                 if let Some((topic, sequenced)) = self.engine.on_message(msg, out) {
                     self.finish(&topic, sequenced, out);

@@ -33,11 +33,26 @@ impl<E: Engine> Broker<E> {
         }
     }
 
-    /// A message this shard sent was refused by a full peer inbox: a refused publish is
-    /// answered `overloaded`; a refused delivery is only counted (by the driver).
-    pub fn on_refused<O: Outputs>(&mut self, msg: MeshMsg, out: &mut O) {
-        if let MeshMsg::Publish { reply, .. } = msg {
+    /// A message this shard sent to shard `to` was refused by its full inbox: a refused
+    /// publish is answered `overloaded`; a refused delivery is announced to the subscribers
+    /// it skipped (the engine's business).
+    pub fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) {
+        if let Some(reply) = self.engine.on_refused(to, msg, out) {
             self.refuse(reply, out);
+        }
+    }
+
+    /// `count` deliveries of `topic` never reached this shard: every local subscriber hears
+    /// of the gap before its next message, like a slow consumer's skipped messages. Ignored
+    /// while this shard's interest waits for confirmation: those deliveries belonged to
+    /// subscribers who have all left.
+    pub(super) fn deliveries_dropped(&mut self, topic: &str, count: u64) {
+        if self.pending_interest.contains_key(topic) {
+            return;
+        }
+        let subscribers = self.local.subscribers(topic);
+        for &conn in subscribers {
+            self.conns.add_dropped(conn, topic, count);
         }
     }
 
@@ -203,7 +218,7 @@ fn over_budget<O: Outputs>(
     match policy {
         SlowConsumerPolicy::Drop => {
             out.count(Metric::SlowConsumerDrops, 1);
-            conns.add_dropped(conn, topic);
+            conns.add_dropped(conn, topic, 1);
         }
         SlowConsumerPolicy::Disconnect => slow.push(conn),
     }

@@ -20,9 +20,11 @@
 //! - **Refusal**: an engine may refuse a publish, at once ([`Routed::Refused`]) or later (the
 //!   driver hands the refused message to the core's `on_refused`). The publisher hears
 //!   `overloaded` (WebSocket, if it sent an `id`) or HTTP 503; nothing is delivered and no seq
-//!   is used. A `Deliver` that cannot reach a shard is counted; the subscribers see a seq gap.
+//!   is used. A `Deliver` that cannot reach a shard is counted and announced: the shard's
+//!   subscribers of the topic get a `dropped` notice before their next message.
 #![forbid(unsafe_code)]
 
+pub mod interest;
 pub mod local;
 
 use bytes::Bytes;
@@ -32,6 +34,7 @@ use crate::broker::Outputs;
 use crate::mesh::{ConnRef, MeshMsg, Payload, ReplyTo};
 use serde_json::value::RawValue;
 
+pub use interest::InterestFilter;
 pub use local::LocalEngine;
 
 /// A publish's payload, borrowed from wherever it arrived (a read buffer, a request body, an
@@ -141,6 +144,16 @@ pub trait Engine {
 
     /// The clock moved to `now_ms` (milliseconds, monotonic): expire history.
     fn tick(&mut self, now_ms: u64);
+
+    /// A message this shard sent (`msg`, for shard `to`) was refused by a full inbox. Returns
+    /// the publisher to answer `overloaded`, if it was a publish; a refused delivery must be
+    /// announced to the subscribers it skipped.
+    fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) -> Option<ReplyTo>;
+
+    /// Whether subscribing to `topic` would make more than `max_topics` distinct topics
+    /// (a topic some shard holds already does not count). May lag by the subscriptions in
+    /// flight between shards.
+    fn topic_limit_reached(&self, topic: &str, max_topics: usize) -> bool;
 
     /// Topics this engine instance keeps state for (a gauge).
     fn topic_count(&self) -> usize;

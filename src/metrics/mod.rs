@@ -56,8 +56,10 @@ metrics! {
     Subscriptions => ("crier_subscriptions", "gauge", "Subscriptions held by connections on this shard."),
     MeshBatchesSent => ("crier_mesh_batches_sent_total", "counter", "Batches of cross-shard messages sent."),
     MeshMessagesSent => ("crier_mesh_messages_sent_total", "counter", "Cross-shard messages sent."),
-    MeshInboxFull => ("crier_mesh_inbox_full_total", "counter", "Times a peer shard's inbox was full when sending."),
-    MeshDropped => ("crier_mesh_dropped_total", "counter", "Publishes and deliveries not sent because a peer's inbox was full."),
+    MeshInboxFull => ("crier_mesh_inbox_full_total", "counter", "Times a peer shard's inbox was over its byte budget when sending."),
+    MeshDropped => ("crier_mesh_dropped_total", "counter", "Publishes and deliveries not sent because a peer's inbox was over --inbox-budget-bytes (publishers hear overloaded, subscribers a dropped notice)."),
+    MeshInboxBytes => ("crier_mesh_inbox_bytes", "gauge", "Bytes of cross-shard messages waiting in this shard's inbox."),
+    SubscribeLimitReached => ("crier_subscribe_limit_reached_total", "counter", "Subscriptions refused with limit_reached: over --max-subscriptions or --max-topics."),
     LoopTurns => ("crier_loop_turns_total", "counter", "Event-loop turns."),
 }
 

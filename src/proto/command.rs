@@ -83,13 +83,15 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// Unsubscribe from a topic the connection is not subscribed to.
     NotSubscribed,
-    /// The broker's inbox is full; the command was not carried out.
+    /// The topic's shard is over its inbox budget; the command was not carried out.
     Overloaded,
+    /// A process-wide cap (`--max-subscriptions`, `--max-topics`) is reached.
+    LimitReached,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidCommand,
         ErrorCode::UnknownOp,
@@ -98,6 +100,7 @@ impl ErrorCode {
         ErrorCode::MessageTooLarge,
         ErrorCode::NotSubscribed,
         ErrorCode::Overloaded,
+        ErrorCode::LimitReached,
     ];
 
     /// The code as sent on the wire (`snake_case`, plain ASCII: never needs escaping).
@@ -111,20 +114,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::Overloaded => "overloaded",
-        }
-    }
-
-    /// The HTTP status for this error on the HTTP publish endpoint (the one place it is mapped).
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::InvalidJson
-            | ErrorCode::InvalidCommand
-            | ErrorCode::UnknownOp
-            | ErrorCode::InvalidTopic => 400,
-            ErrorCode::NotSubscribed => 409,
-            ErrorCode::MessageTooLarge => 413,
-            ErrorCode::TooManySubscriptions => 429,
-            ErrorCode::Overloaded => 503,
+            ErrorCode::LimitReached => "limit_reached",
         }
     }
 }
@@ -626,8 +616,6 @@ mod tests {
             );
             assert!(seen.insert(s));
             assert_eq!(code.to_string(), s);
-            assert!((400..600).contains(&code.http_status()));
         }
-        assert_eq!(ErrorCode::Overloaded.http_status(), 503);
     }
 }

@@ -193,7 +193,7 @@ pub fn publish_reply_body(seq: u64, epoch: Option<Epoch>) -> Vec<u8> {
 }
 
 /// The HTTP publish endpoint's error body: `{"code":C,"message":M}` (the status line comes
-/// from [`ErrorCode::http_status`]).
+/// from the refusal, `http_refusal::Refusal::status`).
 pub fn http_error_body(code: ErrorCode, message: &str) -> Vec<u8> {
     let mut buf = Vec::with_capacity(30 + code.as_str().len() + str_hint(message));
     buf.push(b'{');

@@ -312,6 +312,11 @@ impl Shard {
                 let (asked, max) = (limit.asked, limit.max);
                 return self.refuse(key, Refusal::TooManyTopics { asked, max });
             }
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            if let Err(limit) = self.broker.check_global_limits(&names) {
+                self.counters.incr(Metric::SubscribeLimitReached);
+                return self.refuse(key, Refusal::LimitReached(limit.to_string()));
+            }
         }
         let limits = SessionLimits {
             max_message_bytes: self.shared.config.max_message_bytes,
@@ -515,7 +520,8 @@ fn handshake_failure_metric(reason: RefusalReason) -> Option<Metric> {
         | RefusalReason::InvalidJson
         | RefusalReason::Overloaded
         | RefusalReason::MaxConnections
-        | RefusalReason::MaxConnectionsPerIp => return None,
+        | RefusalReason::MaxConnectionsPerIp
+        | RefusalReason::LimitReached => return None,
     })
 }
 
