@@ -24,9 +24,9 @@ pub enum SendKind {
     /// break the protocol. Past the budget the driver stops reading the connection until its
     /// queue halves, so a client that sends but does not read cannot grow it further.
     Reply,
-    /// A pong answering the newest ping, under [`SendKind::Reply`]'s rule; it replaces a pong
-    /// not yet written (RFC 6455 §5.5.3 allows answering only the most recent ping), so a
-    /// ping flood keeps at most one pong queued.
+    /// A pong, under [`SendKind::Reply`]'s rule; past a small number of unwritten pongs it
+    /// replaces the newest (RFC 6455 §5.5.3 allows answering only the most recent ping), so a
+    /// ping flood keeps only a few pongs queued.
     Pong,
     /// A message for a subscriber. Not queued when it would take a non-empty queue past the
     /// budget: the broker core applies the slow-consumer policy instead.

@@ -53,7 +53,7 @@ impl Shard {
         // Replies are always queued; past the budget `send` pauses reading this connection.
         match event {
             Event::Ping(payload) => {
-                // RFC 6455 §5.5.3: answering the latest ping is enough; a flood keeps one pong.
+                // RFC 6455 §5.5.3: answering the latest ping is enough; a flood keeps a few pongs.
                 let _ = self.send(key, prepared::pong_frame(payload), SendKind::Pong);
             }
             Event::Pong(_) => {}
