@@ -113,6 +113,23 @@ impl Deflater {
     }
 }
 
+/// Appends one client frame whose payload is already deflated (RSV1 set when `first` is true:
+/// only the first frame of a message carries it, RFC 7692 §6.1). For the load generator and tests.
+pub fn encode_compressed_client_frame(
+    first: bool,
+    fin: bool,
+    compressed_payload: &[u8],
+    opcode: OpCode,
+    mask_key: [u8; 4],
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    super::prepared::encode_client_frame(fin, opcode, compressed_payload, mask_key, out);
+    if first {
+        out[start] |= RSV1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
