@@ -32,6 +32,26 @@ impl SlowConsumerPolicy {
     }
 }
 
+/// Whether WebSockets may negotiate permessage-deflate (RFC 7692).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionMode {
+    /// Accept permessage-deflate offers; deflate each publish once for all who accepted.
+    On,
+    /// Decline every offer: no RSV1 frames either way.
+    Off,
+}
+
+impl CompressionMode {
+    /// The name used on the command line and in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompressionMode::On => "on",
+            CompressionMode::Off => "off",
+        }
+    }
+}
+
 /// The broker's configuration. Each field is also a command-line flag (`--kebab-case`) and a
 /// key of the configuration file (`snake_case`, the field's name).
 #[derive(Debug, Clone, PartialEq, Parser)]
@@ -137,6 +157,21 @@ pub struct Config {
     /// Per-topic history overrides: `[[topics]]` tables in the configuration file only.
     #[arg(skip)]
     pub topics: Vec<TopicOverride>,
+
+    /// permessage-deflate for clients that offer it (every browser does). On: each publish is
+    /// deflated once, on its topic's owner, and the same bytes go to every compressing
+    /// subscriber, so CPU grows per publish, not per subscriber (docs/decisions.md).
+    #[arg(long, value_enum, default_value = "on")]
+    pub compression: CompressionMode,
+
+    /// Deliveries whose frame payload is shorter than this are sent plain: deflate from an
+    /// empty window rarely saves anything on short messages.
+    #[arg(long, default_value_t = 128)]
+    pub compression_min_bytes: usize,
+
+    /// zlib level for the deflated twin of a publish (1 fastest .. 9 smallest).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level: u32,
 
     /// Origins allowed to open WebSockets (repeat the flag or separate by commas).
     /// Empty: allow every origin.
@@ -445,6 +480,11 @@ file_options! {
     history_ttl: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
     max_history_bytes: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
     max_replay_messages: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
+    compression: read_compression => |v: &CompressionMode| Some(toml::Value::String(v.name().into())),
+    compression_min_bytes: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
+    compression_level: |v| read_count(v, 1).and_then(|n| {
+        u32::try_from(n).ok().filter(|n| *n <= 9).ok_or_else(|| format!("{n} is not a zlib level 1..9"))
+    }) => |v: &u32| Some(count_value(*v as usize)),
     allowed_origins: read_origins => |v: &Vec<String>| Some(toml::Value::Array(
         v.iter().cloned().map(toml::Value::String).collect(),
     )),
@@ -649,6 +689,15 @@ fn read_policy(value: &toml::Value) -> Result<SlowConsumerPolicy, String> {
     let choices = "one of \"disconnect\", \"drop\"";
     match value {
         toml::Value::String(text) => SlowConsumerPolicy::from_str(text.trim(), false)
+            .map_err(|_| format!("{text:?} is not {choices}")),
+        other => Err(format!("expected {choices}, found {}", found(other))),
+    }
+}
+
+fn read_compression(value: &toml::Value) -> Result<CompressionMode, String> {
+    let choices = "one of \"on\", \"off\"";
+    match value {
+        toml::Value::String(text) => CompressionMode::from_str(text.trim(), false)
             .map_err(|_| format!("{text:?} is not {choices}")),
         other => Err(format!("expected {choices}, found {}", found(other))),
     }

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
+use crate::config::{CompressionMode, Config};
 use crate::mesh::{self, Mesh, MeshMsg, PeerLink};
 use crate::metrics::{render_prometheus, Metric, SharedCounters};
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
+use crate::proto::permessage_deflate::DeflatePolicy;
 use crate::shard::{AddressLimit, Shard, WAKER};
 use crate::shared::Shared;
 use crate::sys;
@@ -182,6 +183,7 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     } else {
         Some(config.allowed_origins.clone())
     };
+    let deflate = (config.compression == CompressionMode::On).then(DeflatePolicy::default);
     let shared = Arc::new(Shared {
         max_connections,
         open_connections: AtomicUsize::new(0),
@@ -192,11 +194,14 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
         pubsub_policy: UpgradePolicy {
             allowed_origins: allowed_origins.clone(),
             subprotocols,
+            deflate,
         },
         echo_policy: UpgradePolicy {
             allowed_origins,
             subprotocols: Vec::new(),
+            deflate,
         },
+        compressing_subscribers: Arc::new(AtomicUsize::new(0)),
         head_limits: HeadLimits {
             max_head_bytes: config.max_head_bytes,
             max_headers: config.max_headers,

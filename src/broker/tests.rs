@@ -159,10 +159,10 @@ fn the_owner_sequences_for_remote_shards_and_confirms_interest() {
         },
         &mut out,
     );
-    let [(1, MeshMsg::Deliver { frame, .. })] = &out.peers[..] else {
+    let [(1, MeshMsg::Deliver { frames, .. })] = &out.peers[..] else {
         panic!("expected one Deliver to shard 1: {:?}", out.peers);
     };
-    assert!(super::fake::frame_text(frame).contains(r#""seq":1"#));
+    assert!(super::fake::frame_text(&frames.plain).contains(r#""seq":1"#));
 }
 
 #[test]

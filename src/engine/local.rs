@@ -3,17 +3,17 @@
 //! builds the delivery frame once, and sends a clone of it to every other interested shard.
 //! Sans-IO: messages leave through `Outputs::to_peer`.
 
-use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::broker::history::{History, HistoryPolicy, Resumed, Since};
 use crate::broker::Outputs;
 use crate::mesh::{ConnRef, MeshMsg, ReplyTo};
 use crate::metrics::Metric;
+use crate::proto::deflate::DeliveryFrames;
 use crate::proto::envelope;
 use crate::topic::{owner_shard, OwnedTopics};
 
-use super::{Engine, Interest, PayloadRef, Routed, Sequenced};
+use super::{DeflateOnce, Engine, Interest, PayloadRef, Routed, Sequenced};
 
 /// Expired messages dropped per loop turn at most, so a burst of expiries cannot stall a turn.
 const EXPIRE_PER_TICK: usize = 4096;
@@ -25,10 +25,13 @@ pub struct LocalEngine {
     shards: usize,
     /// The topics this shard owns that some shard is interested in.
     owned: OwnedTopics,
-    /// Seq, epoch and kept frames of the topics this shard owns.
-    history: History<Bytes>,
+    /// Seq, epoch and kept frames of the topics this shard owns (each plain frame with its
+    /// deflated twin, so a replay never deflates again).
+    history: History<DeliveryFrames>,
     /// The clock of the last `tick`.
     now_ms: u64,
+    /// Builds the deflated twin of the frames this shard sequences (`None`: compression off).
+    deflate: Option<DeflateOnce>,
 }
 
 impl LocalEngine {
@@ -54,11 +57,19 @@ impl LocalEngine {
             owned: OwnedTopics::new(),
             history: History::new(policy, budget_bytes, seed),
             now_ms: 0,
+            deflate: None,
         }
     }
 
+    /// Also builds a deflated twin of each frame it sequences, for subscribers that negotiated
+    /// permessage-deflate (`--compression on`).
+    pub fn with_deflate(mut self, deflate: DeflateOnce) -> LocalEngine {
+        self.deflate = Some(deflate);
+        self
+    }
+
     /// The kept history of the topics this shard owns.
-    pub fn history(&self) -> &History<Bytes> {
+    pub fn history(&self) -> &History<DeliveryFrames> {
         &self.history
     }
 
@@ -82,12 +93,19 @@ impl LocalEngine {
         reply: ReplyTo,
         out: &mut O,
     ) -> Sequenced {
-        let published = self
-            .history
-            .publish(topic, self.now_ms, |seq| match payload {
+        let deflate = &mut self.deflate;
+        let published = self.history.publish(topic, self.now_ms, |seq| {
+            let plain = match payload {
                 PayloadRef::Json(data) => envelope::message_frame(topic, seq, data),
                 PayloadRef::Binary(data) => envelope::binary_message_frame(topic, seq, data),
-            });
+            };
+            // Deflated here, once, on the owner: every shard (and every replay) gets the same
+            // bytes.
+            match deflate {
+                Some(deflate) => deflate.frames(plain),
+                None => DeliveryFrames::plain(plain),
+            }
+        });
         let Some(published) = published else {
             out.count(Metric::MessagesUnheard, 1);
             return Sequenced {
@@ -98,6 +116,9 @@ impl LocalEngine {
             };
         };
         out.count(Metric::MessagesPublished, 1);
+        if published.frame.deflated.is_some() {
+            out.count(Metric::MessagesDeflated, 1);
+        }
         let shards = self.owned.interested_shards(topic);
         if shards.is_empty() {
             out.count(Metric::MessagesUnheard, 1);
@@ -112,7 +133,7 @@ impl LocalEngine {
                     shard,
                     MeshMsg::Deliver {
                         topic: topic.into(),
-                        frame: published.frame.clone(),
+                        frames: published.frame.clone(),
                     },
                 );
             }
@@ -127,7 +148,12 @@ impl LocalEngine {
 
     /// Owner side: registers the resuming shard's interest, then decides the resume; every
     /// `Deliver` of the topic sent so far carries a seq up to the top reported.
-    fn decide_resume(&mut self, topic: &str, shard: usize, since: Since) -> Resumed<Bytes> {
+    fn decide_resume(
+        &mut self,
+        topic: &str,
+        shard: usize,
+        since: Since,
+    ) -> Resumed<DeliveryFrames> {
         let _changed = self.owned.set_interest(topic, shard, true);
         self.history.listen_and_resume(topic, since, self.now_ms)
     }
@@ -241,7 +267,7 @@ impl Engine for LocalEngine {
         id: Option<Box<RawValue>>,
         confirms_interest: bool,
         out: &mut O,
-    ) -> Option<Resumed<Bytes>> {
+    ) -> Option<Resumed<DeliveryFrames>> {
         let owner = self.owner(topic);
         if owner == self.shard {
             return Some(self.decide_resume(topic, self.shard, since));

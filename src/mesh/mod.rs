@@ -18,6 +18,7 @@ use mio::Waker;
 use serde_json::value::RawValue;
 
 use crate::broker::history::{Epoch, Resumed, Since};
+use crate::proto::deflate::DeliveryFrames;
 
 /// A connection on some shard. `generation` tells a reused slab slot from the connection a
 /// reply was meant for.
@@ -57,8 +58,12 @@ pub enum MeshMsg {
         payload: Payload,
         reply: ReplyTo,
     },
-    /// From a topic's owner: write this prepared frame to your subscribers of `topic`.
-    Deliver { topic: Box<str>, frame: Bytes },
+    /// From a topic's owner: write this prepared frame (or its deflated twin, to subscribers
+    /// that negotiated permessage-deflate) to your subscribers of `topic`.
+    Deliver {
+        topic: Box<str>,
+        frames: DeliveryFrames,
+    },
     /// To a topic's owner: shard `shard` now has (or no longer has) subscribers of `topic`.
     /// With `confirm`, the owner answers `InterestConfirmed` once it is recorded.
     Interest {
@@ -94,7 +99,7 @@ pub enum MeshMsg {
         topic: Box<str>,
         conn: ConnRef,
         id: Option<Box<RawValue>>,
-        resumed: Resumed<Bytes>,
+        resumed: Resumed<DeliveryFrames>,
         confirms_interest: bool,
     },
     /// From the server handle: stop accepting and drain.
@@ -292,7 +297,7 @@ mod tests {
     fn deliver(n: u8) -> MeshMsg {
         MeshMsg::Deliver {
             topic: "t".into(),
-            frame: Bytes::from(vec![n]),
+            frames: DeliveryFrames::plain(Bytes::from(vec![n])),
         }
     }
 

@@ -113,6 +113,74 @@ impl Deflater {
     }
 }
 
+/// One delivery as it leaves the topic's owner: the plain frame, and the deflated twin when
+/// it was worth building. Both are shared `Bytes`: cloning this is two reference-count
+/// increments, and every compressing subscriber on every shard gets the same deflated bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFrames {
+    /// The frame every subscriber can take.
+    pub plain: Bytes,
+    /// The RSV1 frame deflated from an empty window, if built and smaller.
+    pub deflated: Option<Bytes>,
+}
+
+impl DeliveryFrames {
+    /// Only a plain frame (compression off, nobody compressing, or a small payload).
+    pub fn plain(plain: Bytes) -> DeliveryFrames {
+        DeliveryFrames {
+            plain,
+            deflated: None,
+        }
+    }
+
+    /// The plain frame and, when `deflater` is given and the frame's payload is at least
+    /// `min_bytes`, its deflated twin (window 15; `None` when deflate does not make it smaller).
+    pub fn build(
+        plain: Bytes,
+        deflater: Option<&mut Deflater>,
+        min_bytes: usize,
+    ) -> DeliveryFrames {
+        let deflated = deflater.and_then(|deflater| {
+            let (opcode, payload) = split_server_frame(&plain)?;
+            if payload.len() < min_bytes {
+                return None;
+            }
+            deflater.frame(opcode, payload, MAX_WINDOW_BITS)
+        });
+        DeliveryFrames { plain, deflated }
+    }
+
+    /// The frame for a connection that negotiated a server window of `window_bits` (0: it did
+    /// not negotiate compression). The deflated frame is valid for it when its window is 15 or
+    /// the message fits its window (each message starts from an empty window, so no reference
+    /// reaches further back than the message is long).
+    #[inline]
+    pub fn for_window(&self, window_bits: u8) -> &Bytes {
+        match &self.deflated {
+            Some(deflated) if window_bits >= MAX_WINDOW_BITS => deflated,
+            Some(deflated)
+                if window_bits >= MIN_SERVER_WINDOW_BITS
+                    && split_server_frame(&self.plain)
+                        .is_some_and(|(_, p)| p.len() <= 1usize << window_bits) =>
+            {
+                deflated
+            }
+            _ => &self.plain,
+        }
+    }
+}
+
+/// The opcode and payload of an unmasked single server frame, as built by `prepared.rs`.
+pub fn split_server_frame(frame: &[u8]) -> Option<(OpCode, &[u8])> {
+    let opcode = OpCode::from_u8(*frame.first()? & 0x0F)?;
+    let header = match *frame.get(1)? & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    Some((opcode, frame.get(header..)?))
+}
+
 /// Appends one client frame whose payload is already deflated (RSV1 set when `first` is true:
 /// only the first frame of a message carries it, RFC 7692 §6.1). For the load generator and tests.
 pub fn encode_compressed_client_frame(
@@ -240,6 +308,26 @@ mod tests {
         let payload = json(2000);
         let frame = deflater.frame(OpCode::Text, &payload, 15).unwrap();
         assert_eq!(inflate(&frame[4..], 15), payload);
+    }
+
+    #[test]
+    fn delivery_frames_pick_by_window() {
+        let plain = crate::proto::prepared::prepared_frame(OpCode::Text, &json(2000));
+        let mut deflater = Deflater::new(6);
+        let frames = DeliveryFrames::build(plain.clone(), Some(&mut deflater), 100);
+        let deflated = frames.deflated.clone().unwrap();
+        assert_eq!(inflate(&deflated[4..], 15), json(2000));
+        assert_eq!(frames.for_window(0), &plain);
+        assert_eq!(frames.for_window(15), &deflated);
+        assert_eq!(frames.for_window(11), &deflated, "2000 bytes fit 2 KiB");
+        assert_eq!(frames.for_window(10), &plain, "but not 1 KiB");
+        // Below the threshold, or without a deflater, there is no twin.
+        assert_eq!(
+            DeliveryFrames::build(plain.clone(), Some(&mut deflater), 2001).deflated,
+            None
+        );
+        assert_eq!(DeliveryFrames::build(plain.clone(), None, 0).deflated, None);
+        assert_eq!(DeliveryFrames::plain(plain.clone()).for_window(15), &plain);
     }
 
     #[test]
