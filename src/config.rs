@@ -165,11 +165,13 @@ pub struct Config {
     pub compression: CompressionMode,
 
     /// Deliveries whose frame payload is shorter than this are sent plain: deflate from an
-    /// empty window rarely saves anything on short messages.
-    #[arg(long, default_value_t = 128)]
+    /// empty window saves little on short messages (128 B of JSON: 12 % at level 6, nothing
+    /// at level 1; 256 B: 37 %) for a fixed ~10 µs per publish (bench/deflate).
+    #[arg(long, default_value_t = 256)]
     pub compression_min_bytes: usize,
 
-    /// zlib level for the deflated twin of a publish (1 fastest .. 9 smallest).
+    /// zlib level for the deflated twin of a publish (1 fastest .. 9 smallest). 6: 1 KiB of
+    /// JSON to 31 % in ~20 µs, once per publish (level 1: 40 % in ~5 µs; 9: no smaller than 6).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub compression_level: u32,
 

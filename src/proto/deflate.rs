@@ -49,26 +49,44 @@ impl Deflater {
     /// `None` when the compressed payload would not be smaller than `payload`: the caller then
     /// sends the plain frame, which RFC 7692 §6 allows on a compressing connection.
     pub fn frame(&mut self, opcode: OpCode, payload: &[u8], window_bits: u8) -> Option<Bytes> {
-        let payload_len = self.deflate(payload, window_bits)?;
+        let payload_len = self.deflate(payload, window_bits, true)?;
+        Some(self.build(opcode, payload_len))
+    }
+
+    /// Like `frame`, but compressed even when that is not smaller (a few bytes per 16 KiB
+    /// plus the block headers): for `/echo`, whose replies exercise the compressed path.
+    /// `None` only if the compressor fails, which it does not on valid arguments.
+    pub fn frame_always(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        window_bits: u8,
+    ) -> Option<Bytes> {
+        let payload_len = self.deflate(payload, window_bits, false)?;
+        Some(self.build(opcode, payload_len))
+    }
+
+    fn build(&self, opcode: OpCode, payload_len: usize) -> Bytes {
         let mut header = [0u8; MAX_HEADER_BYTES];
         let header_len = encode_header(true, opcode, payload_len, None, &mut header);
         header[0] |= RSV1;
         let mut frame = Vec::with_capacity(header_len + payload_len);
         frame.extend_from_slice(&header[..header_len]);
         frame.extend_from_slice(&self.scratch[..payload_len]);
-        Some(Bytes::from(frame))
+        Bytes::from(frame)
     }
 
     /// Like `frame`, but returns only the compressed payload (for client frames, which the
     /// caller masks, and for tests).
     pub fn payload(&mut self, payload: &[u8], window_bits: u8) -> Option<&[u8]> {
-        let len = self.deflate(payload, window_bits)?;
+        let len = self.deflate(payload, window_bits, true)?;
         Some(&self.scratch[..len])
     }
 
     /// Compresses `payload` into `scratch`; returns the length without the sync-flush tail,
-    /// or `None` when that is not smaller than the input. The compressor is reset either way.
-    fn deflate(&mut self, payload: &[u8], window_bits: u8) -> Option<usize> {
+    /// or (with `smaller_only`) `None` when that is not smaller than the input. The
+    /// compressor is reset either way.
+    fn deflate(&mut self, payload: &[u8], window_bits: u8, smaller_only: bool) -> Option<usize> {
         let bits = window_bits.clamp(MIN_SERVER_WINDOW_BITS, MAX_WINDOW_BITS);
         let level = self.level;
         let compress = self.compressors[usize::from(bits - MIN_SERVER_WINDOW_BITS)]
@@ -100,7 +118,11 @@ impl Deflater {
                 break Some(self.scratch.len());
             }
             if self.scratch.len() >= limit {
-                break None;
+                if smaller_only {
+                    break None;
+                }
+                // Stored blocks cost 5 bytes per 64 KiB: this much more always suffices soon.
+                self.scratch.reserve(payload.len() / 8 + 64);
             }
         };
         compress.reset();
@@ -109,7 +131,7 @@ impl Deflater {
             return None;
         }
         let len = total - SYNC_FLUSH_TAIL.len();
-        (len < payload.len()).then_some(len)
+        (len < payload.len() || !smaller_only).then_some(len)
     }
 }
 
@@ -252,7 +274,7 @@ mod tests {
         assert_eq!(deflater.frame(OpCode::Text, b"Hello", 15), None);
         // ...but the compressed bytes match the RFC's.
         let mut d = Deflater::new(6);
-        assert!(d.deflate(b"Hello", 15).is_none());
+        assert!(d.deflate(b"Hello", 15, true).is_none());
         assert_eq!(&d.scratch[..7], &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
         assert_eq!(&d.scratch[7..11], &SYNC_FLUSH_TAIL);
     }
@@ -304,6 +326,13 @@ mod tests {
         assert_eq!(deflater.frame(OpCode::Binary, &random, 15), None);
         assert_eq!(deflater.frame(OpCode::Binary, b"", 15), None);
         assert_eq!(deflater.frame(OpCode::Binary, b"a", 15), None);
+        // ...unless asked for anyway (echo): still a valid message.
+        for payload in [&random[..], b"", b"a"] {
+            let frame = deflater.frame_always(OpCode::Binary, payload, 15).unwrap();
+            assert_eq!(frame[0], 0x80 | RSV1 | OpCode::Binary as u8);
+            let header = if frame.len() - 2 < 126 { 2 } else { 4 };
+            assert_eq!(inflate(&frame[header..], 15), payload);
+        }
         // The compressor is usable afterwards.
         let payload = json(2000);
         let frame = deflater.frame(OpCode::Text, &payload, 15).unwrap();

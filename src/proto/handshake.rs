@@ -8,7 +8,9 @@ use sha1::{Digest, Sha1};
 use std::fmt;
 
 use super::http::{list_elements, trim_ows, RequestHead};
-use super::permessage_deflate::{negotiate, DeflatePolicy, Negotiated};
+use super::permessage_deflate::{
+    negotiate, parse_server_response, DeflatePolicy, Negotiated, ServerAccepted,
+};
 use super::response::response;
 
 /// The GUID appended to the client key (RFC 6455 §1.3).
@@ -269,6 +271,17 @@ pub fn check_server_response(
     buf: &[u8],
     expected_accept: &str,
 ) -> Result<Option<usize>, ClientHandshakeError> {
+    Ok(check_server_response_deflate(buf, expected_accept, false)?.map(|(len, _)| len))
+}
+
+/// Like [`check_server_response`] for a request that offered `permessage-deflate;
+/// client_max_window_bits` (when `offered_deflate`): also returns what the server accepted,
+/// `None` if it declined (RFC 7692 §7.1). A response we cannot accept is `UnexpectedExtension`.
+pub fn check_server_response_deflate(
+    buf: &[u8],
+    expected_accept: &str,
+    offered_deflate: bool,
+) -> Result<Option<(usize, Option<ServerAccepted>)>, ClientHandshakeError> {
     let window = &buf[..buf.len().min(MAX_RESPONSE_HEAD_BYTES)];
     let mut fields = [httparse::EMPTY_HEADER; 32];
     let mut parsed = httparse::Response::new(&mut fields);
@@ -309,10 +322,15 @@ pub fn check_server_response(
         (Some(accept), None) if accept == expected_accept.as_bytes() => {}
         _ => return Err(ClientHandshakeError::AcceptMismatch),
     }
-    if values("sec-websocket-extensions").next().is_some() {
-        return Err(ClientHandshakeError::UnexpectedExtension);
-    }
-    Ok(Some(head_len))
+    let mut extensions = values("sec-websocket-extensions");
+    let deflate = match (extensions.next(), extensions.next()) {
+        (None, _) => None,
+        (Some(value), None) if offered_deflate => {
+            Some(parse_server_response(value).ok_or(ClientHandshakeError::UnexpectedExtension)?)
+        }
+        _ => return Err(ClientHandshakeError::UnexpectedExtension),
+    };
+    Ok(Some((head_len, deflate)))
 }
 
 #[cfg(test)]

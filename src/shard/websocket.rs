@@ -89,16 +89,19 @@ impl Shard {
     }
 
     /// `/echo`: the message comes back, deflated (with the connection's negotiated window)
-    /// when the connection negotiated permessage-deflate and deflate makes it smaller, so
-    /// conformance tests exercise the compressed path both ways. Per message, per connection:
-    /// this is an echo, not a publish.
+    /// whenever the connection negotiated permessage-deflate, even when that is not smaller,
+    /// so conformance tests exercise the compressed path both ways. Per message, per
+    /// connection: this is an echo, not a publish.
     fn echo(&mut self, key: usize, opcode: OpCode, payload: &[u8]) {
         let window_bits = match &self.conns[key].phase {
             Phase::WebSocket(ws) => ws.deflate_bits,
             _ => 0,
         };
         let deflated = (window_bits != 0)
-            .then(|| self.echo_deflater.frame(opcode, payload, window_bits))
+            .then(|| {
+                self.echo_deflater
+                    .frame_always(opcode, payload, window_bits)
+            })
             .flatten();
         let echo = deflated.unwrap_or_else(|| prepared::prepared_frame(opcode, payload));
         let _ = self.send(key, echo, SendKind::Reply);
