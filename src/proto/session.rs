@@ -328,14 +328,19 @@ impl Session {
         })
     }
 
-    /// Idle between messages: an idle connection holds no heap, except the inflate window of a
-    /// peer that compresses with context takeover (RFC 7692 §7.1.1.2), which must survive.
+    /// Idle between messages: an idle server-side connection holds no heap, except the inflate
+    /// window of a peer that compresses with context takeover (RFC 7692 §7.1.1.2), which must
+    /// survive.
     fn release_idle_spill(&mut self) {
         let Some(spill) = self.spill.as_mut() else {
             return;
         };
-        let keep_inflater =
-            spill.inflater.is_some() && self.peer_deflate.is_some_and(|p| !p.no_context_takeover);
+        // A client (the load generator) keeps its inflater: few connections, many messages,
+        // and allocating a 32 KiB window per message would dominate its CPU. It is reset
+        // after each message all the same when the peer takes over no context.
+        let keep_inflater = spill.inflater.is_some()
+            && (self.role == Role::Client
+                || self.peer_deflate.is_some_and(|p| !p.no_context_takeover));
         if keep_inflater {
             spill.message = Vec::new();
             spill.control = Vec::new();
