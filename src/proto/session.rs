@@ -1345,6 +1345,33 @@ mod tests {
     }
 
     #[test]
+    fn a_client_keeps_its_inflater_a_server_does_not() {
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut wire = vec![0xc1, hello.len() as u8];
+        wire.extend_from_slice(&hello);
+        let peer = Some(PeerDeflate {
+            window_bits: 15,
+            no_context_takeover: true,
+        });
+        let mut client = Session::new(Role::Client, LIMITS);
+        client.set_peer_deflate(peer);
+        for _ in 0..2 {
+            assert_eq!(
+                decode_one(&mut client, &wire),
+                Ok(vec![OwnedEvent::Text(b"Hello".to_vec())])
+            );
+            assert!(client.heap_bytes() > 32 * 1024, "kept, reset per message");
+        }
+        let mut server = deflating_server(true, 100);
+        let masked = compressed_frames(OpCode::Text, &hello, 100);
+        assert_eq!(
+            decode_one(&mut server, &masked),
+            Ok(vec![OwnedEvent::Text(b"Hello".to_vec())])
+        );
+        assert_eq!(server.heap_bytes(), 0);
+    }
+
+    #[test]
     fn fragmented_compressed_messages_with_control_frames_between() {
         let payload: Vec<u8> = "{\"topic\":\"prices\",\"data\":[1,2,3]} "
             .repeat(200)
