@@ -379,3 +379,43 @@ fn a_small_server_window_gets_the_shared_frame_only_when_the_message_fits_it() {
     assert_eq!(a.wire, b.wire);
     stop(server, ANSWER_TIMEOUT);
 }
+
+#[test]
+fn a_replay_reuses_the_deflated_frame_kept_in_history() {
+    let server = start(&["--threads", "2"]);
+    let addr = server.local_addr();
+    let mut live = Raw::connect(addr, "/ws", Some(OFFER));
+    live.subscribe("kept");
+    let body = json_kib().to_string();
+    assert_eq!(
+        http_publish(addr, "kept", "application/json", body.as_bytes()).0,
+        200
+    );
+    let delivered = live.read_frame();
+    assert!(delivered.compressed());
+    eventually(ANSWER_TIMEOUT, "one deflate", || {
+        server.metric(Metric::MessagesDeflated) == 1
+    });
+    // A newcomer asks for what is kept: the ack, then the very frame delivered before.
+    let mut late = Raw::connect(addr, "/ws", Some(OFFER));
+    late.send_json(json!({"op": "subscribe", "topic": "kept", "since": {"seq": 0}, "id": 7}));
+    let ack: serde_json::Value = serde_json::from_slice(&late.read_frame().payload).unwrap();
+    assert_eq!(
+        (ack["op"].as_str(), ack["recovered"].as_bool()),
+        (Some("ack"), Some(true))
+    );
+    let replayed = late.read_frame();
+    assert_eq!(
+        replayed.wire, delivered.wire,
+        "the kept deflated bytes, not a new deflate"
+    );
+    // A plain newcomer gets the plain frame from the same history entry.
+    let mut plain = Raw::connect(addr, "/ws", None);
+    plain.send_json(json!({"op": "subscribe", "topic": "kept", "since": {"seq": 0}, "id": 8}));
+    let _ack = plain.read_frame();
+    let replayed_plain = plain.read_frame();
+    assert!(!replayed_plain.compressed());
+    assert_eq!(replayed_plain.payload, inflate(&delivered.payload));
+    assert_eq!(server.metric(Metric::MessagesDeflated), 1);
+    stop(server, ANSWER_TIMEOUT);
+}
