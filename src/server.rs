@@ -14,12 +14,13 @@ use std::time::Instant;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
+use crate::config::{CompressionMode, Config};
 use crate::engine::InterestFilter;
 use crate::mesh::{self, Mesh, PeerLink};
 use crate::metrics::{render_prometheus, Metric, SharedCounters};
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
+use crate::proto::permessage_deflate::DeflatePolicy;
 use crate::shard::{AddressLimit, Shard, WAKER};
 use crate::shared::Shared;
 use crate::sys;
@@ -248,6 +249,7 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
     } else {
         Some(config.allowed_origins.clone())
     };
+    let deflate = (config.compression == CompressionMode::On).then(DeflatePolicy::default);
     let shared = Arc::new(Shared {
         max_connections,
         open_connections: AtomicUsize::new(0),
@@ -258,11 +260,14 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
         pubsub_policy: UpgradePolicy {
             allowed_origins: allowed_origins.clone(),
             subprotocols,
+            deflate,
         },
         echo_policy: UpgradePolicy {
             allowed_origins,
             subprotocols: Vec::new(),
+            deflate,
         },
+        compressing_subscribers: Arc::new(AtomicUsize::new(0)),
         head_limits: HeadLimits {
             max_head_bytes: config.max_head_bytes,
             max_headers: config.max_headers,

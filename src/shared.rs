@@ -25,6 +25,9 @@ pub struct Shared {
     pub counters: Box<[SharedCounters]>,
     pub pubsub_policy: UpgradePolicy,
     pub echo_policy: UpgradePolicy,
+    /// Open `/ws` connections on all shards that negotiated permessage-deflate: while it is
+    /// 0, the owners of topics build no deflated twin (see `engine::DeflateOnce`).
+    pub compressing_subscribers: Arc<AtomicUsize>,
     pub head_limits: HeadLimits,
     pub started: Instant,
     /// `--max-subscriptions` and `--max-topics`, defaults resolved.

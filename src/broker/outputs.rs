@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::mesh::{ConnRef, MeshMsg};
 use crate::metrics::Metric;
 use crate::proto::close;
+use crate::proto::deflate::DeliveryFrames;
 
 /// A connection's key in its shard's slab.
 pub type ConnId = usize;
@@ -108,6 +109,18 @@ pub trait Outputs {
     /// Queues `frame` on connection `conn` under the budget rules of `kind`. The one way a
     /// frame reaches a connection.
     fn send(&mut self, conn: ConnId, frame: Bytes, kind: SendKind) -> SendStatus;
+
+    /// Queues a delivery on `conn`: the deflated frame when the connection negotiated
+    /// permessage-deflate and the twin fits its window, else the plain one. Same budget rule
+    /// as [`Outputs::send`]; the choice is a field read, never a compression.
+    fn send_delivery(
+        &mut self,
+        conn: ConnId,
+        frames: &DeliveryFrames,
+        kind: SendKind,
+    ) -> SendStatus {
+        self.send(conn, frames.plain.clone(), kind)
+    }
 
     /// Queues a message for another shard (never this one); it leaves at the end of the turn.
     fn to_peer(&mut self, shard: usize, msg: MeshMsg);

@@ -2,14 +2,13 @@
 //! sequenced frame to this shard's subscribers under the slow-consumer policy, and answering
 //! publishers (ack, `overloaded`, or the HTTP response).
 
-use bytes::Bytes;
-
 use super::history::Epoch;
 use crate::config::SlowConsumerPolicy;
 use crate::engine::{Engine, PayloadRef, Routed, Sequenced};
 use crate::mesh::{MeshMsg, ReplyTo};
 use crate::metrics::Metric;
 use crate::proto::command::ErrorCode;
+use crate::proto::deflate::DeliveryFrames;
 use crate::proto::envelope;
 
 use super::connections::Connections;
@@ -59,8 +58,8 @@ impl<E: Engine> Broker<E> {
     /// The engine sequenced a publish here: deliver it locally, then answer the publisher
     /// (after the deliveries, so a subscribed publisher sees its message before the ack).
     pub(super) fn finish<O: Outputs>(&mut self, topic: &str, sequenced: Sequenced, out: &mut O) {
-        if let Some(frame) = &sequenced.local_frame {
-            self.deliver_local(topic, frame, out);
+        if let Some(frames) = &sequenced.local_frame {
+            self.deliver_local(topic, frames, out);
         }
         self.answer(sequenced.reply, sequenced.seq, sequenced.epoch, out);
     }
@@ -69,7 +68,12 @@ impl<E: Engine> Broker<E> {
     /// increment and a queue push each, never a copy or an allocation. A subscriber over its
     /// byte budget is skipped (and told how many it missed before its next message) or
     /// disconnected, by `--slow-consumer`.
-    pub(super) fn deliver_local<O: Outputs>(&mut self, topic: &str, frame: &Bytes, out: &mut O) {
+    pub(super) fn deliver_local<O: Outputs>(
+        &mut self,
+        topic: &str,
+        frames: &DeliveryFrames,
+        out: &mut O,
+    ) {
         let policy = self.limits.slow_consumer;
         let (conns, slow) = (&mut self.conns, &mut self.slow);
         let subscribers = self.local.subscribers(topic);
@@ -81,7 +85,7 @@ impl<E: Engine> Broker<E> {
                 skipped += deliver_except(
                     subscribers,
                     &waiting,
-                    frame,
+                    frames,
                     policy,
                     conns,
                     slow,
@@ -96,7 +100,7 @@ impl<E: Engine> Broker<E> {
         if !conns.any_dropped() {
             // The usual case, kept tight: no skipped counts to announce on this shard.
             for &conn in subscribers {
-                match out.send(conn, frame.clone(), SendKind::Delivery) {
+                match out.send_delivery(conn, frames, SendKind::Delivery) {
                     SendStatus::Queued | SendStatus::QueuedOverBudget => {}
                     SendStatus::Closed => skipped += 1,
                     SendStatus::OverBudget => {
@@ -111,7 +115,7 @@ impl<E: Engine> Broker<E> {
                     // The notice goes out only together with the message after it.
                     let notice = envelope::dropped_frame(topic, count);
                     let kind = SendKind::Notice {
-                        reserve_bytes: frame.len(),
+                        reserve_bytes: frames.plain.len(),
                     };
                     match out.send(conn, notice, kind) {
                         SendStatus::Queued | SendStatus::QueuedOverBudget => {
@@ -128,7 +132,7 @@ impl<E: Engine> Broker<E> {
                         }
                     }
                 }
-                match out.send(conn, frame.clone(), SendKind::Delivery) {
+                match out.send_delivery(conn, frames, SendKind::Delivery) {
                     SendStatus::Queued | SendStatus::QueuedOverBudget => {}
                     SendStatus::Closed => skipped += 1,
                     SendStatus::OverBudget => {
@@ -232,7 +236,7 @@ fn over_budget<O: Outputs>(
 fn deliver_except<O: Outputs>(
     subscribers: &[ConnId],
     waiting: &[ConnId],
-    frame: &Bytes,
+    frames: &DeliveryFrames,
     policy: SlowConsumerPolicy,
     conns: &mut Connections,
     slow: &mut Vec<ConnId>,
@@ -248,7 +252,7 @@ fn deliver_except<O: Outputs>(
         if let Some(count) = conns.dropped(conn, topic) {
             let notice = envelope::dropped_frame(topic, count);
             let kind = SendKind::Notice {
-                reserve_bytes: frame.len(),
+                reserve_bytes: frames.plain.len(),
             };
             match out.send(conn, notice, kind) {
                 SendStatus::Queued | SendStatus::QueuedOverBudget => {
@@ -265,7 +269,7 @@ fn deliver_except<O: Outputs>(
                 }
             }
         }
-        match out.send(conn, frame.clone(), SendKind::Delivery) {
+        match out.send_delivery(conn, frames, SendKind::Delivery) {
             SendStatus::Queued | SendStatus::QueuedOverBudget => {}
             SendStatus::Closed => skipped += 1,
             SendStatus::OverBudget => {

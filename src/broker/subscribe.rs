@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
+use crate::proto::deflate::DeliveryFrames;
 use serde_json::value::RawValue;
 
 use crate::config::SlowConsumerPolicy;
@@ -122,7 +122,7 @@ impl<E: Engine> Broker<E> {
         conn: ConnId,
         topic: &str,
         id: Option<&RawValue>,
-        resumed: Resumed<Bytes>,
+        resumed: Resumed<DeliveryFrames>,
         out: &mut O,
     ) {
         let Some(waiting) = self.resuming.get_mut(topic) else {
@@ -147,8 +147,9 @@ impl<E: Engine> Broker<E> {
             envelope::resume_ack_frame(id, topic, resumed.top, resumed.epoch, resumed.recovered);
         let _ = out.send(conn, ack, SendKind::Reply);
         let mut sent = 0u64;
-        for frame in resumed.replay {
-            match out.send(conn, frame, SendKind::Delivery) {
+        for frames in &resumed.replay {
+            // The kept twin: a compressing subscriber gets the frame deflated at publish time.
+            match out.send_delivery(conn, frames, SendKind::Delivery) {
                 SendStatus::Queued | SendStatus::QueuedOverBudget => sent += 1,
                 SendStatus::Closed => break,
                 SendStatus::OverBudget => match self.limits.slow_consumer {

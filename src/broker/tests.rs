@@ -6,6 +6,7 @@ use super::fake::Recorder;
 use super::*;
 use crate::engine::InterestFilter;
 use crate::mesh::Payload;
+use crate::proto::deflate::DeliveryFrames;
 use crate::topic::{owner_shard, topic_hash};
 
 const BUDGET: usize = 1 << 20;
@@ -177,10 +178,10 @@ fn the_owner_sequences_for_remote_shards_and_confirms_interest() {
         },
         &mut out,
     );
-    let [(1, MeshMsg::Deliver { frame, .. })] = &out.peers[..] else {
+    let [(1, MeshMsg::Deliver { frames, .. })] = &out.peers[..] else {
         panic!("expected one Deliver to shard 1: {:?}", out.peers);
     };
-    assert!(super::fake::frame_text(frame).contains(r#""seq":1"#));
+    assert!(super::fake::frame_text(&frames.plain).contains(r#""seq":1"#));
 }
 
 #[test]
@@ -446,7 +447,7 @@ fn refused_deliveries_are_announced_before_the_next_message() {
     b.on_peer(
         MeshMsg::Deliver {
             topic: topic.as_str().into(),
-            frame: frame(1),
+            frames: DeliveryFrames::plain(frame(1)),
         },
         &mut out,
     );
@@ -460,7 +461,7 @@ fn refused_deliveries_are_announced_before_the_next_message() {
     b.on_peer(
         MeshMsg::Deliver {
             topic: topic.as_str().into(),
-            frame: frame(4),
+            frames: DeliveryFrames::plain(frame(4)),
         },
         &mut out,
     );

@@ -8,18 +8,18 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::broker::history::{History, HistoryPolicy, Resumed, Since};
 use crate::broker::Outputs;
 use crate::mesh::{ConnRef, MeshMsg, ReplyTo};
 use crate::metrics::Metric;
+use crate::proto::deflate::DeliveryFrames;
 use crate::proto::envelope;
 use crate::topic::{owner_of_hash, topic_hash, OwnedTopics};
 
 use super::interest::InterestFilter;
-use super::{Engine, Interest, PayloadRef, Routed, Sequenced};
+use super::{DeflateOnce, Engine, Interest, PayloadRef, Routed, Sequenced};
 
 /// Expired messages dropped per loop turn at most, so a burst of expiries cannot stall a turn.
 const EXPIRE_PER_TICK: usize = 4096;
@@ -31,12 +31,15 @@ pub struct LocalEngine {
     shards: usize,
     /// The topics this shard owns that some shard is interested in.
     owned: OwnedTopics,
-    /// Seq, epoch and kept frames of the topics this shard owns.
-    history: History<Bytes>,
+    /// Seq, epoch and kept frames of the topics this shard owns (each plain frame with its
+    /// deflated twin, so a replay never deflates again).
+    history: History<DeliveryFrames>,
     /// The clock of the last `tick`.
     now_ms: u64,
     /// Shared by every shard of the process.
     filter: Arc<InterestFilter>,
+    /// Builds the deflated twin of the frames this shard sequences (`None`: compression off).
+    deflate: Option<DeflateOnce>,
 }
 
 impl LocalEngine {
@@ -65,11 +68,19 @@ impl LocalEngine {
             history: History::new(policy, budget_bytes, seed),
             now_ms: 0,
             filter,
+            deflate: None,
         }
     }
 
+    /// Also builds a deflated twin of each frame it sequences, for subscribers that negotiated
+    /// permessage-deflate (`--compression on`).
+    pub fn with_deflate(mut self, deflate: DeflateOnce) -> LocalEngine {
+        self.deflate = Some(deflate);
+        self
+    }
+
     /// The kept history of the topics this shard owns.
-    pub fn history(&self) -> &History<Bytes> {
+    pub fn history(&self) -> &History<DeliveryFrames> {
         &self.history
     }
 
@@ -106,12 +117,19 @@ impl LocalEngine {
         reply: ReplyTo,
         out: &mut O,
     ) -> Sequenced {
-        let published = self
-            .history
-            .publish(topic, self.now_ms, |seq| match payload {
+        let deflate = &mut self.deflate;
+        let published = self.history.publish(topic, self.now_ms, |seq| {
+            let plain = match payload {
                 PayloadRef::Json(data) => envelope::message_frame(topic, seq, data),
                 PayloadRef::Binary(data) => envelope::binary_message_frame(topic, seq, data),
-            });
+            };
+            // Deflated here, once, on the owner: every shard (and every replay) gets the same
+            // bytes.
+            match deflate {
+                Some(deflate) => deflate.frames(plain),
+                None => DeliveryFrames::plain(plain),
+            }
+        });
         self.sync_filter();
         let Some(published) = published else {
             out.count(Metric::MessagesUnheard, 1);
@@ -123,6 +141,9 @@ impl LocalEngine {
             };
         };
         out.count(Metric::MessagesPublished, 1);
+        if published.frame.deflated.is_some() {
+            out.count(Metric::MessagesDeflated, 1);
+        }
         let shards = self.owned.interested_shards(topic);
         if shards.is_empty() {
             out.count(Metric::MessagesUnheard, 1);
@@ -137,7 +158,7 @@ impl LocalEngine {
                     shard,
                     MeshMsg::Deliver {
                         topic: topic.into(),
-                        frame: published.frame.clone(),
+                        frames: published.frame.clone(),
                     },
                 );
             }
@@ -152,7 +173,12 @@ impl LocalEngine {
 
     /// Owner side: registers the resuming shard's interest, then decides the resume; every
     /// `Deliver` of the topic sent so far carries a seq up to the top reported.
-    fn decide_resume(&mut self, topic: &str, shard: usize, since: Since) -> Resumed<Bytes> {
+    fn decide_resume(
+        &mut self,
+        topic: &str,
+        shard: usize,
+        since: Since,
+    ) -> Resumed<DeliveryFrames> {
         let _changed = self.owned.set_interest(topic, shard, true);
         let resumed = self.history.listen_and_resume(topic, since, self.now_ms);
         self.sync_filter();
@@ -290,7 +316,7 @@ impl Engine for LocalEngine {
         id: Option<Box<RawValue>>,
         confirms_interest: bool,
         out: &mut O,
-    ) -> Option<Resumed<Bytes>> {
+    ) -> Option<Resumed<DeliveryFrames>> {
         if confirms_interest {
             // This shard's first subscriber of the topic: held like `set_interest(true)`, and
             // released by the `set_interest(false)` of its last unsubscribe.

@@ -27,11 +27,15 @@
 pub mod interest;
 pub mod local;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::broker::history::{Epoch, Resumed, Since};
 use crate::broker::Outputs;
 use crate::mesh::{ConnRef, MeshMsg, Payload, ReplyTo};
+use crate::proto::deflate::{Deflater, DeliveryFrames};
 use serde_json::value::RawValue;
 
 pub use interest::InterestFilter;
@@ -65,6 +69,36 @@ impl<'a> PayloadRef<'a> {
     }
 }
 
+/// How the shard that sequences a publish builds its deflated twin (permessage-deflate): once
+/// per publish, never per subscriber, and only while some connection on any shard negotiated
+/// compression (`compressing`, a process-wide gauge the shards keep) and the frame's payload
+/// is at least `min_bytes`.
+#[derive(Debug)]
+pub struct DeflateOnce {
+    deflater: Deflater,
+    min_bytes: usize,
+    compressing: Arc<AtomicUsize>,
+}
+
+impl DeflateOnce {
+    /// Deflates at `level` payloads of at least `min_bytes` while `compressing` is above 0.
+    pub fn new(level: u32, min_bytes: usize, compressing: Arc<AtomicUsize>) -> DeflateOnce {
+        DeflateOnce {
+            deflater: Deflater::new(level),
+            min_bytes,
+            compressing,
+        }
+    }
+
+    /// The plain frame and, when worth it, its deflated twin.
+    pub fn frames(&mut self, plain: Bytes) -> DeliveryFrames {
+        // Relaxed: a publish racing a first compressing subscriber may go out plain, which is
+        // always valid.
+        let anyone = self.compressing.load(Ordering::Relaxed) > 0;
+        DeliveryFrames::build(plain, anyone.then_some(&mut self.deflater), self.min_bytes)
+    }
+}
+
 /// A publish the engine sequenced on this shard, for the core to finish: deliver `frame` to
 /// this shard's subscribers (when this shard is interested) and answer `reply` with `seq`.
 #[derive(Debug)]
@@ -73,8 +107,8 @@ pub struct Sequenced {
     pub seq: u64,
     /// The topic incarnation's epoch (none with seq 0).
     pub epoch: Option<Epoch>,
-    /// The prepared frame, when this shard has subscribers of the topic.
-    pub local_frame: Option<Bytes>,
+    /// The prepared frames, when this shard has subscribers of the topic.
+    pub local_frame: Option<DeliveryFrames>,
     /// Who waits for the answer.
     pub reply: ReplyTo,
 }
@@ -140,7 +174,7 @@ pub trait Engine {
         id: Option<Box<RawValue>>,
         confirms_interest: bool,
         out: &mut O,
-    ) -> Option<Resumed<Bytes>>;
+    ) -> Option<Resumed<DeliveryFrames>>;
 
     /// The clock moved to `now_ms` (milliseconds, monotonic): expire history.
     fn tick(&mut self, now_ms: u64);

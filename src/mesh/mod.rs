@@ -31,6 +31,8 @@ use crate::broker::history::{Epoch, Resumed, Since};
 /// What a message weighs in an inbox besides its payload: the message itself, its batch slot
 /// and the allocator's rounding, rounded up.
 pub const MESSAGE_OVERHEAD_BYTES: usize = 64;
+use crate::broker::history::StoredFrame;
+use crate::proto::deflate::DeliveryFrames;
 
 /// A connection on some shard. `generation` tells a reused slab slot from the connection a
 /// reply was meant for.
@@ -87,8 +89,12 @@ pub enum MeshMsg {
         payload: Payload,
         reply: ReplyTo,
     },
-    /// From a topic's owner: write this prepared frame to your subscribers of `topic`.
-    Deliver { topic: Box<str>, frame: Bytes },
+    /// From a topic's owner: write this prepared frame (or its deflated twin, to subscribers
+    /// that negotiated permessage-deflate) to your subscribers of `topic`.
+    Deliver {
+        topic: Box<str>,
+        frames: DeliveryFrames,
+    },
     /// To a topic's owner: shard `shard` now has (or no longer has) subscribers of `topic`.
     /// The owner answers `InterestConfirmed` with `confirms` once it is recorded (0: no
     /// answer). Retried messages for one topic coalesce: the last state wins, confirms add up.
@@ -129,7 +135,7 @@ pub enum MeshMsg {
         topic: Box<str>,
         conn: ConnRef,
         id: Option<Box<RawValue>>,
-        resumed: Resumed<Bytes>,
+        resumed: Resumed<DeliveryFrames>,
         confirms_interest: bool,
     },
 }
@@ -164,14 +170,19 @@ impl MeshMsg {
                     payload,
                     reply,
                 } => topic.len() + payload.len() + reply.weight(),
-                MeshMsg::Deliver { topic, frame } => topic.len() + frame.len(),
+                MeshMsg::Deliver { topic, frames } => topic.len() + frames.stored_bytes(),
                 MeshMsg::Interest { topic, .. }
                 | MeshMsg::InterestConfirmed { topic, .. }
                 | MeshMsg::Dropped { topic, .. } => topic.len(),
                 MeshMsg::Published { reply, .. } => reply.weight(),
                 MeshMsg::Resume { topic, .. } => topic.len(),
                 MeshMsg::Replay { topic, resumed, .. } => {
-                    topic.len() + resumed.replay.iter().map(Bytes::len).sum::<usize>()
+                    topic.len()
+                        + resumed
+                            .replay
+                            .iter()
+                            .map(StoredFrame::stored_bytes)
+                            .sum::<usize>()
                 }
             }
     }
@@ -649,7 +660,7 @@ mod tests {
     fn deliver(n: u8, bytes: usize) -> MeshMsg {
         MeshMsg::Deliver {
             topic: "t".into(),
-            frame: Bytes::from(vec![n; bytes]),
+            frames: DeliveryFrames::plain(Bytes::from(vec![n; bytes])),
         }
     }
 

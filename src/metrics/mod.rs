@@ -41,6 +41,7 @@ metrics! {
     MessagesReceived => ("crier_messages_received_total", "counter", "WebSocket data messages received."),
     CommandErrors => ("crier_command_errors_total", "counter", "Commands answered with an error."),
     MessagesPublished => ("crier_messages_published_total", "counter", "Publishes sequenced by their topic's owner on this shard."),
+    MessagesDeflated => ("crier_messages_deflated_total", "counter", "Publishes deflated once, on their topic's owner, for subscribers that negotiated permessage-deflate."),
     MessagesUnheard => ("crier_messages_unheard_total", "counter", "Publishes to a topic that had no subscribers."),
     Deliveries => ("crier_deliveries_total", "counter", "Frames queued to subscribers."),
     BytesIn => ("crier_bytes_in_total", "counter", "Bytes read from sockets."),

@@ -19,7 +19,7 @@ use crate::proto::http_body::{request_body, BodyFraming, BodyReader};
 use crate::proto::http_refusal::{Refusal, RefusalReason};
 use crate::proto::query::{percent_decode, query_values};
 use crate::proto::response::{not_modified, response, response_head, status};
-use crate::proto::session::{Role, Session, SessionLimits};
+use crate::proto::session::{PeerDeflate, Role, Session, SessionLimits};
 use crate::topic::validate_topic;
 
 use super::connection::{flags, HttpPhase, PendingBody, Phase, Route, WebSocketPhase};
@@ -325,10 +325,23 @@ impl Shard {
             Some(http) => std::mem::take(&mut http.buf),
             None => return Flow::Stop,
         };
-        self.conns[key].phase = Phase::WebSocket(WebSocketPhase {
-            session: Some(Session::new(Role::Server, limits)),
+        let mut session = Session::new(Role::Server, limits);
+        let deflate = accepted.deflate.as_ref().map(|n| n.params);
+        session.set_peer_deflate(deflate.map(|p| PeerDeflate {
+            window_bits: p.client_max_window_bits,
+            no_context_takeover: p.client_no_context_takeover,
+        }));
+        let ws = WebSocketPhase {
+            session: Some(session),
             route,
-        });
+            deflate_bits: deflate.map_or(0, |p| p.server_max_window_bits),
+        };
+        if ws.is_compressing_subscriber() {
+            self.shared
+                .compressing_subscribers
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.conns[key].phase = Phase::WebSocket(ws);
         self.counters.add(Metric::WebSocketsOpen, 1);
         let accept = Bytes::from(handshake::switching_protocols(&accepted));
         let _ = self.send(key, accept, SendKind::Reply);

@@ -28,10 +28,12 @@ use slab::Slab;
 
 use crate::broker::history::{self, EpochGen, HistoryPolicy};
 use crate::broker::{Broker, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE};
-use crate::engine::{LocalEngine, PayloadRef};
+use crate::config::CompressionMode;
+use crate::engine::{DeflateOnce, LocalEngine, PayloadRef};
 use crate::mesh::{ConnRef, Mesh, ReplyTo};
 use crate::metrics::{Metric, ShardCounters};
 use crate::proto::close;
+use crate::proto::deflate::Deflater;
 use crate::proto::http_refusal::Refusal;
 use crate::proto::prepared;
 use crate::shared::{Fault, Shared};
@@ -88,6 +90,8 @@ pub struct Shard {
     read_buf: Vec<u8>,
     /// Every pub/sub decision: subscriber index, subscriptions, pending acks, slow consumers.
     broker: Broker<LocalEngine>,
+    /// Deflates `/echo` replies for connections that negotiated permessage-deflate.
+    echo_deflater: Deflater,
     mesh: Mesh,
     /// HTTP publish answers the broker produced, finished once it returns.
     http_answers: Vec<(ConnRef, HttpPublished)>,
@@ -137,7 +141,7 @@ impl Shard {
             max_topics: shared.max_topics,
         };
         let shards = mesh.shard_count();
-        let engine = LocalEngine::with_history(
+        let mut engine = LocalEngine::with_history(
             id,
             shards,
             shared.interest.clone(),
@@ -145,6 +149,13 @@ impl Shard {
             history::shard_budget_bytes(config.max_history_bytes, shards),
             EpochGen::os_seed() ^ (id as u64),
         );
+        if config.compression == CompressionMode::On {
+            engine = engine.with_deflate(DeflateOnce::new(
+                config.compression_level,
+                config.compression_min_bytes,
+                shared.compressing_subscribers.clone(),
+            ));
+        }
         let broker =
             Broker::new(id, limits, engine).share_subscription_count(shared.subscriptions.clone());
         Ok(Shard {
@@ -155,6 +166,7 @@ impl Shard {
             next_generation: 0,
             read_buf: vec![0; READ_BUFFER_BYTES],
             broker,
+            echo_deflater: Deflater::new(config.compression_level),
             mesh,
             http_answers: Vec::new(),
             dirty: VecDeque::new(),
@@ -557,6 +569,7 @@ impl Shard {
             dirty: &mut self.dirty,
             mesh: &mut self.mesh,
             counters: &mut self.counters,
+            compressing_subscribers: &self.shared.compressing_subscribers,
             http_answers: &mut self.http_answers,
             max_backlog_bytes: self.shared.config.max_backlog_bytes,
             close_deadline_ms,
@@ -658,6 +671,7 @@ impl Shard {
             &mut self.conns,
             &mut self.dirty,
             &mut self.counters,
+            &self.shared.compressing_subscribers,
             key,
             deadline,
             last_words,
@@ -696,6 +710,11 @@ impl Shard {
             return;
         };
         let pubsub = ws.route == Route::PubSub;
+        if ws.is_compressing_subscriber() {
+            self.shared
+                .compressing_subscribers
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         conn.phase = Phase::Closing {
             deadline_ms: self.now_ms,
         };
