@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use crier::config::{self, ConfigError};
+use crier::auth;
+use crier::config::{self, Config, ConfigError};
 use crier::server;
 use crier::sys;
 
@@ -28,6 +29,23 @@ fn main() -> ExitCode {
         eprintln!("crier: configuration read from {}", file.display());
     }
     let config = loaded.config;
+    // Key files are read once, here; a broken one stops start-up like a bad option does.
+    if let Err(e) = auth::load_policy(&config) {
+        eprintln!("crier: {e}");
+        return ExitCode::from(2);
+    }
+    // The shards do not enforce the policy yet: refuse to run with auth options rather than
+    // run open while the operator believes it is protected.
+    if let Some(option) = unenforced_option(&config) {
+        eprintln!(
+            "crier: {option} is configured, but this build does not enforce authentication, \
+             rate limits or --metrics-listen yet; refusing to start"
+        );
+        return ExitCode::from(2);
+    }
+    if let Some(warning) = auth::open_access_warning(&config) {
+        eprintln!("crier: {warning}");
+    }
     // Blocked before any thread starts, so every thread inherits the mask and the signals
     // arrive only at `wait_for_shutdown_signal`.
     if let Err(e) = sys::block_shutdown_signals() {
@@ -88,4 +106,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The first auth-related option that is set, while the shards do not enforce them.
+fn unenforced_option(config: &Config) -> Option<&'static str> {
+    [
+        (!config.jwt_secret_file.is_empty(), "--jwt-secret-file"),
+        (
+            !config.jwt_public_key_file.is_empty(),
+            "--jwt-public-key-file",
+        ),
+        (config.api_key_file.is_some(), "--api-key-file"),
+        (config.metrics_listen.is_some(), "--metrics-listen"),
+        (config.max_publish_rate.is_some(), "--max-publish-rate"),
+        (
+            config.max_handshake_rate_per_ip.is_some(),
+            "--max-handshake-rate-per-ip",
+        ),
+    ]
+    .into_iter()
+    .find_map(|(set, name)| set.then_some(name))
 }
