@@ -182,7 +182,11 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     } else {
         Some(config.allowed_origins.clone())
     };
+    // Key files are read here, once, before any shard starts.
+    let policy = crate::auth::load_policy(&config)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let shared = Arc::new(Shared {
+        policy: Arc::new(policy),
         max_connections,
         open_connections: AtomicUsize::new(0),
         per_address: (config.max_connections_per_ip > 0)

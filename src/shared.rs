@@ -3,6 +3,9 @@
 //! builds it) and `shard` (which reads it) do not import each other.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+use crate::auth::Policy;
 use std::time::Instant;
 
 use crate::config::Config;
@@ -24,5 +27,7 @@ pub struct Shared {
     pub pubsub_policy: UpgradePolicy,
     pub echo_policy: UpgradePolicy,
     pub head_limits: HeadLimits,
+    /// Who may subscribe and publish; read-only after start-up.
+    pub policy: Arc<Policy>,
     pub started: Instant,
 }

@@ -15,6 +15,7 @@
 //!   [`Broker::on_refused`].
 #![forbid(unsafe_code)]
 
+mod auth;
 mod connections;
 mod outputs;
 mod publish;
@@ -29,6 +30,9 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+
+use crate::auth::Policy;
 
 use crate::config::SlowConsumerPolicy;
 use crate::engine::{Engine, LocalEngine, PayloadRef};
@@ -95,6 +99,10 @@ pub struct Broker<E: Engine = LocalEngine> {
     pending_interest: HashMap<Box<str>, PendingInterest>,
     /// Scratch list of subscribers to disconnect after a delivery (kept to reuse its heap).
     slow: Vec<ConnId>,
+    /// Who may subscribe and publish (shared, read-only).
+    policy: Arc<Policy>,
+    /// Wall-clock time of the current loop turn, for token expiry (Unix seconds).
+    now_unix_secs: u64,
 }
 
 impl<E: Engine> Broker<E> {
@@ -108,7 +116,20 @@ impl<E: Engine> Broker<E> {
             conns: Connections::default(),
             pending_interest: HashMap::new(),
             slow: Vec::new(),
+            policy: Arc::new(Policy::open()),
+            now_unix_secs: 0,
         }
+    }
+
+    /// The same core enforcing `policy` (the default is [`Policy::open`]).
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The wall-clock time of this loop turn, for token expiry: the core has no clock.
+    pub fn set_clock(&mut self, now_unix_secs: u64) {
+        self.now_unix_secs = now_unix_secs;
     }
 
     /// Checks that a connection holding `held` topics may take `asked` more.
@@ -164,7 +185,11 @@ impl<E: Engine> Broker<E> {
                 return;
             }
         };
+        if !self.permitted(conn, &command, out) {
+            return;
+        }
         match command {
+            Command::Auth { token, id } => self.auth(conn, token.as_bytes(), id, out),
             Command::Subscribe { topic, id } => self.subscribe(conn, &topic, id, out),
             Command::Unsubscribe { topic, id } => self.unsubscribe(conn, &topic, id, out),
             Command::Publish { topic, data, id } => {
@@ -188,7 +213,9 @@ impl<E: Engine> Broker<E> {
     pub fn on_binary<O: Outputs>(&mut self, conn: ConnId, payload: &[u8], out: &mut O) {
         match envelope::parse_binary_publish(payload) {
             Ok((topic, body)) => {
-                self.publish(topic, PayloadRef::Binary(body), ReplyTo::Nobody, out)
+                if self.may(conn, topic, auth::Action::Publish, None, out) {
+                    self.publish(topic, PayloadRef::Binary(body), ReplyTo::Nobody, out)
+                }
             }
             Err(error) => {
                 out.count(Metric::CommandErrors, 1);

@@ -49,11 +49,15 @@ pub enum RefusalReason {
     MaxConnections,
     /// A connection accepted over `--max-connections-per-ip` (503 at accept).
     MaxConnectionsPerIp,
+    /// Authentication is on and the request has no valid token or API key (401).
+    Unauthorized,
+    /// A valid token that does not grant a topic of the request (403).
+    Forbidden,
 }
 
 impl RefusalReason {
     /// Every reason, in declaration order (the index is `reason as usize`).
-    pub const ALL: [RefusalReason; 17] = [
+    pub const ALL: [RefusalReason; 19] = [
         RefusalReason::Malformed,
         RefusalReason::HeadTooLarge,
         RefusalReason::Framing,
@@ -71,6 +75,8 @@ impl RefusalReason {
         RefusalReason::Overloaded,
         RefusalReason::MaxConnections,
         RefusalReason::MaxConnectionsPerIp,
+        RefusalReason::Unauthorized,
+        RefusalReason::Forbidden,
     ];
 
     /// How many reasons there are.
@@ -96,6 +102,8 @@ impl RefusalReason {
             RefusalReason::Overloaded => "overloaded",
             RefusalReason::MaxConnections => "max_connections",
             RefusalReason::MaxConnectionsPerIp => "max_connections_per_ip",
+            RefusalReason::Unauthorized => "unauthorized",
+            RefusalReason::Forbidden => "forbidden",
         }
     }
 }
@@ -134,6 +142,15 @@ pub enum Refusal {
     TooManyConnections,
     /// Accepted over `--max-connections-per-ip` (503).
     TooManyConnectionsFromAddress,
+    /// A `/ws` upgrade without a valid token for its `?topic=` list; the short reason
+    /// (`token expired`, `bad signature`...) is the body (401, `WWW-Authenticate: Bearer`).
+    Unauthorized(&'static str),
+    /// A `/ws` upgrade whose valid token does not grant one of its `?topic=` (403).
+    Forbidden(String),
+    /// `POST /publish` without an accepted API key or token (401, `WWW-Authenticate: Bearer`, JSON).
+    PublishUnauthorized(&'static str),
+    /// `POST /publish` with a valid token that does not grant the topic (403, JSON).
+    PublishForbidden,
 }
 
 impl Refusal {
@@ -152,6 +169,8 @@ impl Refusal {
             Refusal::PublishOverloaded(_)
             | Refusal::TooManyConnections
             | Refusal::TooManyConnectionsFromAddress => 503,
+            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => 401,
+            Refusal::Forbidden(_) | Refusal::PublishForbidden => 403,
         }
     }
 
@@ -178,6 +197,10 @@ impl Refusal {
             Refusal::PublishOverloaded(_) => RefusalReason::Overloaded,
             Refusal::TooManyConnections => RefusalReason::MaxConnections,
             Refusal::TooManyConnectionsFromAddress => RefusalReason::MaxConnectionsPerIp,
+            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => {
+                RefusalReason::Unauthorized
+            }
+            Refusal::Forbidden(_) | Refusal::PublishForbidden => RefusalReason::Forbidden,
         }
     }
 
@@ -192,6 +215,8 @@ impl Refusal {
                 | Refusal::PublishBody(_)
                 | Refusal::PublishJson(_)
                 | Refusal::PublishOverloaded(_)
+                | Refusal::PublishUnauthorized(_)
+                | Refusal::PublishForbidden
         )
     }
 
@@ -207,6 +232,10 @@ impl Refusal {
             // long enough that a retry loop does not hammer a full broker.
             Refusal::TooManyConnections | Refusal::TooManyConnectionsFromAddress => {
                 &[("Retry-After", "1")]
+            }
+            // RFC 6750 §3: a 401 names the scheme the client should use.
+            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => {
+                &[("WWW-Authenticate", "Bearer")]
             }
             _ => &[],
         };
@@ -237,6 +266,8 @@ impl Refusal {
             Refusal::PublishBody(_) | Refusal::PublishMediaType => ErrorCode::InvalidCommand,
             Refusal::PublishJson(_) => ErrorCode::InvalidJson,
             Refusal::PublishOverloaded(_) => ErrorCode::Overloaded,
+            Refusal::PublishUnauthorized(_) => ErrorCode::Unauthorized,
+            Refusal::PublishForbidden => ErrorCode::Forbidden,
             _ => return None,
         })
     }
@@ -260,6 +291,11 @@ impl Refusal {
             Refusal::TooManyConnections => "too many connections; try again later".to_string(),
             Refusal::TooManyConnectionsFromAddress => {
                 "too many connections from your address; try again later".to_string()
+            }
+            Refusal::Unauthorized(why) | Refusal::PublishUnauthorized(why) => why.to_string(),
+            Refusal::Forbidden(topic) => format!("the token does not grant topic {topic:?}"),
+            Refusal::PublishForbidden => {
+                "the token does not grant publishing to this topic".to_string()
             }
         }
     }

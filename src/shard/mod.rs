@@ -129,7 +129,8 @@ impl Shard {
             max_subscriptions_per_connection: config.max_subscriptions_per_connection,
             slow_consumer: config.slow_consumer,
         };
-        let broker = Broker::new(id, limits, LocalEngine::new(id, mesh.shard_count()));
+        let broker = Broker::new(id, limits, LocalEngine::new(id, mesh.shard_count()))
+            .with_policy(Arc::clone(&shared.policy));
         Ok(Shard {
             id,
             poll,
@@ -175,6 +176,10 @@ impl Shard {
             self.mesh.awake();
             let turn_start = Instant::now();
             self.now_ms = self.clock_ms(turn_start);
+            if self.shared.policy.tokens_required() {
+                // Token expiry is in wall-clock seconds (`exp`); one clock read per turn.
+                self.broker.set_clock(unix_now_secs());
+            }
 
             for event in events.iter() {
                 match event.token() {
@@ -726,6 +731,8 @@ impl Shard {
         for key in done_closing {
             self.doom(key);
         }
+        // Tokens that expired without a refresh: `token_expired`, then close 4001.
+        self.with_broker(|broker, out| broker.expire_tokens(out));
         if self.accept_paused {
             self.accept();
         }
@@ -777,4 +784,11 @@ impl Shard {
             }
         }
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it), the unit of JWT `exp`.
+pub(crate) fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
