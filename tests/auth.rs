@@ -246,14 +246,7 @@ fn grant_matrix_in_band_with_anonymous_rules_and_refresh() {
 #[test]
 fn an_expired_token_closes_with_4001_unless_refreshed() {
     // Zero leeway: the token expires at `exp` exactly.
-    let server = auth_server(&[
-        "--jwt-leeway",
-        "0s",
-        "--ping-interval",
-        "1s",
-        "--anonymous-publish",
-        "a",
-    ]);
+    let server = auth_server(&["--jwt-leeway", "0s", "--anonymous-publish", "a"]);
     let addr = server.0.local_addr();
     let short = |secs| hs(json!({ "exp": now() + secs, "subscribe": ["a"] }));
     let mut refreshed = connect(addr, &format!("/ws?topic=a&token={}", short(2)));
