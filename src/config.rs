@@ -200,6 +200,58 @@ pub struct Config {
     /// Pin shard k to the k-th CPU this process may run on.
     #[arg(long, default_value_t = false)]
     pub pin_threads: bool,
+
+    /// HMAC secret for HS256/384/512 connection tokens, one file each (repeat for rotation;
+    /// `KID=PATH` gives the key a `kid`). Setting any JWT key turns authentication on.
+    #[arg(long = "jwt-secret-file", value_name = "[KID=]PATH", value_parser = parse_key_file)]
+    pub jwt_secret_file: Vec<KeyFile>,
+
+    /// PEM public key (RSA, EC P-256/P-384, Ed25519) for RS*/PS*/ES*/EdDSA connection tokens
+    /// (repeat for rotation; `KID=PATH` gives the key a `kid`).
+    #[arg(long = "jwt-public-key-file", value_name = "[KID=]PATH", value_parser = parse_key_file)]
+    pub jwt_public_key_file: Vec<KeyFile>,
+
+    /// When set, tokens must carry this `aud`. Unset: `aud` is not checked.
+    #[arg(long, value_parser = parse_claim_value)]
+    pub jwt_audience: Option<String>,
+
+    /// When set, tokens must carry this `iss`. Unset: `iss` is not checked.
+    #[arg(long, value_parser = parse_claim_value)]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`: clocks of the backend and crier differ.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// With authentication on, a topic pattern (`*`, `>`) clients without a token may
+    /// subscribe to (repeat). None: anonymous clients may not subscribe.
+    #[arg(long = "anonymous-subscribe", value_name = "PATTERN", value_parser = parse_anonymous_pattern)]
+    pub anonymous_subscribe: Vec<String>,
+
+    /// With authentication on, a topic pattern clients without a token may publish to
+    /// (repeat). None: anonymous clients may not publish.
+    #[arg(long = "anonymous-publish", value_name = "PATTERN", value_parser = parse_anonymous_pattern)]
+    pub anonymous_publish: Vec<String>,
+
+    /// File of API keys, one per line: `POST /publish` then needs `Authorization: Bearer KEY`
+    /// (or a JWT with a publish grant). Unset: the HTTP API follows the WebSocket rules.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Serve /metrics on this separate address (e.g. 127.0.0.1:9090) and no longer on
+    /// `--listen`, so metrics need not be public. Unset: /metrics on `--listen`, as before.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Publishes per second one connection may make (token bucket, bursts of one second's
+    /// worth); over it: `rate_limited` / HTTP 429. Unset: unlimited.
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub max_publish_rate: Option<u32>,
+
+    /// New connections per second from one client address (IPv6: per /64); over it: 429.
+    /// Unset: unlimited.
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub max_handshake_rate_per_ip: Option<u32>,
 }
 
 impl Config {
@@ -242,7 +294,11 @@ impl Config {
                     let _ = writeln!(out, "{} = {}", option.key, value);
                 }
                 None => {
-                    let _ = writeln!(out, "# {} = (unset: computed at start-up)", option.key);
+                    let why = match option.key {
+                        "threads" | "max_connections" => "unset: computed at start-up",
+                        _ => "unset",
+                    };
+                    let _ = writeln!(out, "# {} = ({why})", option.key);
                 }
             }
         }
@@ -507,6 +563,17 @@ file_options! {
     )),
     inbox_budget_bytes: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
     pin_threads: read_bool => |v: &bool| Some(toml::Value::Boolean(*v)),
+    jwt_secret_file: read_key_files => key_files_value,
+    jwt_public_key_file: read_key_files => key_files_value,
+    jwt_audience: |v| read_claim_value(v).map(Some) => |v: &Option<String>| v.clone().map(toml::Value::String),
+    jwt_issuer: |v| read_claim_value(v).map(Some) => |v: &Option<String>| v.clone().map(toml::Value::String),
+    jwt_leeway: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),
+    anonymous_subscribe: read_patterns => patterns_value,
+    anonymous_publish: read_patterns => patterns_value,
+    api_key_file: |v| read_path(v).map(Some) => |v: &Option<PathBuf>| v.as_ref().map(|p| toml::Value::String(p.display().to_string())),
+    metrics_listen: |v| read_socket_addr(v).map(Some) => |v: &Option<SocketAddr>| v.map(|a| toml::Value::String(a.to_string())),
+    max_publish_rate: |v| read_rate(v).map(Some) => |v: &Option<u32>| v.map(|n| toml::Value::Integer(i64::from(n))),
+    max_handshake_rate_per_ip: |v| read_rate(v).map(Some) => |v: &Option<u32>| v.map(|n| toml::Value::Integer(i64::from(n))),
 }
 
 fn known_keys() -> String {
@@ -694,7 +761,7 @@ fn check_duration(duration: Duration, positive: bool) -> Result<Duration, String
 fn duration_value(duration: Duration) -> toml::Value {
     let text = if duration.subsec_nanos() == 0 {
         format!("{}s", duration.as_secs())
-    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+    } else if duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", duration.as_millis())
     } else {
         format!("{}s", duration.as_secs_f64())
@@ -739,6 +806,143 @@ fn read_bool(value: &toml::Value) -> Result<bool, String> {
         toml::Value::Boolean(b) => Ok(*b),
         other => Err(format!(
             "expected true or false (no quotes), found {}",
+            found(other)
+        )),
+    }
+}
+
+/// A key file named on the command line or in the file: `PATH`, or `KID=PATH` to give the
+/// key the `kid` tokens name it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    pub kid: Option<String>,
+    pub path: PathBuf,
+}
+
+impl fmt::Display for KeyFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kid {
+            Some(kid) => write!(f, "{kid}={}", self.path.display()),
+            None => write!(f, "{}", self.path.display()),
+        }
+    }
+}
+
+/// `PATH` or `KID=PATH`. A kid never holds `/`, so `./a=b.pem` is a path with `=` in it.
+pub fn parse_key_file(text: &str) -> Result<KeyFile, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty key file name".to_string());
+    }
+    let (kid, path) = match text.split_once('=') {
+        Some((kid, path)) if !kid.contains('/') => (Some(kid), path),
+        _ => (None, text),
+    };
+    if kid == Some("") {
+        return Err(format!("{text:?}: empty kid before '='"));
+    }
+    if path.is_empty() {
+        return Err(format!("{text:?}: no path after '='"));
+    }
+    Ok(KeyFile {
+        kid: kid.map(str::to_string),
+        path: PathBuf::from(path),
+    })
+}
+
+fn read_key_files(value: &toml::Value) -> Result<Vec<KeyFile>, String> {
+    let expected = "expected a path, \"KID=PATH\", or an array of them";
+    match value {
+        toml::Value::String(text) => Ok(vec![parse_key_file(text)?]),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::String(text) => parse_key_file(text),
+                other => Err(format!("{expected}, found {} in it", found(other))),
+            })
+            .collect(),
+        other => Err(format!("{expected}, found {}", found(other))),
+    }
+}
+
+fn key_files_value(files: &[KeyFile]) -> Option<toml::Value> {
+    Some(toml::Value::Array(
+        files
+            .iter()
+            .map(|f| toml::Value::String(f.to_string()))
+            .collect(),
+    ))
+}
+
+/// An `aud` or `iss` value: any non-empty text.
+fn parse_claim_value(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("must not be empty".to_string())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+fn read_claim_value(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => parse_claim_value(text),
+        other => Err(format!("expected a string, found {}", found(other))),
+    }
+}
+
+/// A topic pattern for the anonymous rules: valid syntax and no `{sub}` (there is no token).
+fn parse_anonymous_pattern(text: &str) -> Result<String, String> {
+    let pattern = text.trim();
+    match crate::auth::pattern::validate_pattern(pattern) {
+        Ok(false) => Ok(pattern.to_string()),
+        Ok(true) => Err(format!(
+            "{pattern:?}: {{sub}} needs a token; anonymous rules cannot use it"
+        )),
+        Err(e) => Err(format!("{pattern:?} is not a topic pattern: {e}")),
+    }
+}
+
+fn read_patterns(value: &toml::Value) -> Result<Vec<String>, String> {
+    let expected = "expected an array of topic patterns such as [\"news.*\", \"public.>\"]";
+    let toml::Value::Array(items) = value else {
+        return Err(format!("{expected}, found {}", found(value)));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            toml::Value::String(text) => parse_anonymous_pattern(text),
+            other => Err(format!("{expected}, found {} in it", found(other))),
+        })
+        .collect()
+}
+
+fn patterns_value(patterns: &[String]) -> Option<toml::Value> {
+    Some(toml::Value::Array(
+        patterns.iter().cloned().map(toml::Value::String).collect(),
+    ))
+}
+
+fn read_path(value: &toml::Value) -> Result<PathBuf, String> {
+    match value {
+        toml::Value::String(text) if !text.trim().is_empty() => Ok(PathBuf::from(text.trim())),
+        other => Err(format!("expected a file path, found {}", found(other))),
+    }
+}
+
+/// A rate per second: 1 to [`crate::auth::rate::MAX_RATE_PER_SEC`].
+fn parse_rate(text: &str) -> Result<u32, String> {
+    let max = crate::auth::rate::MAX_RATE_PER_SEC;
+    match text.trim().parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a rate per second from 1 to {max}")),
+    }
+}
+
+fn read_rate(value: &toml::Value) -> Result<u32, String> {
+    match value {
+        toml::Value::Integer(n) => parse_rate(&n.to_string()),
+        other => Err(format!(
+            "expected a whole number of events per second, found {}",
             found(other)
         )),
     }
@@ -921,6 +1125,78 @@ mod tests {
             .collect();
         let keys: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
         assert_eq!(ids, keys, "OPTIONS lists every Config field, in order");
+    }
+
+    #[test]
+    fn key_files_take_an_optional_kid() {
+        let plain = parse_key_file("/etc/crier/jwt.pem").unwrap();
+        assert_eq!(
+            (plain.kid, plain.path),
+            (None, PathBuf::from("/etc/crier/jwt.pem"))
+        );
+        let named = parse_key_file("2025-06=/etc/crier/jwt.pem").unwrap();
+        assert_eq!(named.kid.as_deref(), Some("2025-06"));
+        assert_eq!(named.to_string(), "2025-06=/etc/crier/jwt.pem");
+        let odd = parse_key_file("./a=b.pem").unwrap();
+        assert_eq!((odd.kid, odd.path), (None, PathBuf::from("./a=b.pem")));
+        assert!(parse_key_file("=x.pem").is_err());
+        assert!(parse_key_file("k=").is_err());
+        assert!(parse_key_file(" ").is_err());
+    }
+
+    #[test]
+    fn auth_options_default_to_off_and_read_from_the_file() {
+        let config = Config::defaults();
+        assert!(config.jwt_secret_file.is_empty() && config.jwt_public_key_file.is_empty());
+        assert_eq!(config.jwt_leeway, Duration::from_secs(30));
+        assert_eq!(
+            (config.max_publish_rate, config.max_handshake_rate_per_ip),
+            (None, None)
+        );
+        assert_eq!(config.metrics_listen, None);
+
+        let table: toml::Table = toml::from_str(
+            r#"
+            jwt_secret_file = "/s"
+            jwt_public_key_file = ["a=/a.pem", "/b.pem"]
+            jwt_audience = "crier"
+            jwt_leeway = "5s"
+            anonymous_subscribe = ["public.>"]
+            max_publish_rate = 50
+            metrics_listen = "127.0.0.1:9090"
+            "#,
+        )
+        .unwrap();
+        let mut config = Config::defaults();
+        for (key, value) in &table {
+            let option = OPTIONS.iter().find(|o| o.key == key).unwrap();
+            (option.apply)(&mut config, value).unwrap();
+        }
+        assert_eq!(config.jwt_secret_file, [parse_key_file("/s").unwrap()]);
+        assert_eq!(config.jwt_public_key_file[0].kid.as_deref(), Some("a"));
+        assert_eq!(config.jwt_audience.as_deref(), Some("crier"));
+        assert_eq!(config.jwt_leeway, Duration::from_secs(5));
+        assert_eq!(config.anonymous_subscribe, ["public.>"]);
+        assert_eq!(config.max_publish_rate, Some(50));
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn anonymous_rules_and_rates_are_checked() {
+        assert!(parse_anonymous_pattern("news.*").is_ok());
+        assert!(parse_anonymous_pattern("user.{sub}.>")
+            .unwrap_err()
+            .contains("needs a token"));
+        assert!(parse_anonymous_pattern("news*").is_err());
+        assert!(read_patterns(&toml::Value::String("news.*".into())).is_err());
+        assert_eq!(parse_rate("100"), Ok(100));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("-1").is_err());
+        assert!(read_rate(&toml::Value::Integer(2_000_000)).is_err());
+        assert!(read_claim_value(&toml::Value::String(String::new())).is_err());
     }
 
     #[test]

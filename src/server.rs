@@ -250,7 +250,11 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
         Some(config.allowed_origins.clone())
     };
     let deflate = (config.compression == CompressionMode::On).then(DeflatePolicy::default);
+    // Key files are read here, once, before any shard starts.
+    let policy = crate::auth::load_policy(&config)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let shared = Arc::new(Shared {
+        policy: Arc::new(policy),
         max_connections,
         open_connections: AtomicUsize::new(0),
         per_address: (config.max_connections_per_ip > 0)

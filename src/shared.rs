@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
+
+use crate::auth::Policy;
 use std::time::Instant;
 
 use crate::config::Config;
@@ -29,6 +31,8 @@ pub struct Shared {
     /// 0, the owners of topics build no deflated twin (see `engine::DeflateOnce`).
     pub compressing_subscribers: Arc<AtomicUsize>,
     pub head_limits: HeadLimits,
+    /// Who may subscribe and publish; read-only after start-up.
+    pub policy: Arc<Policy>,
     pub started: Instant,
     /// `--max-subscriptions` and `--max-topics`, defaults resolved.
     pub max_subscriptions: usize,

@@ -15,6 +15,7 @@
 //!   [`Broker::on_refused`].
 #![forbid(unsafe_code)]
 
+mod auth;
 mod connections;
 pub mod history;
 mod outputs;
@@ -32,6 +33,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use crate::auth::Policy;
 
 use crate::config::SlowConsumerPolicy;
 use crate::engine::{Engine, LocalEngine, PayloadRef};
@@ -146,6 +149,10 @@ pub struct Broker<E: Engine = LocalEngine> {
     /// Subscriptions across the process, shared by every shard's core: changed once per
     /// subscribe and unsubscribe, never per delivery.
     subscriptions: Arc<AtomicUsize>,
+    /// Who may subscribe and publish (shared, read-only).
+    policy: Arc<Policy>,
+    /// Wall-clock time of the current loop turn, for token expiry (Unix seconds).
+    now_unix_secs: u64,
 }
 
 impl<E: Engine> Broker<E> {
@@ -161,6 +168,8 @@ impl<E: Engine> Broker<E> {
             resuming: HashMap::new(),
             slow: Vec::new(),
             subscriptions: Arc::default(),
+            policy: Arc::new(Policy::open()),
+            now_unix_secs: 0,
         }
     }
 
@@ -189,6 +198,17 @@ impl<E: Engine> Broker<E> {
             }
         }
         Ok(())
+    }
+
+    /// The same core enforcing `policy` (the default is [`Policy::open`]).
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The wall-clock time of this loop turn, for token expiry: the core has no clock.
+    pub fn set_clock(&mut self, now_unix_secs: u64) {
+        self.now_unix_secs = now_unix_secs;
     }
 
     /// Checks that a connection holding `held` topics may take `asked` more.
@@ -251,7 +271,11 @@ impl<E: Engine> Broker<E> {
                 return;
             }
         };
+        if !self.permitted(conn, &command, out) {
+            return;
+        }
         match command {
+            Command::Auth { token, id } => self.auth(conn, token.as_bytes(), id, out),
             Command::Subscribe { topic, id, since } => self.subscribe(conn, &topic, id, since, out),
             Command::Unsubscribe { topic, id } => self.unsubscribe(conn, &topic, id, out),
             Command::Publish { topic, data, id } => {
@@ -275,7 +299,9 @@ impl<E: Engine> Broker<E> {
     pub fn on_binary<O: Outputs>(&mut self, conn: ConnId, payload: &[u8], out: &mut O) {
         match envelope::parse_binary_publish(payload) {
             Ok((topic, body)) => {
-                self.publish(topic, PayloadRef::Binary(body), ReplyTo::Nobody, out)
+                if self.may(conn, topic, auth::Action::Publish, None, out) {
+                    self.publish(topic, PayloadRef::Binary(body), ReplyTo::Nobody, out)
+                }
             }
             Err(error) => {
                 out.count(Metric::CommandErrors, 1);

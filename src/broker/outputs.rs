@@ -63,6 +63,9 @@ pub enum CloseReason {
     /// Over `--max-backlog-bytes` under `--slow-consumer=disconnect`. Its unsent frames are
     /// discarded: it is behind and would stay behind.
     SlowConsumer,
+    /// The connection's token expired without an in-band refresh (4001, after a
+    /// `token_expired` error).
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -70,6 +73,8 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             CloseReason::SlowConsumer => close::POLICY_VIOLATION,
+            // RFC 6455 §7.4.2: 4000-4999 are for applications.
+            CloseReason::TokenExpired => 4001,
         }
     }
 
@@ -77,6 +82,7 @@ impl CloseReason {
     pub fn reason(self) -> &'static str {
         match self {
             CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::TokenExpired => "token expired",
         }
     }
 
@@ -84,6 +90,8 @@ impl CloseReason {
     pub fn discards_queue(self) -> bool {
         match self {
             CloseReason::SlowConsumer => true,
+            // The `token_expired` error queued just before must still reach the client.
+            CloseReason::TokenExpired => false,
         }
     }
 }

@@ -51,11 +51,15 @@ pub enum RefusalReason {
     MaxConnectionsPerIp,
     /// A `/ws?topic=` upgrade over `--max-subscriptions` or `--max-topics` (503).
     LimitReached,
+    /// Authentication is on and the request has no valid token or API key (401).
+    Unauthorized,
+    /// A valid token that does not grant a topic of the request (403).
+    Forbidden,
 }
 
 impl RefusalReason {
     /// Every reason, in declaration order (the index is `reason as usize`).
-    pub const ALL: [RefusalReason; 18] = [
+    pub const ALL: [RefusalReason; 20] = [
         RefusalReason::Malformed,
         RefusalReason::HeadTooLarge,
         RefusalReason::Framing,
@@ -74,6 +78,8 @@ impl RefusalReason {
         RefusalReason::MaxConnections,
         RefusalReason::MaxConnectionsPerIp,
         RefusalReason::LimitReached,
+        RefusalReason::Unauthorized,
+        RefusalReason::Forbidden,
     ];
 
     /// How many reasons there are.
@@ -100,6 +106,8 @@ impl RefusalReason {
             RefusalReason::MaxConnections => "max_connections",
             RefusalReason::MaxConnectionsPerIp => "max_connections_per_ip",
             RefusalReason::LimitReached => "limit_reached",
+            RefusalReason::Unauthorized => "unauthorized",
+            RefusalReason::Forbidden => "forbidden",
         }
     }
 }
@@ -141,6 +149,15 @@ pub enum Refusal {
     /// A `/ws?topic=` upgrade whose subscriptions would pass `--max-subscriptions` or
     /// `--max-topics`; the text says which (503).
     LimitReached(String),
+    /// A `/ws` upgrade without a valid token for its `?topic=` list; the short reason
+    /// (`token expired`, `bad signature`...) is the body (401, `WWW-Authenticate: Bearer`).
+    Unauthorized(&'static str),
+    /// A `/ws` upgrade whose valid token does not grant one of its `?topic=` (403).
+    Forbidden(String),
+    /// `POST /publish` without an accepted API key or token (401, `WWW-Authenticate: Bearer`, JSON).
+    PublishUnauthorized(&'static str),
+    /// `POST /publish` with a valid token that does not grant the topic (403, JSON).
+    PublishForbidden,
 }
 
 impl Refusal {
@@ -160,6 +177,8 @@ impl Refusal {
             | Refusal::TooManyConnections
             | Refusal::TooManyConnectionsFromAddress
             | Refusal::LimitReached(_) => 503,
+            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => 401,
+            Refusal::Forbidden(_) | Refusal::PublishForbidden => 403,
         }
     }
 
@@ -187,6 +206,10 @@ impl Refusal {
             Refusal::TooManyConnections => RefusalReason::MaxConnections,
             Refusal::TooManyConnectionsFromAddress => RefusalReason::MaxConnectionsPerIp,
             Refusal::LimitReached(_) => RefusalReason::LimitReached,
+            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => {
+                RefusalReason::Unauthorized
+            }
+            Refusal::Forbidden(_) | Refusal::PublishForbidden => RefusalReason::Forbidden,
         }
     }
 
@@ -201,6 +224,8 @@ impl Refusal {
                 | Refusal::PublishBody(_)
                 | Refusal::PublishJson(_)
                 | Refusal::PublishOverloaded(_)
+                | Refusal::PublishUnauthorized(_)
+                | Refusal::PublishForbidden
         )
     }
 
@@ -216,6 +241,10 @@ impl Refusal {
             // long enough that a retry loop does not hammer a full broker.
             Refusal::TooManyConnections | Refusal::TooManyConnectionsFromAddress => {
                 &[("Retry-After", "1")]
+            }
+            // RFC 6750 §3: a 401 names the scheme the client should use.
+            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => {
+                &[("WWW-Authenticate", "Bearer")]
             }
             _ => &[],
         };
@@ -246,6 +275,8 @@ impl Refusal {
             Refusal::PublishBody(_) | Refusal::PublishMediaType => ErrorCode::InvalidCommand,
             Refusal::PublishJson(_) => ErrorCode::InvalidJson,
             Refusal::PublishOverloaded(_) => ErrorCode::Overloaded,
+            Refusal::PublishUnauthorized(_) => ErrorCode::Unauthorized,
+            Refusal::PublishForbidden => ErrorCode::Forbidden,
             _ => return None,
         })
     }
@@ -271,6 +302,11 @@ impl Refusal {
             Refusal::TooManyConnections => "too many connections; try again later".to_string(),
             Refusal::TooManyConnectionsFromAddress => {
                 "too many connections from your address; try again later".to_string()
+            }
+            Refusal::Unauthorized(why) | Refusal::PublishUnauthorized(why) => why.to_string(),
+            Refusal::Forbidden(topic) => format!("the token does not grant topic {topic:?}"),
+            Refusal::PublishForbidden => {
+                "the token does not grant publishing to this topic".to_string()
             }
         }
     }

@@ -4,10 +4,12 @@
 
 use crate::broker::history::{parse_url_since, Epoch, Since};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use crate::auth::{Access, Grants, HttpPublishAccess, TokenError};
 use crate::broker::SendKind;
 use crate::engine::PayloadRef;
 use crate::mesh::ReplyTo;
@@ -318,6 +320,14 @@ impl Shard {
                 return self.refuse(key, Refusal::LimitReached(limit.to_string()));
             }
         }
+        let grants = if route == Route::PubSub && self.shared.policy.tokens_required() {
+            match self.check_upgrade_token(head, &topics) {
+                Ok(grants) => grants,
+                Err(refusal) => return self.refuse(key, refusal),
+            }
+        } else {
+            None
+        };
         let limits = SessionLimits {
             max_message_bytes: self.shared.config.max_message_bytes,
         };
@@ -347,7 +357,12 @@ impl Shard {
         let _ = self.send(key, accept, SendKind::Reply);
         if route == Route::PubSub {
             let generation = self.conns[key].generation;
-            self.with_broker(|broker, out| broker.open(key, generation, &topics, &resumes, out));
+            self.with_broker(|broker, out| {
+                broker.open(key, generation, &topics, &resumes, out);
+                if let Some(grants) = grants {
+                    broker.authenticated(key, grants);
+                }
+            });
         }
         if leftover.is_empty() {
             Flow::Continue
@@ -355,6 +370,46 @@ impl Shard {
             let mut leftover = leftover;
             self.on_websocket_bytes(key, &mut leftover)
         }
+    }
+
+    /// The token of a `/ws` upgrade (`?token=` or `Authorization: Bearer`), verified, and
+    /// the URL's topics checked against it before the 101: a presented token that fails, or
+    /// a topic without the right, refuses the upgrade (401 / 403).
+    fn check_upgrade_token(
+        &mut self,
+        head: &RequestHead,
+        topics: &[String],
+    ) -> Result<Option<Box<Grants>>, Refusal> {
+        let policy = Arc::clone(&self.shared.policy);
+        let now = super::unix_now_secs();
+        let from_query = head
+            .query()
+            .and_then(|query| query_values(query, "token").next())
+            .map(|raw| percent_decode(raw, true).unwrap_or_default());
+        let token = from_query.or_else(|| bearer(head).map(<[u8]>::to_vec));
+        let grants = match token {
+            Some(token) => match policy.authenticate(&token, now) {
+                Ok(grants) => {
+                    self.counters.incr(Metric::AuthTokensAccepted);
+                    Some(Box::new(grants))
+                }
+                Err(error) => {
+                    self.counters.incr(Metric::AuthTokensRefused);
+                    return Err(Refusal::Unauthorized(error.reason()));
+                }
+            },
+            None => None,
+        };
+        for topic in topics {
+            match policy.may_subscribe(grants.as_deref(), topic, now) {
+                Access::Allowed => {}
+                Access::Unauthorized => {
+                    return Err(Refusal::Unauthorized(TokenError::Missing.reason()))
+                }
+                Access::Forbidden => return Err(Refusal::Forbidden(topic.clone())),
+            }
+        }
+        Ok(grants)
     }
 
     /// `POST /publish/<topic>`: checks the request and starts reading its body.
@@ -390,6 +445,17 @@ impl Shard {
                     .trim()
                     .to_ascii_lowercase()
             });
+        match self
+            .shared
+            .policy
+            .may_publish_http(bearer(head), &topic, super::unix_now_secs())
+        {
+            HttpPublishAccess::Allowed => {}
+            HttpPublishAccess::Unauthorized(why) => {
+                return self.refuse(key, Refusal::PublishUnauthorized(why))
+            }
+            HttpPublishAccess::Forbidden => return self.refuse(key, Refusal::PublishForbidden),
+        }
         let binary = match media_type.as_deref() {
             Some("application/json") => false,
             Some("application/octet-stream") => true,
@@ -534,8 +600,23 @@ fn handshake_failure_metric(reason: RefusalReason) -> Option<Metric> {
         | RefusalReason::Overloaded
         | RefusalReason::MaxConnections
         | RefusalReason::MaxConnectionsPerIp
-        | RefusalReason::LimitReached => return None,
+        | RefusalReason::LimitReached
+        | RefusalReason::Unauthorized
+        | RefusalReason::Forbidden => return None,
     })
+}
+
+/// The credentials of `Authorization: Bearer <credentials>` (RFC 6750 §2.1; the scheme is
+/// case-insensitive).
+fn bearer(head: &RequestHead) -> Option<&[u8]> {
+    let value = head.header("authorization")?;
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ')?;
+    let end = rest.iter().rposition(|b| *b != b' ')? + 1;
+    Some(&rest[start..end])
 }
 
 /// HTTP/1.1 keeps connections open unless told otherwise; HTTP/1.0 only when asked.

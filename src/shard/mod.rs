@@ -156,8 +156,9 @@ impl Shard {
                 shared.compressing_subscribers.clone(),
             ));
         }
-        let broker =
-            Broker::new(id, limits, engine).share_subscription_count(shared.subscriptions.clone());
+        let broker = Broker::new(id, limits, engine)
+            .share_subscription_count(shared.subscriptions.clone())
+            .with_policy(Arc::clone(&shared.policy));
         Ok(Shard {
             id,
             poll,
@@ -210,6 +211,10 @@ impl Shard {
             // History keeps its own 64-bit clock: its TTLs are compared without wrapping.
             let history_ms = turn_start.duration_since(self.started).as_millis() as u64;
             self.broker.tick(history_ms);
+            if self.shared.policy.tokens_required() {
+                // Token expiry is in wall-clock seconds (`exp`); one clock read per turn.
+                self.broker.set_clock(unix_now_secs());
+            }
 
             for event in events.iter() {
                 match event.token() {
@@ -793,6 +798,8 @@ impl Shard {
         for key in done_closing {
             self.doom(key);
         }
+        // Tokens that expired without a refresh: `token_expired`, then close 4001.
+        self.with_broker(|broker, out| broker.expire_tokens(out));
         if self.accept_paused {
             self.accept();
         }
@@ -844,4 +851,11 @@ impl Shard {
             self.mesh.release(batch.weight);
         }
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it), the unit of JWT `exp`.
+pub(crate) fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

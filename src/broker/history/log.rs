@@ -251,7 +251,7 @@ impl<F: StoredFrame> History<F> {
                     .ring
                     .front()
                     .map_or(0, |e| e.at_ms);
-                if oldest.map_or(true, |(best, _, _)| at_ms < best) {
+                if oldest.is_none_or(|(best, _, _)| at_ms < best) {
                     oldest = Some((at_ms, class, record));
                 }
             }

@@ -59,7 +59,7 @@ impl<F: StoredFrame> Ring<F> {
     /// Appends the newest message. `seq` must be above every kept one (debug assertion): the
     /// topic's sequencer is the only writer.
     pub fn push(&mut self, seq: u64, at_ms: u64, frame: F) {
-        debug_assert!(self.entries.back().map_or(true, |last| last.seq < seq));
+        debug_assert!(self.entries.back().is_none_or(|last| last.seq < seq));
         self.entries.push_back(Entry { seq, at_ms, frame });
     }
 
