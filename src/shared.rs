@@ -3,9 +3,11 @@
 //! builds it) and `shard` (which reads it) do not import each other.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::engine::redis::EngineStatus;
 use crate::metrics::SharedCounters;
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
@@ -25,4 +27,6 @@ pub struct Shared {
     pub echo_policy: UpgradePolicy,
     pub head_limits: HeadLimits,
     pub started: Instant,
+    /// The Redis engine's state (readiness, metrics), with `--engine redis`.
+    pub engine_status: Option<Arc<EngineStatus>>,
 }

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::config::SlowConsumerPolicy;
-use crate::engine::{Engine, LocalEngine, PayloadRef};
+use crate::engine::{Engine, LocalEngine, PayloadRef, Refused};
 use crate::mesh::{ConnRef, MeshMsg, ReplyTo};
 use crate::metrics::Metric;
 use crate::proto::command::{self, Command};
@@ -95,6 +95,8 @@ pub struct Broker<E: Engine = LocalEngine> {
     pending_interest: HashMap<Box<str>, PendingInterest>,
     /// Scratch list of subscribers to disconnect after a delivery (kept to reuse its heap).
     slow: Vec<ConnId>,
+    /// Scratch list of publishes the engine could not hand over at the end of a turn.
+    refused: Vec<(ReplyTo, crate::engine::Refused)>,
 }
 
 impl<E: Engine> Broker<E> {
@@ -108,6 +110,7 @@ impl<E: Engine> Broker<E> {
             conns: Connections::default(),
             pending_interest: HashMap::new(),
             slow: Vec::new(),
+            refused: Vec::new(),
         }
     }
 
@@ -210,7 +213,8 @@ impl<E: Engine> Broker<E> {
                 }
             }
             MeshMsg::InterestConfirmed { topic } => self.interest_confirmed(&topic, out),
-            MeshMsg::Published { reply, seq } => self.answer(reply, seq, out),
+            MeshMsg::Published { reply, seq, epoch } => self.answer(reply, seq, epoch, out),
+            MeshMsg::PublishFailed { reply } => self.refuse(reply, Refused::Unavailable, out),
             // The driver's business, not a pub/sub decision.
             MeshMsg::Shutdown => {}
             msg @ (MeshMsg::Publish { .. } | MeshMsg::Interest { .. }) => {

@@ -91,12 +91,15 @@ impl CloseReason {
 pub const OVERLOADED_MESSAGE: &str = "the topic's shard is overloaded; retry later";
 
 /// The answer to `POST /publish/<topic>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpPublished {
-    /// Sequenced with this `seq` (0: nobody was subscribed).
-    Sequenced(u64),
-    /// The engine refused it (today: the owner shard's inbox was full): 503 `overloaded`.
+    /// Sequenced with this `seq` (0: nobody was subscribed), in this epoch when the engine
+    /// has epochs.
+    Sequenced(u64, Option<Box<str>>),
+    /// The engine refused it (the owner shard's inbox was full): 503 `overloaded`.
     Refused,
+    /// The engine's backend (Redis) is unavailable: 503 `engine_unavailable`.
+    Unavailable,
 }
 
 /// The effects the broker core produces, applied by its driver as they are produced.

@@ -5,11 +5,12 @@
 use bytes::Bytes;
 
 use crate::config::SlowConsumerPolicy;
-use crate::engine::{Engine, PayloadRef, Routed, Sequenced};
+use crate::engine::{Engine, PayloadRef, Refused, Routed, Sequenced};
 use crate::mesh::{MeshMsg, ReplyTo};
 use crate::metrics::Metric;
 use crate::proto::command::ErrorCode;
 use crate::proto::envelope;
+use crate::proto::http_refusal::ENGINE_UNAVAILABLE_MESSAGE;
 
 use super::connections::Connections;
 use super::{
@@ -28,15 +29,35 @@ impl<E: Engine> Broker<E> {
         match self.engine.publish(topic, payload, reply, out) {
             Routed::Sequenced(sequenced) => self.finish(topic, sequenced, out),
             Routed::Forwarded => {}
-            Routed::Refused(reply) => self.refuse(reply, out),
+            Routed::Refused(reply) => self.refuse(reply, Refused::Overloaded, out),
+            Routed::Unavailable(reply) => self.refuse(reply, Refused::Unavailable, out),
         }
+    }
+
+    /// The end of the shard's turn: the engine hands over what it gathered; publishes it could
+    /// not hand over are answered at once.
+    pub fn flush_engine<O: Outputs>(&mut self, out: &mut O) {
+        if !self.engine.has_pending() {
+            return;
+        }
+        let mut refused = std::mem::take(&mut self.refused);
+        self.engine.flush(&mut refused, out);
+        for (reply, why) in refused.drain(..) {
+            self.refuse(reply, why, out);
+        }
+        self.refused = refused;
+    }
+
+    /// Whether the engine holds work for the end of the turn.
+    pub fn engine_has_pending(&self) -> bool {
+        self.engine.has_pending()
     }
 
     /// A message this shard sent was refused by a full peer inbox: a refused publish is
     /// answered `overloaded`; a refused delivery is only counted (by the driver).
     pub fn on_refused<O: Outputs>(&mut self, msg: MeshMsg, out: &mut O) {
         if let MeshMsg::Publish { reply, .. } = msg {
-            self.refuse(reply, out);
+            self.refuse(reply, Refused::Overloaded, out);
         }
     }
 
@@ -46,7 +67,7 @@ impl<E: Engine> Broker<E> {
         if let Some(frame) = &sequenced.local_frame {
             self.deliver_local(topic, frame, out);
         }
-        self.answer(sequenced.reply, sequenced.seq, out);
+        self.answer(sequenced.reply, sequenced.seq, None, out);
     }
 
     /// Queues a prepared frame on every local subscriber of `topic`: a reference-count
@@ -112,38 +133,64 @@ impl<E: Engine> Broker<E> {
     }
 
     /// Tells the publisher its message was sequenced (`seq` 0: nobody was subscribed).
-    pub(super) fn answer<O: Outputs>(&mut self, reply: ReplyTo, seq: u64, out: &mut O) {
+    pub(super) fn answer<O: Outputs>(
+        &mut self,
+        reply: ReplyTo,
+        seq: u64,
+        epoch: Option<Box<str>>,
+        out: &mut O,
+    ) {
         let conn = match &reply {
             ReplyTo::Nobody => return,
             ReplyTo::WebSocket { conn, .. } | ReplyTo::Http { conn } => *conn,
         };
         if usize::from(conn.shard) != self.shard {
-            out.to_peer(usize::from(conn.shard), MeshMsg::Published { reply, seq });
+            let msg = MeshMsg::Published { reply, seq, epoch };
+            out.to_peer(usize::from(conn.shard), msg);
             return;
         }
         match reply {
             ReplyTo::Nobody => {}
             ReplyTo::WebSocket { conn, id } => {
                 if let Some(key) = self.resolve(conn) {
-                    let _ = out.send(key, envelope::ack_frame(&id, Some(seq)), SendKind::Reply);
+                    let frame = envelope::ack_frame_in_epoch(&id, Some(seq), epoch.as_deref());
+                    let _ = out.send(key, frame, SendKind::Reply);
                 }
             }
-            ReplyTo::Http { conn } => out.http_published(conn, HttpPublished::Sequenced(seq)),
+            ReplyTo::Http { conn } => {
+                out.http_published(conn, HttpPublished::Sequenced(seq, epoch))
+            }
         }
     }
 
-    /// Tells a publisher on this shard that its message was not taken.
-    fn refuse<O: Outputs>(&mut self, reply: ReplyTo, out: &mut O) {
+    /// Tells a publisher on this shard that its message was not taken, and why.
+    pub(super) fn refuse<O: Outputs>(&mut self, reply: ReplyTo, why: Refused, out: &mut O) {
         match reply {
             ReplyTo::Nobody => {}
             ReplyTo::WebSocket { conn, id } => {
                 if let Some(key) = self.resolve(conn) {
-                    let frame =
-                        envelope::error_frame(Some(&id), ErrorCode::Overloaded, OVERLOADED_MESSAGE);
+                    let frame = match why {
+                        Refused::Overloaded => envelope::error_frame(
+                            Some(&id),
+                            ErrorCode::Overloaded,
+                            OVERLOADED_MESSAGE,
+                        ),
+                        Refused::Unavailable => envelope::error_frame(
+                            Some(&id),
+                            ErrorCode::EngineUnavailable,
+                            ENGINE_UNAVAILABLE_MESSAGE,
+                        ),
+                    };
                     let _ = out.send(key, frame, SendKind::Reply);
                 }
             }
-            ReplyTo::Http { conn } => out.http_published(conn, HttpPublished::Refused),
+            ReplyTo::Http { conn } => out.http_published(
+                conn,
+                match why {
+                    Refused::Overloaded => HttpPublished::Refused,
+                    Refused::Unavailable => HttpPublished::Unavailable,
+                },
+            ),
         }
     }
 }

@@ -104,7 +104,14 @@ fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
     let Some((1, MeshMsg::Publish { reply, .. })) = out.peers.pop() else {
         panic!("publish not sent to the owner: {:?}", out.peers);
     };
-    b.on_peer(MeshMsg::Published { reply, seq: 5 }, &mut out);
+    b.on_peer(
+        MeshMsg::Published {
+            reply,
+            seq: 5,
+            epoch: None,
+        },
+        &mut out,
+    );
     assert_eq!(out.texts(3)[1], r#"{"op":"ack","id":9,"seq":5}"#);
 
     // The last subscriber leaving tells the owner.
@@ -307,7 +314,14 @@ fn answers_for_a_closed_or_reused_connection_are_dropped() {
     };
     b.on_closed(4, &mut out);
     b.open(4, 2, &[], &mut out); // the same slab slot, a new connection
-    b.on_peer(MeshMsg::Published { reply, seq: 1 }, &mut out);
+    b.on_peer(
+        MeshMsg::Published {
+            reply,
+            seq: 1,
+            epoch: None,
+        },
+        &mut out,
+    );
     assert!(
         out.texts(4).is_empty(),
         "the new connection gets no stranger's ack"

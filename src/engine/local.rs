@@ -155,6 +155,7 @@ impl Engine for LocalEngine {
             MeshMsg::Deliver { .. }
             | MeshMsg::InterestConfirmed { .. }
             | MeshMsg::Published { .. }
+            | MeshMsg::PublishFailed { .. }
             | MeshMsg::Shutdown => None,
         }
     }

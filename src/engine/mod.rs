@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod local;
+pub mod redis;
 
 use bytes::Bytes;
 
@@ -82,6 +83,17 @@ pub enum Routed {
     Forwarded,
     /// Refused at once; the publisher must hear `overloaded`.
     Refused(ReplyTo),
+    /// Refused at once: the engine's backend is unavailable (`engine_unavailable`).
+    Unavailable(ReplyTo),
+}
+
+/// Why a publish was not carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Full queues (`overloaded`, HTTP 503).
+    Overloaded,
+    /// The engine's backend is unreachable (`engine_unavailable`, HTTP 503).
+    Unavailable,
 }
 
 /// Whether a shard's new interest in a topic is in effect yet.
@@ -121,4 +133,77 @@ pub trait Engine {
 
     /// Topics this engine instance keeps state for (a gauge).
     fn topic_count(&self) -> usize;
+
+    /// Whether work gathered during the turn waits for [`Engine::flush`].
+    fn has_pending(&self) -> bool {
+        false
+    }
+
+    /// The end of the shard's turn: hand what was gathered to the engine's thread. Publishes
+    /// that could not be handed over go to `refused`, for the core to answer.
+    fn flush<O: Outputs>(&mut self, refused: &mut Vec<(ReplyTo, Refused)>, out: &mut O) {
+        let _ = (refused, out);
+    }
+}
+
+/// The engine a shard runs, chosen by `--engine`: a plain enum, so the shard loop and the
+/// broker core stay generic over one type and the call is a predictable branch.
+#[derive(Debug)]
+pub enum AnyEngine {
+    Local(LocalEngine),
+    Redis(redis::RedisEngine),
+}
+
+impl Engine for AnyEngine {
+    fn publish<O: Outputs>(
+        &mut self,
+        topic: &str,
+        payload: PayloadRef<'_>,
+        reply: ReplyTo,
+        out: &mut O,
+    ) -> Routed {
+        match self {
+            AnyEngine::Local(e) => e.publish(topic, payload, reply, out),
+            AnyEngine::Redis(e) => e.publish(topic, payload, reply, out),
+        }
+    }
+
+    fn set_interest<O: Outputs>(&mut self, topic: &str, interested: bool, out: &mut O) -> Interest {
+        match self {
+            AnyEngine::Local(e) => e.set_interest(topic, interested, out),
+            AnyEngine::Redis(e) => e.set_interest(topic, interested, out),
+        }
+    }
+
+    fn on_message<O: Outputs>(
+        &mut self,
+        msg: MeshMsg,
+        out: &mut O,
+    ) -> Option<(Box<str>, Sequenced)> {
+        match self {
+            AnyEngine::Local(e) => e.on_message(msg, out),
+            AnyEngine::Redis(e) => e.on_message(msg, out),
+        }
+    }
+
+    fn topic_count(&self) -> usize {
+        match self {
+            AnyEngine::Local(e) => e.topic_count(),
+            AnyEngine::Redis(e) => e.topic_count(),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        match self {
+            AnyEngine::Local(e) => e.has_pending(),
+            AnyEngine::Redis(e) => e.has_pending(),
+        }
+    }
+
+    fn flush<O: Outputs>(&mut self, refused: &mut Vec<(ReplyTo, Refused)>, out: &mut O) {
+        match self {
+            AnyEngine::Local(e) => e.flush(refused, out),
+            AnyEngine::Redis(e) => e.flush(refused, out),
+        }
+    }
 }

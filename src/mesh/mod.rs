@@ -38,7 +38,7 @@ pub enum ReplyTo {
 }
 
 /// What a publish carries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
     /// The raw JSON text of the command's `data`, delivered verbatim in a text frame.
     Json(Bytes),
@@ -67,8 +67,16 @@ pub enum MeshMsg {
     },
     /// From a topic's owner: the interest you sent is recorded; pending subscribe acks may go.
     InterestConfirmed { topic: Box<str> },
-    /// From a topic's owner: the publish was sequenced (`seq` 0: the topic had no subscribers).
-    Published { reply: ReplyTo, seq: u64 },
+    /// From a topic's owner or the engine's thread: the publish was sequenced (`seq` 0: the
+    /// topic had no subscribers), in `epoch` when the engine has epochs.
+    Published {
+        reply: ReplyTo,
+        seq: u64,
+        epoch: Option<Box<str>>,
+    },
+    /// From the engine's thread: the publish could not be carried out (the engine's backend
+    /// is unavailable); the publisher hears `engine_unavailable`.
+    PublishFailed { reply: ReplyTo },
     /// From the server handle: stop accepting and drain.
     Shutdown,
 }
@@ -91,7 +99,7 @@ pub struct PeerLink {
 
 impl PeerLink {
     /// Hands a batch over and wakes the peer if it sleeps. On a full inbox the batch comes back.
-    fn send_batch(&self, batch: Vec<MeshMsg>) -> Result<(), Vec<MeshMsg>> {
+    pub fn send_batch(&self, batch: Vec<MeshMsg>) -> Result<(), Vec<MeshMsg>> {
         match self.sender.try_send(batch) {
             Ok(()) => {
                 // Pairs with the fence in `Mesh::prepare_to_sleep`: either the peer sees our

@@ -83,11 +83,13 @@ pub enum ErrorCode {
     NotSubscribed,
     /// The broker's inbox is full; the command was not carried out.
     Overloaded,
+    /// The engine's backend (Redis) is unreachable; the publish was not carried out.
+    EngineUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidCommand,
         ErrorCode::UnknownOp,
@@ -96,6 +98,7 @@ impl ErrorCode {
         ErrorCode::MessageTooLarge,
         ErrorCode::NotSubscribed,
         ErrorCode::Overloaded,
+        ErrorCode::EngineUnavailable,
     ];
 
     /// The code as sent on the wire (`snake_case`, plain ASCII: never needs escaping).
@@ -109,6 +112,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::EngineUnavailable => "engine_unavailable",
         }
     }
 
@@ -122,7 +126,7 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => 409,
             ErrorCode::MessageTooLarge => 413,
             ErrorCode::TooManySubscriptions => 429,
-            ErrorCode::Overloaded => 503,
+            ErrorCode::Overloaded | ErrorCode::EngineUnavailable => 503,
         }
     }
 }

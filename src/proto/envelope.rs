@@ -39,15 +39,41 @@ pub fn message_frame(topic: &str, seq: u64, data: &[u8]) -> Bytes {
 
 /// `{"op":"ack","id":ID}`, or `{"op":"ack","id":ID,"seq":N}` for a publish.
 pub fn ack_frame(id: &RawValue, seq: Option<u64>) -> Bytes {
+    ack_frame_in_epoch(id, seq, None)
+}
+
+/// `{"op":"ack","id":...,"seq":N,"epoch":"E"}`: a publish ack from an engine with epochs.
+pub fn ack_frame_in_epoch(id: &RawValue, seq: Option<u64>, epoch: Option<&str>) -> Bytes {
     let id = id.get().as_bytes();
-    build_frame(OpCode::Text, 30 + id.len() + U64_DIGITS, |buf| {
+    let hint = 40 + id.len() + U64_DIGITS + epoch.map_or(0, str_hint);
+    build_frame(OpCode::Text, hint, |buf| {
         buf.extend_from_slice(br#"{"op":"ack","id":"#);
         buf.extend_from_slice(id);
         if let Some(seq) = seq {
             buf.extend_from_slice(br#","seq":"#);
             write_u64(buf, seq);
         }
+        if let Some(epoch) = epoch {
+            buf.extend_from_slice(br#","epoch":"#);
+            write_json_str(buf, epoch);
+        }
         buf.push(b'}');
+    })
+}
+
+/// `{"op":"epoch","topic":T,"epoch":E,"seq":N,"recovered":false}`: the topic came back as a
+/// new incarnation (its engine lost it); what was published before is gone, and delivery
+/// goes on with the message after `seq` of epoch `E`.
+pub fn epoch_frame(topic: &str, epoch: &str, seq: u64) -> Bytes {
+    let hint = 60 + str_hint(topic) + str_hint(epoch) + U64_DIGITS;
+    build_frame(OpCode::Text, hint, |buf| {
+        buf.extend_from_slice(br#"{"op":"epoch","topic":"#);
+        write_json_str(buf, topic);
+        buf.extend_from_slice(br#","epoch":"#);
+        write_json_str(buf, epoch);
+        buf.extend_from_slice(br#","seq":"#);
+        write_u64(buf, seq);
+        buf.extend_from_slice(br#","recovered":false}"#);
     })
 }
 
@@ -141,9 +167,18 @@ pub fn parse_binary_publish(payload: &[u8]) -> Result<(&str, &[u8]), CommandErro
 
 /// The HTTP publish endpoint's success body: `{"seq":N}`.
 pub fn publish_reply_body(seq: u64) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(8 + U64_DIGITS);
+    publish_reply_body_in_epoch(seq, None)
+}
+
+/// `{"seq":N,"epoch":"E"}`: the HTTP publish answer from an engine with epochs.
+pub fn publish_reply_body_in_epoch(seq: u64, epoch: Option<&str>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(24 + U64_DIGITS + epoch.map_or(0, str_hint));
     buf.extend_from_slice(br#"{"seq":"#);
     write_u64(&mut buf, seq);
+    if let Some(epoch) = epoch {
+        buf.extend_from_slice(br#","epoch":"#);
+        write_json_str(&mut buf, epoch);
+    }
     buf.push(b'}');
     buf
 }
@@ -387,6 +422,9 @@ mod tests {
         let v: Value = serde_json::from_slice(&publish_reply_body(77)).unwrap();
         assert_eq!(v, json!({"seq":77}));
         assert_eq!(publish_reply_body(0), br#"{"seq":0}"#);
+        let v: Value =
+            serde_json::from_slice(&publish_reply_body_in_epoch(3, Some("e\"1"))).unwrap();
+        assert_eq!(v, json!({"seq":3,"epoch":"e\"1"}));
         let v: Value =
             serde_json::from_slice(&http_error_body(ErrorCode::InvalidTopic, "a\"b")).unwrap();
         assert_eq!(v, json!({"code":"invalid_topic","message":"a\"b"}));

@@ -183,7 +183,20 @@ impl Shard {
                 Flow::Continue
             }
             Target::Readyz => {
-                let bytes = if self.shared.draining.load(Ordering::Relaxed) {
+                let engine_unready = self
+                    .shared
+                    .engine_status
+                    .as_ref()
+                    .is_some_and(|status| !status.is_ready());
+                let bytes = if engine_unready {
+                    response(
+                        status::SERVICE_UNAVAILABLE,
+                        &[],
+                        "text/plain; charset=utf-8",
+                        b"engine unavailable\n",
+                        keep_alive,
+                    )
+                } else if self.shared.draining.load(Ordering::Relaxed) {
                     response(
                         status::SERVICE_UNAVAILABLE,
                         &[],
@@ -206,7 +219,10 @@ impl Shard {
             Target::Metrics => {
                 self.shared.counters[self.id].publish(&self.counters);
                 let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
-                let text = render_prometheus(&snapshots);
+                let mut text = render_prometheus(&snapshots);
+                if let Some(status) = &self.shared.engine_status {
+                    status.render(&mut text);
+                }
                 let bytes = response(
                     status::OK,
                     &[],
@@ -400,7 +416,11 @@ impl Shard {
 
     /// The owner answered (or refused) an HTTP publish: respond and carry on with the
     /// connection's next request.
-    pub(super) fn finish_http_publish(&mut self, key: usize, result: Result<u64, &str>) {
+    pub(super) fn finish_http_publish(
+        &mut self,
+        key: usize,
+        result: Result<(u64, Option<Box<str>>), Refusal>,
+    ) {
         let Some(http) = self.http_mut(key) else {
             return;
         };
@@ -411,8 +431,8 @@ impl Shard {
         let keep_alive = http.keep_alive;
         let has_more = !http.buf.is_empty();
         match result {
-            Ok(seq) => {
-                let body = envelope::publish_reply_body(seq);
+            Ok((seq, epoch)) => {
+                let body = envelope::publish_reply_body_in_epoch(seq, epoch.as_deref());
                 let bytes = response(status::OK, &[], "application/json", &body, keep_alive);
                 self.respond(key, bytes, keep_alive);
                 let conn = &mut self.conns[key];
@@ -423,8 +443,8 @@ impl Shard {
                     self.again.push(key);
                 }
             }
-            Err(message) => {
-                self.refuse(key, Refusal::PublishOverloaded(message.to_string()));
+            Err(refusal) => {
+                self.refuse(key, refusal);
             }
         }
     }
@@ -478,6 +498,7 @@ fn handshake_failure_metric(reason: RefusalReason) -> Option<Metric> {
         RefusalReason::UnsupportedMediaType
         | RefusalReason::InvalidJson
         | RefusalReason::Overloaded
+        | RefusalReason::EngineUnavailable
         | RefusalReason::MaxConnections
         | RefusalReason::MaxConnectionsPerIp => return None,
     })

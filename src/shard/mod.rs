@@ -27,7 +27,8 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::broker::{Broker, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE};
-use crate::engine::{LocalEngine, PayloadRef};
+use crate::engine::redis::{EngineLink, RedisEngine};
+use crate::engine::{AnyEngine, LocalEngine, PayloadRef};
 use crate::mesh::{ConnRef, Mesh, MeshMsg, ReplyTo};
 use crate::metrics::{Metric, ShardCounters};
 use crate::proto::close;
@@ -82,7 +83,7 @@ pub struct Shard {
     next_generation: u32,
     read_buf: Vec<u8>,
     /// Every pub/sub decision: subscriber index, subscriptions, pending acks, slow consumers.
-    broker: Broker<LocalEngine>,
+    broker: Broker<AnyEngine>,
     mesh: Mesh,
     /// HTTP publish answers the broker produced, finished once it returns.
     http_answers: Vec<(ConnRef, HttpPublished)>,
@@ -114,6 +115,7 @@ impl Shard {
         poll: Poll,
         listener: TcpListener,
         mesh: Mesh,
+        engine: Option<EngineLink>,
     ) -> io::Result<Shard> {
         let mut listener = listener;
         poll.registry()
@@ -129,7 +131,11 @@ impl Shard {
             max_subscriptions_per_connection: config.max_subscriptions_per_connection,
             slow_consumer: config.slow_consumer,
         };
-        let broker = Broker::new(id, limits, LocalEngine::new(id, mesh.shard_count()));
+        let engine = match engine {
+            Some(link) => AnyEngine::Redis(RedisEngine::new(id, link)),
+            None => AnyEngine::Local(LocalEngine::new(id, mesh.shard_count())),
+        };
+        let broker = Broker::new(id, limits, engine);
         Ok(Shard {
             id,
             poll,
@@ -233,6 +239,7 @@ impl Shard {
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.again.is_empty()
             || self.mesh.has_pending()
+            || self.broker.engine_has_pending()
             || !self.dirty.is_empty()
             || self.accept_more
         {
@@ -503,7 +510,7 @@ impl Shard {
     /// publishes it answered.
     fn with_broker<R>(
         &mut self,
-        f: impl FnOnce(&mut Broker<LocalEngine>, &mut Effects<'_>) -> R,
+        f: impl FnOnce(&mut Broker<AnyEngine>, &mut Effects<'_>) -> R,
     ) -> R {
         let close_deadline_ms = self.close_deadline_ms();
         let mut effects = Effects {
@@ -523,9 +530,15 @@ impl Shard {
                     continue;
                 };
                 match answer {
-                    HttpPublished::Sequenced(seq) => self.finish_http_publish(key, Ok(seq)),
-                    HttpPublished::Refused => {
-                        self.finish_http_publish(key, Err(OVERLOADED_MESSAGE))
+                    HttpPublished::Sequenced(seq, epoch) => {
+                        self.finish_http_publish(key, Ok((seq, epoch)))
+                    }
+                    HttpPublished::Refused => self.finish_http_publish(
+                        key,
+                        Err(Refusal::PublishOverloaded(OVERLOADED_MESSAGE.to_string())),
+                    ),
+                    HttpPublished::Unavailable => {
+                        self.finish_http_publish(key, Err(Refusal::PublishEngineUnavailable))
                     }
                 }
             }
@@ -586,6 +599,9 @@ impl Shard {
     }
 
     fn flush_mesh(&mut self) {
+        if self.broker.engine_has_pending() {
+            self.with_broker(|broker, out| broker.flush_engine(out));
+        }
         if !self.mesh.has_pending() {
             return;
         }
