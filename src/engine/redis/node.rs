@@ -161,7 +161,12 @@ impl Node {
             t.epoch = Some(epoch.into());
             t.delivered = seq;
         } else if t.epoch.as_deref() != Some(epoch) {
-            reset(topic, t, epoch, seq, out);
+            // Everything of the new incarnation is new here: it is delivered from its first
+            // seq, like on every other node, whenever each noticed the change.
+            reset(topic, t, epoch, 0, out);
+            if seq > 0 {
+                start_fetch(topic, t, seq, out);
+            }
         } else if seq > t.delivered {
             // Catch up from the stream before anything live.
             start_fetch(topic, t, seq, out);

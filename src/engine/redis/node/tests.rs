@@ -192,6 +192,18 @@ fn a_resubscribe_that_finds_a_new_epoch_says_recovered_false() {
 }
 
 #[test]
+fn a_new_epoch_found_late_is_delivered_from_its_first_seq_like_on_other_nodes() {
+    let (mut node, mut out) = live(3);
+    node.disconnected();
+    // Other nodes already published 1..=2 in the new epoch.
+    node.subscribed("t", 2, "F", &mut out);
+    assert_eq!(out.fetches, [(1, 2)]);
+    node.fetched("t", "F", vec![json(1), json(2)], 2, &mut out);
+    assert_eq!(out.seqs(0), [1, 2]);
+    assert_eq!(out.ops()[..2], ["epoch", "epoch"]);
+}
+
+#[test]
 fn an_ack_waits_for_its_message_and_a_lost_one_is_read_from_the_stream() {
     let (mut node, mut out) = live(0);
     node.published("t", 1, "E", reply(), 0, &mut out);
