@@ -45,7 +45,11 @@ fn main() -> ExitCode {
         config.drain_delay,
         config.drain_timeout,
     );
-    let handle = match server::start(config) {
+    let supervision = server::Supervision {
+        on_shard_failure: server::OnShardFailure::ExitProcess,
+        fault: injected_fault(),
+    };
+    let handle = match server::start_supervised(config, supervision) {
         Ok(handle) => handle,
         Err(e) => {
             eprintln!("crier: cannot start: {e}");
@@ -88,4 +92,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Debug builds only: `CRIER_FAULT=panic-shard=N` or `stall-shard=N` makes a shard misbehave,
+/// so the tests can check what the binary does then (tests/shard_failure.rs).
+#[cfg(debug_assertions)]
+fn injected_fault() -> server::Fault {
+    std::env::var("CRIER_FAULT")
+        .ok()
+        .and_then(|text| server::Fault::parse(&text))
+        .unwrap_or_default()
+}
+
+#[cfg(not(debug_assertions))]
+fn injected_fault() -> server::Fault {
+    server::Fault::None
 }

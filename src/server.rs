@@ -1,9 +1,11 @@
 //! Starting crier: raise the open-file limit, bind one SO_REUSEPORT listener per shard, wire
 //! the shards' inboxes together and start one thread per shard. The returned
-//! [`ServerHandle`] is what the binary and the tests use alike.
+//! [`ServerHandle`] is what the binary and the tests use alike. Also the process-wide caps'
+//! defaults (derived from physical memory) and what happens when a shard thread dies.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,15 +14,19 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::broker::history::HistoryPolicy;
 use crate::config::{Config, EngineKind};
 use crate::engine::redis::{self, EngineLink, EngineStatus};
-use crate::mesh::{self, Mesh, MeshMsg, PeerLink};
+use crate::engine::InterestFilter;
+use crate::mesh::{self, Mesh, PeerLink};
 use crate::metrics::{render_prometheus, Metric, SharedCounters};
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
 use crate::shard::{AddressLimit, Shard, WAKER};
 use crate::shared::Shared;
 use crate::sys;
+
+pub use crate::shared::Fault;
 
 /// The subprotocol `/ws` selects when a client offers it.
 pub const PUBSUB_SUBPROTOCOL: &str = "crier.v1";
@@ -29,11 +35,67 @@ pub const PUBSUB_SUBPROTOCOL: &str = "crier.v1";
 /// client sockets, so that over-limit clients can still be told 503.
 const RESERVED_FILES: u64 = 64;
 
+/// Turns' batches the channel from the shards to the Redis engine's thread holds; past it a
+/// shard's publishes are refused `overloaded` (the thread is behind Redis by that much).
+const ENGINE_QUEUE_BATCHES: usize = 1024;
+
 /// Pause between attempts to reach Redis while it is unreachable.
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Listen backlog; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 65_535;
+
+/// RSS one subscription costs with a 256-byte topic name, one subscriber per topic (measured
+/// 1,114 B with `bench/abuse_rss.py subscriptions --name-bytes 256`, rounded up; 387 B with
+/// 10-byte names; docs/configuration.md). The
+/// `--max-subscriptions` default divides a quarter of physical memory by it.
+pub const BYTES_PER_SUBSCRIPTION: u64 = 1_200;
+/// RSS one topic costs with a 256-byte name on top of its first subscription (the owner's
+/// entry and a second index entry); the `--max-topics` default divides an eighth of physical
+/// memory by it.
+pub const BYTES_PER_TOPIC: u64 = 1_200;
+/// Used when /proc/meminfo cannot be read: 1 GiB.
+const FALLBACK_MEMORY_BYTES: u64 = 1 << 30;
+/// The process exit code when a shard thread dies (EX_SOFTWARE, sysexits.h).
+pub const SHARD_FAILURE_EXIT_CODE: i32 = 70;
+
+/// Physical memory, from `MemTotal` in /proc/meminfo.
+pub fn physical_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The `--max-subscriptions` and `--max-topics` defaults for a machine with `memory_bytes`.
+pub fn default_caps(memory_bytes: u64) -> (usize, usize) {
+    let subscriptions = (memory_bytes / 4 / BYTES_PER_SUBSCRIPTION).max(1);
+    let topics = (memory_bytes / 8 / BYTES_PER_TOPIC).max(1);
+    (
+        usize::try_from(subscriptions).unwrap_or(usize::MAX),
+        usize::try_from(topics).unwrap_or(usize::MAX),
+    )
+}
+
+/// What the process does when a shard thread ends with an error or a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnShardFailure {
+    /// The thread ends; `join` reports it (tests: one server among many in a process).
+    #[default]
+    Report,
+    /// The process exits at once with [`SHARD_FAILURE_EXIT_CODE`], so a supervisor restarts
+    /// it, rather than other shards serving without the topics the dead one owned (the
+    /// binary).
+    ExitProcess,
+}
+
+/// How a server is supervised.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Supervision {
+    pub on_shard_failure: OnShardFailure,
+    /// A failure to inject on purpose (tests of this very supervision).
+    pub fault: Fault,
+}
 
 /// A running server.
 #[derive(Debug)]
@@ -110,14 +172,13 @@ impl ServerHandle {
     pub fn shutdown(&self) {
         self.stop_being_ready();
         for link in self.links.iter() {
-            // A shard that already stopped cannot be told again; nothing is lost.
-            while !link.send_now(MeshMsg::Shutdown) {
-                if self.threads.iter().all(|t| t.is_finished()) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            link.request_shutdown();
         }
+    }
+
+    /// The resolved `--max-subscriptions` and `--max-topics`.
+    pub fn global_caps(&self) -> (usize, usize) {
+        (self.shared.max_subscriptions, self.shared.max_topics)
     }
 
     /// Waits for every shard thread to end.
@@ -171,8 +232,13 @@ fn refuse_if_in_use(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// Starts a server with `config`.
+/// Starts a server with `config`; a shard that dies is reported by `join`.
 pub fn start(config: Config) -> io::Result<ServerHandle> {
+    start_supervised(config, Supervision::default())
+}
+
+/// Starts a server with `config` under `supervision`.
+pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<ServerHandle> {
     let file_limit = sys::raise_open_file_limit()?;
     let threads = config
         .threads
@@ -187,6 +253,11 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     let reserve = RESERVED_FILES + 4 * threads as u64;
     let fd_budget = file_limit.soft.saturating_sub(reserve).max(1) as usize;
     let max_connections = config.max_connections.unwrap_or(fd_budget);
+
+    let memory = physical_memory_bytes().unwrap_or(FALLBACK_MEMORY_BYTES);
+    let (default_subscriptions, default_topics) = default_caps(memory);
+    let max_subscriptions = config.max_subscriptions.unwrap_or(default_subscriptions);
+    let max_topics = config.max_topics.unwrap_or(default_topics);
 
     refuse_if_in_use(config.listen)?;
     let first = bind_reuseport(config.listen)?;
@@ -222,6 +293,11 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
             max_headers: config.max_headers,
         },
         started: Instant::now(),
+        max_subscriptions,
+        max_topics,
+        subscriptions: Arc::default(),
+        interest: Arc::new(InterestFilter::new(max_topics)),
+        fault: supervision.fault,
         engine_status: None,
         config,
     });
@@ -232,7 +308,7 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     for _ in 0..threads {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (link, inbox) = mesh::inbox(shared.config.inbox_capacity, waker);
+        let (link, inbox) = mesh::inbox(shared.config.inbox_budget_bytes, waker);
         polls.push(poll);
         links.push(link);
         inboxes.push(inbox);
@@ -252,11 +328,11 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
             },
             cluster: config.redis_cluster,
             prefix: config.redis_prefix.clone(),
-            history_size: config.history_size,
-            history_ttl: config.history_ttl,
+            history: HistoryPolicy::from_config(config),
             timeout: config.redis_timeout,
             reconnect_interval: RECONNECT_INTERVAL,
-            queue_batches: config.inbox_capacity,
+            queue_batches: ENGINE_QUEUE_BATCHES,
+            inbox_budget_bytes: config.inbox_budget_bytes,
         };
         let handle = redis::start(settings, links.clone(), config.engine_unready_after)?;
         engine_thread = Some(handle.thread);
@@ -284,10 +360,25 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
         let handle = std::thread::Builder::new()
             .name(format!("crier-shard-{id}"))
             .spawn(move || {
-                if let Some(cpu) = pin_to {
-                    sys::pin_current_thread(cpu)?;
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    if let Some(cpu) = pin_to {
+                        sys::pin_current_thread(cpu)?;
+                    }
+                    shard.run()
+                }));
+                let result = match result {
+                    Ok(result) => result,
+                    Err(_panic) => Err(io::Error::other(format!("shard {id} panicked"))),
+                };
+                if let Err(e) = &result {
+                    if supervision.on_shard_failure == OnShardFailure::ExitProcess {
+                        // The other shards would go on without this one's topics and retry
+                        // what they owe it for ever: better a clean restart.
+                        eprintln!("crier: shard {id} failed: {e}; exiting");
+                        std::process::exit(SHARD_FAILURE_EXIT_CODE);
+                    }
                 }
-                shard.run()
+                result
             })?;
         handles.push(handle);
     }

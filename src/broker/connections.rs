@@ -110,8 +110,8 @@ impl Connections {
         list.iter().find(|(t, _)| &**t == topic).map(|(_, n)| *n)
     }
 
-    /// Counts one more skipped message for `conn` on `topic`.
-    pub(super) fn add_dropped(&mut self, conn: ConnId, topic: &str) {
+    /// Counts `count` more skipped messages for `conn` on `topic`.
+    pub(super) fn add_dropped(&mut self, conn: ConnId, topic: &str, count: u64) {
         let Some(slot) = self.slots.get_mut(conn) else {
             return;
         };
@@ -123,8 +123,8 @@ impl Connections {
             }
         };
         match list.iter_mut().find(|(t, _)| &**t == topic) {
-            Some((_, count)) => *count += 1,
-            None => list.push((topic.into(), 1)),
+            Some((_, skipped)) => *skipped += count,
+            None => list.push((topic.into(), count)),
         }
     }
 

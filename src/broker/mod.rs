@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod connections;
+pub mod history;
 mod outputs;
 mod publish;
 mod subscribe;
@@ -29,6 +30,8 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::config::SlowConsumerPolicy;
 use crate::engine::{Engine, LocalEngine, PayloadRef, Refused};
@@ -39,6 +42,7 @@ use crate::proto::envelope;
 use crate::topic::LocalIndex;
 
 use connections::{Connections, PendingInterest};
+use history::Since;
 
 pub use outputs::{
     CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus, OVERLOADED_MESSAGE,
@@ -51,6 +55,47 @@ pub struct Limits {
     pub max_subscriptions_per_connection: usize,
     /// What happens to a subscriber whose queue is over its byte budget.
     pub slow_consumer: SlowConsumerPolicy,
+    /// Subscriptions across the process (every shard's core shares one count).
+    pub max_subscriptions: usize,
+    /// Distinct topics across the process (counted by the engine).
+    pub max_topics: usize,
+}
+
+impl Limits {
+    /// The per-connection limit and policy, with the process-wide caps off.
+    pub fn per_connection(
+        max_subscriptions_per_connection: usize,
+        slow_consumer: SlowConsumerPolicy,
+    ) -> Limits {
+        Limits {
+            max_subscriptions_per_connection,
+            slow_consumer,
+            max_subscriptions: usize::MAX,
+            max_topics: usize::MAX,
+        }
+    }
+}
+
+/// A process-wide cap a subscribe would break: answered `limit_reached`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalLimit {
+    /// `--max-subscriptions`.
+    Subscriptions { max: usize },
+    /// `--max-topics`.
+    Topics { max: usize },
+}
+
+impl fmt::Display for GlobalLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GlobalLimit::Subscriptions { max } => {
+                write!(f, "the server holds its maximum of {max} subscriptions")
+            }
+            GlobalLimit::Topics { max } => {
+                write!(f, "the server holds its maximum of {max} topics")
+            }
+        }
+    }
 }
 
 /// A subscription over `max_subscriptions_per_connection`: the one check, for commands and
@@ -93,10 +138,16 @@ pub struct Broker<E: Engine = LocalEngine> {
     local: LocalIndex,
     conns: Connections,
     pending_interest: HashMap<Box<str>, PendingInterest>,
+    /// Subscribers (in the index already) waiting for their resume's replay, per topic:
+    /// deliveries skip them until the replay, which holds those messages, arrives.
+    resuming: HashMap<Box<str>, Vec<ConnId>>,
     /// Scratch list of subscribers to disconnect after a delivery (kept to reuse its heap).
     slow: Vec<ConnId>,
     /// Scratch list of publishes the engine could not hand over at the end of a turn.
     refused: Vec<(ReplyTo, crate::engine::Refused)>,
+    /// Subscriptions across the process, shared by every shard's core: changed once per
+    /// subscribe and unsubscribe, never per delivery.
+    subscriptions: Arc<AtomicUsize>,
 }
 
 impl<E: Engine> Broker<E> {
@@ -109,9 +160,38 @@ impl<E: Engine> Broker<E> {
             local: LocalIndex::new(),
             conns: Connections::default(),
             pending_interest: HashMap::new(),
+            resuming: HashMap::new(),
             slow: Vec::new(),
             refused: Vec::new(),
+            subscriptions: Arc::default(),
         }
+    }
+
+    /// Shares the process-wide subscription count (`--max-subscriptions`) with other cores.
+    pub fn share_subscription_count(mut self, count: Arc<AtomicUsize>) -> Self {
+        self.subscriptions = count;
+        self
+    }
+
+    /// Checks the process-wide caps for subscribing one connection to `topics` (which it does
+    /// not hold yet). The topic count may lag by the subscriptions in flight between shards,
+    /// and concurrent subscribes on other shards may pass the caps by one each.
+    pub fn check_global_limits(&self, topics: &[&str]) -> Result<(), GlobalLimit> {
+        let held = self.subscriptions.load(Ordering::Relaxed);
+        let max = self.limits.max_subscriptions;
+        if held.saturating_add(topics.len()) > max {
+            return Err(GlobalLimit::Subscriptions { max });
+        }
+        let max = self.limits.max_topics;
+        if max != usize::MAX {
+            for topic in topics {
+                let new_here = self.local.subscribers(topic).is_empty();
+                if new_here && self.engine.topic_limit_reached(topic, max) {
+                    return Err(GlobalLimit::Topics { max });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks that a connection holding `held` topics may take `asked` more.
@@ -131,18 +211,25 @@ impl<E: Engine> Broker<E> {
     /// A `/ws` WebSocket opened as connection `conn` (slab key) with `generation`, asking for
     /// `topics` in its URL (already validated, distinct, and within the limit). Those are
     /// subscribed without acks.
+    /// `resumes` are the URL's `since=topic:seq[:epoch]` resume points: a topic named there is
+    /// subscribed resuming from it, and answered with an ack without `id` (with `topic`,
+    /// `seq`, `epoch` and `recovered`) before its replay.
     pub fn open<O: Outputs>(
         &mut self,
         conn: ConnId,
         generation: u32,
         topics: &[String],
+        resumes: &[(String, Since)],
         out: &mut O,
     ) {
         self.conns.open(conn, generation);
         for topic in topics {
             if let Some(subs) = self.conns.subscriptions_mut(conn) {
                 if subs.insert(topic) {
-                    self.add_local(conn, topic, None, out);
+                    match resumes.iter().find(|(t, _)| t == topic) {
+                        Some(&(_, since)) => self.add_resuming(conn, topic, None, since, out),
+                        None => self.add_local(conn, topic, None, out),
+                    }
                 }
             }
         }
@@ -168,7 +255,7 @@ impl<E: Engine> Broker<E> {
             }
         };
         match command {
-            Command::Subscribe { topic, id } => self.subscribe(conn, &topic, id, out),
+            Command::Subscribe { topic, id, since } => self.subscribe(conn, &topic, id, since, out),
             Command::Unsubscribe { topic, id } => self.unsubscribe(conn, &topic, id, out),
             Command::Publish { topic, data, id } => {
                 let reply = match (id, self.conns.generation(conn)) {
@@ -212,12 +299,27 @@ impl<E: Engine> Broker<E> {
                     self.deliver_local(&topic, &frame, out);
                 }
             }
-            MeshMsg::InterestConfirmed { topic } => self.interest_confirmed(&topic, out),
+            MeshMsg::InterestConfirmed { topic, count } => {
+                self.interest_confirmed(&topic, count, out)
+            }
+            MeshMsg::Dropped { topic, count } => self.deliveries_dropped(&topic, count),
             MeshMsg::Published { reply, seq, epoch } => self.answer(reply, seq, epoch, out),
             MeshMsg::PublishFailed { reply } => self.refuse(reply, Refused::Unavailable, out),
-            // The driver's business, not a pub/sub decision.
-            MeshMsg::Shutdown => {}
-            msg @ (MeshMsg::Publish { .. } | MeshMsg::Interest { .. }) => {
+            MeshMsg::Replay {
+                topic,
+                conn,
+                id,
+                resumed,
+                confirms_interest,
+            } => {
+                if let Some(key) = self.resolve(conn) {
+                    self.finish_resume(key, &topic, id.as_deref(), resumed, out);
+                }
+                if confirms_interest {
+                    self.interest_confirmed(&topic, 1, out);
+                }
+            }
+            msg @ (MeshMsg::Publish { .. } | MeshMsg::Interest { .. } | MeshMsg::Resume { .. }) => {
                 if let Some((topic, sequenced)) = self.engine.on_message(msg, out) {
                     self.finish(&topic, sequenced, out);
                 }
@@ -240,6 +342,16 @@ impl<E: Engine> Broker<E> {
     /// (connection, topic) subscriptions on this shard.
     pub fn subscription_count(&self) -> usize {
         self.local.subscription_count()
+    }
+
+    /// The clock moved to `now_ms` (monotonic milliseconds): the engine expires history.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.engine.tick(now_ms);
+    }
+
+    /// The engine of this shard.
+    pub fn engine(&self) -> &E {
+        &self.engine
     }
 
     /// Topics the engine keeps state for on this shard (owned topics, for the local engine).

@@ -91,12 +91,12 @@ impl CloseReason {
 pub const OVERLOADED_MESSAGE: &str = "the topic's shard is overloaded; retry later";
 
 /// The answer to `POST /publish/<topic>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpPublished {
-    /// Sequenced with this `seq` (0: nobody was subscribed), in this epoch when the engine
-    /// has epochs.
-    Sequenced(u64, Option<Box<str>>),
-    /// The engine refused it (the owner shard's inbox was full): 503 `overloaded`.
+    /// Sequenced with this `seq` and its topic's epoch (0 and none: nobody was subscribed and
+    /// the topic keeps no history).
+    Sequenced(u64, Option<super::history::Epoch>),
+    /// The engine refused it (today: the owner shard's inbox was full): 503 `overloaded`.
     Refused,
     /// The engine's backend (Redis) is unavailable: 503 `engine_unavailable`.
     Unavailable,

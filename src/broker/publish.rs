@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::history::Epoch;
 use crate::config::SlowConsumerPolicy;
 use crate::engine::{Engine, PayloadRef, Refused, Routed, Sequenced};
 use crate::mesh::{MeshMsg, ReplyTo};
@@ -53,11 +54,26 @@ impl<E: Engine> Broker<E> {
         self.engine.has_pending()
     }
 
-    /// A message this shard sent was refused by a full peer inbox: a refused publish is
-    /// answered `overloaded`; a refused delivery is only counted (by the driver).
-    pub fn on_refused<O: Outputs>(&mut self, msg: MeshMsg, out: &mut O) {
-        if let MeshMsg::Publish { reply, .. } = msg {
+    /// A message this shard sent to shard `to` was refused by its full inbox: a refused
+    /// publish is answered `overloaded`; a refused delivery is announced to the subscribers
+    /// it skipped (the engine's business).
+    pub fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) {
+        if let Some(reply) = self.engine.on_refused(to, msg, out) {
             self.refuse(reply, Refused::Overloaded, out);
+        }
+    }
+
+    /// `count` deliveries of `topic` never reached this shard: every local subscriber hears
+    /// of the gap before its next message, like a slow consumer's skipped messages. Ignored
+    /// while this shard's interest waits for confirmation: those deliveries belonged to
+    /// subscribers who have all left.
+    pub(super) fn deliveries_dropped(&mut self, topic: &str, count: u64) {
+        if self.pending_interest.contains_key(topic) {
+            return;
+        }
+        let subscribers = self.local.subscribers(topic);
+        for &conn in subscribers {
+            self.conns.add_dropped(conn, topic, count);
         }
     }
 
@@ -67,7 +83,7 @@ impl<E: Engine> Broker<E> {
         if let Some(frame) = &sequenced.local_frame {
             self.deliver_local(topic, frame, out);
         }
-        self.answer(sequenced.reply, sequenced.seq, None, out);
+        self.answer(sequenced.reply, sequenced.seq, sequenced.epoch, out);
     }
 
     /// Queues a prepared frame on every local subscriber of `topic`: a reference-count
@@ -79,6 +95,25 @@ impl<E: Engine> Broker<E> {
         let (conns, slow) = (&mut self.conns, &mut self.slow);
         let subscribers = self.local.subscribers(topic);
         let mut skipped = 0u64;
+        if !self.resuming.is_empty() {
+            if let Some(waiting) = self.resuming.get(topic) {
+                // Connections waiting for their replay get this message in it (or after it).
+                let waiting = waiting.clone();
+                skipped += deliver_except(
+                    subscribers,
+                    &waiting,
+                    frame,
+                    policy,
+                    conns,
+                    slow,
+                    topic,
+                    out,
+                );
+                out.count(Metric::Deliveries, subscribers.len() as u64 - skipped);
+                self.disconnect_slow(out);
+                return;
+            }
+        }
         if !conns.any_dropped() {
             // The usual case, kept tight: no skipped counts to announce on this shard.
             for &conn in subscribers {
@@ -125,6 +160,11 @@ impl<E: Engine> Broker<E> {
             }
         }
         out.count(Metric::Deliveries, subscribers.len() as u64 - skipped);
+        self.disconnect_slow(out);
+    }
+
+    /// Closes the subscribers a delivery found over budget under `--slow-consumer=disconnect`.
+    pub(super) fn disconnect_slow<O: Outputs>(&mut self, out: &mut O) {
         while let Some(conn) = self.slow.pop() {
             out.count(Metric::SlowConsumerDisconnects, 1);
             self.on_closed(conn, out);
@@ -132,12 +172,13 @@ impl<E: Engine> Broker<E> {
         }
     }
 
-    /// Tells the publisher its message was sequenced (`seq` 0: nobody was subscribed).
+    /// Tells the publisher its message was sequenced, with its topic's epoch (`seq` 0: nobody
+    /// was subscribed and the topic keeps no history).
     pub(super) fn answer<O: Outputs>(
         &mut self,
         reply: ReplyTo,
         seq: u64,
-        epoch: Option<Box<str>>,
+        epoch: Option<Epoch>,
         out: &mut O,
     ) {
         let conn = match &reply {
@@ -145,16 +186,21 @@ impl<E: Engine> Broker<E> {
             ReplyTo::WebSocket { conn, .. } | ReplyTo::Http { conn } => *conn,
         };
         if usize::from(conn.shard) != self.shard {
-            let msg = MeshMsg::Published { reply, seq, epoch };
-            out.to_peer(usize::from(conn.shard), msg);
+            out.to_peer(
+                usize::from(conn.shard),
+                MeshMsg::Published { reply, seq, epoch },
+            );
             return;
         }
         match reply {
             ReplyTo::Nobody => {}
             ReplyTo::WebSocket { conn, id } => {
                 if let Some(key) = self.resolve(conn) {
-                    let frame = envelope::ack_frame_in_epoch(&id, Some(seq), epoch.as_deref());
-                    let _ = out.send(key, frame, SendKind::Reply);
+                    let _ = out.send(
+                        key,
+                        envelope::ack_frame(&id, Some((seq, epoch))),
+                        SendKind::Reply,
+                    );
                 }
             }
             ReplyTo::Http { conn } => {
@@ -209,8 +255,61 @@ fn over_budget<O: Outputs>(
     match policy {
         SlowConsumerPolicy::Drop => {
             out.count(Metric::SlowConsumerDrops, 1);
-            conns.add_dropped(conn, topic);
+            conns.add_dropped(conn, topic, 1);
         }
         SlowConsumerPolicy::Disconnect => slow.push(conn),
     }
+}
+
+/// The rare path of a delivery while some subscribers of the topic wait for their replay:
+/// every subscriber but those, one by one, with the `dropped` notices. Returns how many were
+/// skipped.
+#[cold]
+#[allow(clippy::too_many_arguments)]
+fn deliver_except<O: Outputs>(
+    subscribers: &[ConnId],
+    waiting: &[ConnId],
+    frame: &Bytes,
+    policy: SlowConsumerPolicy,
+    conns: &mut Connections,
+    slow: &mut Vec<ConnId>,
+    topic: &str,
+    out: &mut O,
+) -> u64 {
+    let mut skipped = 0;
+    for &conn in subscribers {
+        if waiting.contains(&conn) {
+            skipped += 1;
+            continue;
+        }
+        if let Some(count) = conns.dropped(conn, topic) {
+            let notice = envelope::dropped_frame(topic, count);
+            let kind = SendKind::Notice {
+                reserve_bytes: frame.len(),
+            };
+            match out.send(conn, notice, kind) {
+                SendStatus::Queued | SendStatus::QueuedOverBudget => {
+                    conns.clear_dropped(conn, topic)
+                }
+                SendStatus::OverBudget => {
+                    skipped += 1;
+                    over_budget(policy, conns, slow, conn, topic, out);
+                    continue;
+                }
+                SendStatus::Closed => {
+                    skipped += 1;
+                    continue;
+                }
+            }
+        }
+        match out.send(conn, frame.clone(), SendKind::Delivery) {
+            SendStatus::Queued | SendStatus::QueuedOverBudget => {}
+            SendStatus::Closed => skipped += 1,
+            SendStatus::OverBudget => {
+                skipped += 1;
+                over_budget(policy, conns, slow, conn, topic, out);
+            }
+        }
+    }
+    skipped
 }

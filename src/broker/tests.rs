@@ -4,20 +4,36 @@ use bytes::Bytes;
 
 use super::fake::Recorder;
 use super::*;
+use crate::engine::InterestFilter;
 use crate::mesh::Payload;
-use crate::topic::owner_shard;
+use crate::topic::{owner_shard, topic_hash};
 
 const BUDGET: usize = 1 << 20;
 
+thread_local! {
+    /// The process-wide interest filter, one per test (each test runs on its own thread).
+    static FILTER: Arc<InterestFilter> = Arc::new(InterestFilter::new(0));
+}
+
+fn filter() -> Arc<InterestFilter> {
+    FILTER.with(Arc::clone)
+}
+
+/// What an owner that these tests do not simulate does when it starts holding `topic`.
+fn owner_holds(topic: &str) {
+    filter().gained(topic_hash(topic));
+}
+
 fn limits(policy: SlowConsumerPolicy) -> Limits {
-    Limits {
-        max_subscriptions_per_connection: 2,
-        slow_consumer: policy,
-    }
+    Limits::per_connection(2, policy)
 }
 
 fn broker(shard: usize, shards: usize, policy: SlowConsumerPolicy) -> Broker {
-    Broker::new(shard, limits(policy), LocalEngine::new(shard, shards))
+    Broker::new(
+        shard,
+        limits(policy),
+        LocalEngine::new(shard, shards, filter()),
+    )
 }
 
 /// A topic name that shard `owner` of `shards` owns.
@@ -36,7 +52,7 @@ fn cmd(out: &mut Recorder, b: &mut Broker, conn: ConnId, text: &str) {
 fn subscribe_publish_and_ack_on_the_owner_shard() {
     let mut out = Recorder::new(BUDGET);
     let mut b = broker(0, 1, SlowConsumerPolicy::Disconnect);
-    b.open(1, 7, &[], &mut out);
+    b.open(1, 7, &[], &[], &mut out);
     cmd(
         &mut out,
         &mut b,
@@ -60,7 +76,7 @@ fn subscribe_publish_and_ack_on_the_owner_shard() {
         [
             r#"{"op":"ack","id":1}"#,
             r#"{"op":"message","topic":"news","seq":1,"data":"hi"}"#,
-            r#"{"op":"ack","id":2,"seq":1}"#,
+            r#"{"op":"ack","id":2,"seq":1,"epoch":"j578TsJ7"}"#,
             r#"{"op":"message","topic":"news","seq":2,"data":3}"#,
         ]
     );
@@ -73,7 +89,7 @@ fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
     let mut out = Recorder::new(BUDGET);
     let topic = topic_owned_by(1, 2);
     let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
-    b.open(3, 1, &[], &mut out);
+    b.open(3, 1, &[], &[], &mut out);
     let sub = format!(r#"{{"op":"subscribe","topic":"{topic}","id":"a"}}"#);
     cmd(&mut out, &mut b, 3, &sub);
     assert!(out.texts(3).is_empty(), "no ack before the owner confirms");
@@ -83,7 +99,7 @@ fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
             1,
             MeshMsg::Interest {
                 interested: true,
-                confirm: true,
+                confirms: 1,
                 shard: 0,
                 ..
             }
@@ -92,12 +108,14 @@ fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
     b.on_peer(
         MeshMsg::InterestConfirmed {
             topic: topic.as_str().into(),
+            count: 1,
         },
         &mut out,
     );
     assert_eq!(out.texts(3), [r#"{"op":"ack","id":"a"}"#]);
 
     // A publish from here goes to the owner, and its answer comes back as `Published`.
+    owner_holds(&topic);
     out.peers.clear();
     let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":9}}"#);
     cmd(&mut out, &mut b, 3, &publish);
@@ -122,7 +140,7 @@ fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
             1,
             MeshMsg::Interest {
                 interested: false,
-                confirm: false,
+                confirms: 0,
                 ..
             }
         )]
@@ -141,7 +159,7 @@ fn the_owner_sequences_for_remote_shards_and_confirms_interest() {
             topic: topic.as_str().into(),
             shard: 1,
             interested: true,
-            confirm: true,
+            confirms: 1,
         },
         &mut out,
     );
@@ -170,7 +188,7 @@ fn a_slow_subscriber_under_drop_is_told_how_many_it_missed() {
     // Room for two ~100-byte deliveries with the queue's per-frame overhead.
     let mut out = Recorder::new(400);
     let mut b = broker(0, 1, SlowConsumerPolicy::Drop);
-    b.open(1, 1, &["news".to_string()], &mut out);
+    b.open(1, 1, &["news".to_string()], &[], &mut out);
     let data = format!("\"{}\"", "x".repeat(60));
     for _ in 0..5 {
         b.publish(
@@ -207,8 +225,8 @@ fn a_slow_subscriber_under_drop_is_told_how_many_it_missed() {
 fn a_slow_subscriber_under_disconnect_is_closed_and_forgotten() {
     let mut out = Recorder::new(200);
     let mut b = broker(0, 1, SlowConsumerPolicy::Disconnect);
-    b.open(1, 1, &["news".to_string()], &mut out);
-    b.open(2, 1, &["news".to_string()], &mut out);
+    b.open(1, 1, &["news".to_string()], &[], &mut out);
+    b.open(2, 1, &["news".to_string()], &[], &mut out);
     let data = format!("\"{}\"", "x".repeat(60));
     for _ in 0..5 {
         b.publish(
@@ -238,7 +256,7 @@ fn a_slow_subscriber_under_disconnect_is_closed_and_forgotten() {
 fn command_errors_are_answered_and_counted() {
     let mut out = Recorder::new(BUDGET);
     let mut b = broker(0, 1, SlowConsumerPolicy::Disconnect);
-    b.open(1, 1, &[], &mut out);
+    b.open(1, 1, &[], &[], &mut out);
     cmd(&mut out, &mut b, 1, r#"{"op":"subscribe","topic":"a"}"#);
     cmd(
         &mut out,
@@ -279,7 +297,8 @@ fn refused_publishes_are_answered_overloaded() {
     let mut out = Recorder::new(BUDGET);
     let topic = topic_owned_by(1, 2);
     let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
-    b.open(4, 2, &[], &mut out);
+    owner_holds(&topic);
+    b.open(4, 2, &[], &[], &mut out);
     let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":5}}"#);
     cmd(&mut out, &mut b, 4, &publish);
     let http = ConnRef {
@@ -293,8 +312,8 @@ fn refused_publishes_are_answered_overloaded() {
         ReplyTo::Http { conn: http },
         &mut out,
     );
-    for (_, msg) in std::mem::take(&mut out.peers) {
-        b.on_refused(msg, &mut out);
+    for (to, msg) in std::mem::take(&mut out.peers) {
+        b.on_refused(to, msg, &mut out);
     }
     let texts = out.texts(4);
     assert!(texts[0].contains("overloaded") && texts[0].contains(r#""id":5"#));
@@ -306,14 +325,15 @@ fn answers_for_a_closed_or_reused_connection_are_dropped() {
     let mut out = Recorder::new(BUDGET);
     let topic = topic_owned_by(1, 2);
     let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
-    b.open(4, 1, &[], &mut out);
+    owner_holds(&topic);
+    b.open(4, 1, &[], &[], &mut out);
     let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":5}}"#);
     cmd(&mut out, &mut b, 4, &publish);
     let Some((_, MeshMsg::Publish { reply, .. })) = out.peers.pop() else {
         panic!("no publish");
     };
     b.on_closed(4, &mut out);
-    b.open(4, 2, &[], &mut out); // the same slab slot, a new connection
+    b.open(4, 2, &[], &[], &mut out); // the same slab slot, a new connection
     b.on_peer(
         MeshMsg::Published {
             reply,
@@ -342,4 +362,143 @@ fn the_subscription_limit_is_one_check_for_urls_and_commands() {
         command.to_string(),
         "this connection already has 2 subscriptions, the most allowed"
     );
+}
+
+#[test]
+fn a_publish_to_a_topic_no_owner_holds_is_answered_here() {
+    let mut out = Recorder::new(BUDGET);
+    let topic = topic_owned_by(1, 2);
+    let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    b.open(4, 1, &[], &[], &mut out);
+    let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":5}}"#);
+    cmd(&mut out, &mut b, 4, &publish);
+    assert!(
+        out.peers.is_empty(),
+        "nothing crosses the mesh: {:?}",
+        out.peers
+    );
+    assert_eq!(out.texts(4), [r#"{"op":"ack","id":5,"seq":0}"#]);
+    assert_eq!(out.count(Metric::MessagesUnheard), 1);
+}
+
+/// Two shards with one filter: once a subscribe on one is acked, a publish on the other
+/// (whoever owns the topic) crosses to the owner and is delivered.
+#[test]
+fn after_a_subscribe_ack_the_filter_lets_publishes_through_on_every_shard() {
+    for owner in 0..2 {
+        let topic = topic_owned_by(owner, 2);
+        let (mut out0, mut out1) = (Recorder::new(BUDGET), Recorder::new(BUDGET));
+        let mut b0 = broker(0, 2, SlowConsumerPolicy::Disconnect);
+        let mut b1 = broker(1, 2, SlowConsumerPolicy::Disconnect);
+        b0.open(1, 1, &[], &[], &mut out0);
+        b1.open(1, 1, &[], &[], &mut out1);
+        let sub = format!(r#"{{"op":"subscribe","topic":"{topic}","id":"s"}}"#);
+        cmd(&mut out0, &mut b0, 1, &sub);
+        // Route shard 0's interest to the owner and the confirmation back, until acked.
+        for _ in 0..2 {
+            for (to, msg) in std::mem::take(&mut out0.peers) {
+                assert_eq!(to, 1);
+                b1.on_peer(msg, &mut out1);
+            }
+            for (to, msg) in std::mem::take(&mut out1.peers) {
+                assert_eq!(to, 0);
+                b0.on_peer(msg, &mut out0);
+            }
+        }
+        assert_eq!(out0.texts(1), [r#"{"op":"ack","id":"s"}"#]);
+        assert!(filter().may_be_heard(topic_hash(&topic)));
+        let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":7}}"#);
+        cmd(&mut out1, &mut b1, 1, &publish);
+        for (_, msg) in std::mem::take(&mut out1.peers) {
+            b0.on_peer(msg, &mut out0);
+        }
+        for (_, msg) in std::mem::take(&mut out0.peers) {
+            b1.on_peer(msg, &mut out1);
+        }
+        for (_, msg) in std::mem::take(&mut out1.peers) {
+            b0.on_peer(msg, &mut out0);
+        }
+        let texts = out0.texts(1);
+        assert!(texts[1].contains(r#""seq":1"#), "owner {owner}: {texts:?}");
+        // Everyone leaves: the owner forgets the topic, and the filter with it.
+        b0.on_closed(1, &mut out0);
+        for (_, msg) in std::mem::take(&mut out0.peers) {
+            b1.on_peer(msg, &mut out1);
+        }
+        assert_eq!(filter().topic_count(), 0);
+    }
+}
+
+#[test]
+fn refused_deliveries_are_announced_before_the_next_message() {
+    let mut out = Recorder::new(BUDGET);
+    let topic = topic_owned_by(1, 2);
+    let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    b.open(1, 1, std::slice::from_ref(&topic), &[], &mut out);
+    b.on_peer(
+        MeshMsg::InterestConfirmed {
+            topic: topic.as_str().into(),
+            count: 1,
+        },
+        &mut out,
+    );
+    let frame = |seq: u64| crate::proto::envelope::message_frame(&topic, seq, b"0");
+    b.on_peer(
+        MeshMsg::Deliver {
+            topic: topic.as_str().into(),
+            frame: frame(1),
+        },
+        &mut out,
+    );
+    b.on_peer(
+        MeshMsg::Dropped {
+            topic: topic.as_str().into(),
+            count: 2,
+        },
+        &mut out,
+    );
+    b.on_peer(
+        MeshMsg::Deliver {
+            topic: topic.as_str().into(),
+            frame: frame(4),
+        },
+        &mut out,
+    );
+    let texts = out.texts(1);
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert_eq!(
+        texts[1],
+        format!(r#"{{"op":"dropped","topic":"{topic}","count":2}}"#)
+    );
+}
+
+#[test]
+fn global_caps_answer_limit_reached() {
+    let mut out = Recorder::new(BUDGET);
+    let mut limits = limits(SlowConsumerPolicy::Disconnect);
+    limits.max_subscriptions = 3;
+    limits.max_topics = 2;
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut b = Broker::new(0, limits, LocalEngine::new(0, 1, filter()))
+        .share_subscription_count(count.clone());
+    for conn in 0..3 {
+        b.open(conn, 1, &[], &[], &mut out);
+    }
+    let sub = |t: &str| format!(r#"{{"op":"subscribe","topic":"{t}","id":1}}"#);
+    cmd(&mut out, &mut b, 0, &sub("a"));
+    cmd(&mut out, &mut b, 0, &sub("b"));
+    // A third distinct topic: over --max-topics.
+    cmd(&mut out, &mut b, 1, &sub("c"));
+    assert!(out.texts(1)[0].contains(r#""code":"limit_reached""#));
+    // An existing topic is fine, up to --max-subscriptions.
+    cmd(&mut out, &mut b, 1, &sub("a"));
+    assert_eq!(count.load(Ordering::Relaxed), 3);
+    cmd(&mut out, &mut b, 2, &sub("b"));
+    assert!(out.texts(2)[0].contains(r#""code":"limit_reached""#));
+    assert_eq!(out.count(Metric::SubscribeLimitReached), 2);
+    // Leaving gives the room back.
+    b.on_closed(0, &mut out);
+    assert_eq!(count.load(Ordering::Relaxed), 1);
+    cmd(&mut out, &mut b, 2, &sub("c"));
+    assert_eq!(out.texts(2)[1], r#"{"op":"ack","id":1}"#);
 }

@@ -20,17 +20,22 @@
 //! - **Refusal**: an engine may refuse a publish, at once ([`Routed::Refused`]) or later (the
 //!   driver hands the refused message to the core's `on_refused`). The publisher hears
 //!   `overloaded` (WebSocket, if it sent an `id`) or HTTP 503; nothing is delivered and no seq
-//!   is used. A `Deliver` that cannot reach a shard is counted; the subscribers see a seq gap.
+//!   is used. A `Deliver` that cannot reach a shard is counted and announced: the shard's
+//!   subscribers of the topic get a `dropped` notice before their next message.
 #![forbid(unsafe_code)]
 
+pub mod interest;
 pub mod local;
 pub mod redis;
 
 use bytes::Bytes;
 
+use crate::broker::history::{Epoch, Resumed, Since};
 use crate::broker::Outputs;
-use crate::mesh::{MeshMsg, Payload, ReplyTo};
+use crate::mesh::{ConnRef, MeshMsg, Payload, ReplyTo};
+use serde_json::value::RawValue;
 
+pub use interest::InterestFilter;
 pub use local::LocalEngine;
 
 /// A publish's payload, borrowed from wherever it arrived (a read buffer, a request body, an
@@ -65,8 +70,10 @@ impl<'a> PayloadRef<'a> {
 /// this shard's subscribers (when this shard is interested) and answer `reply` with `seq`.
 #[derive(Debug)]
 pub struct Sequenced {
-    /// The seq given (0: no shard was interested, nothing was delivered).
+    /// The seq given (0: no shard was interested and the topic keeps no history).
     pub seq: u64,
+    /// The topic incarnation's epoch (none with seq 0).
+    pub epoch: Option<Epoch>,
     /// The prepared frame, when this shard has subscribers of the topic.
     pub local_frame: Option<Bytes>,
     /// Who waits for the answer.
@@ -131,6 +138,35 @@ pub trait Engine {
         out: &mut O,
     ) -> Option<(Box<str>, Sequenced)>;
 
+    /// Connection `conn` of this shard subscribes to `topic` resuming from `since` (it is in
+    /// the shard's index already, but skipped by deliveries until its replay). The engine
+    /// registers this shard's interest and decides the resume; `Some` when decided here and
+    /// now (the caller sends the ack and the replay before anything else of the topic),
+    /// `None` when a `Replay` message will bring the answer, ordered after every delivery up
+    /// to its top and before any later one.
+    fn resume<O: Outputs>(
+        &mut self,
+        topic: &str,
+        since: Since,
+        conn: ConnRef,
+        id: Option<Box<RawValue>>,
+        confirms_interest: bool,
+        out: &mut O,
+    ) -> Option<Resumed<Bytes>>;
+
+    /// The clock moved to `now_ms` (milliseconds, monotonic): expire history.
+    fn tick(&mut self, now_ms: u64);
+
+    /// A message this shard sent (`msg`, for shard `to`) was refused by a full inbox. Returns
+    /// the publisher to answer `overloaded`, if it was a publish; a refused delivery must be
+    /// announced to the subscribers it skipped.
+    fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) -> Option<ReplyTo>;
+
+    /// Whether subscribing to `topic` would make more than `max_topics` distinct topics
+    /// (a topic some shard holds already does not count). May lag by the subscriptions in
+    /// flight between shards.
+    fn topic_limit_reached(&self, topic: &str, max_topics: usize) -> bool;
+
     /// Topics this engine instance keeps state for (a gauge).
     fn topic_count(&self) -> usize;
 
@@ -149,6 +185,9 @@ pub trait Engine {
 /// The engine a shard runs, chosen by `--engine`: a plain enum, so the shard loop and the
 /// broker core stay generic over one type and the call is a predictable branch.
 #[derive(Debug)]
+// One per shard, made once: the size difference costs nothing, a box would cost a pointer
+// chase on every publish of the default engine.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyEngine {
     Local(LocalEngine),
     Redis(redis::RedisEngine),
@@ -190,6 +229,42 @@ impl Engine for AnyEngine {
         match self {
             AnyEngine::Local(e) => e.topic_count(),
             AnyEngine::Redis(e) => e.topic_count(),
+        }
+    }
+
+    fn resume<O: Outputs>(
+        &mut self,
+        topic: &str,
+        since: Since,
+        conn: ConnRef,
+        id: Option<Box<RawValue>>,
+        confirms_interest: bool,
+        out: &mut O,
+    ) -> Option<Resumed<Bytes>> {
+        match self {
+            AnyEngine::Local(e) => e.resume(topic, since, conn, id, confirms_interest, out),
+            AnyEngine::Redis(e) => e.resume(topic, since, conn, id, confirms_interest, out),
+        }
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        match self {
+            AnyEngine::Local(e) => e.tick(now_ms),
+            AnyEngine::Redis(e) => e.tick(now_ms),
+        }
+    }
+
+    fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) -> Option<ReplyTo> {
+        match self {
+            AnyEngine::Local(e) => e.on_refused(to, msg, out),
+            AnyEngine::Redis(e) => e.on_refused(to, msg, out),
+        }
+    }
+
+    fn topic_limit_reached(&self, topic: &str, max_topics: usize) -> bool {
+        match self {
+            AnyEngine::Local(e) => e.topic_limit_reached(topic, max_topics),
+            AnyEngine::Redis(e) => e.topic_limit_reached(topic, max_topics),
         }
     }
 

@@ -18,6 +18,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::broker::history::{Epoch, Since};
 use crate::topic::name::validate_topic_str;
 
 /// A client command, borrowing from the frame's payload.
@@ -26,10 +27,11 @@ use crate::topic::name::validate_topic_str;
 /// decoded into a new string; names without a backslash (nearly all) are borrowed.
 #[derive(Debug, Clone)]
 pub enum Command<'a> {
-    /// `{"op":"subscribe","topic":T}`.
+    /// `{"op":"subscribe","topic":T}`, optionally resuming: `"since":{"seq":N,"epoch":E}`.
     Subscribe {
         topic: Cow<'a, str>,
         id: Option<&'a RawValue>,
+        since: Option<Since>,
     },
     /// `{"op":"unsubscribe","topic":T}`.
     Unsubscribe {
@@ -81,15 +83,17 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// Unsubscribe from a topic the connection is not subscribed to.
     NotSubscribed,
-    /// The broker's inbox is full; the command was not carried out.
+    /// The topic's shard is over its inbox budget; the command was not carried out.
     Overloaded,
     /// The engine's backend (Redis) is unreachable; the publish was not carried out.
     EngineUnavailable,
+    /// A process-wide cap (`--max-subscriptions`, `--max-topics`) is reached.
+    LimitReached,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidCommand,
         ErrorCode::UnknownOp,
@@ -99,6 +103,7 @@ impl ErrorCode {
         ErrorCode::NotSubscribed,
         ErrorCode::Overloaded,
         ErrorCode::EngineUnavailable,
+        ErrorCode::LimitReached,
     ];
 
     /// The code as sent on the wire (`snake_case`, plain ASCII: never needs escaping).
@@ -113,20 +118,7 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::EngineUnavailable => "engine_unavailable",
-        }
-    }
-
-    /// The HTTP status for this error on the HTTP publish endpoint (the one place it is mapped).
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::InvalidJson
-            | ErrorCode::InvalidCommand
-            | ErrorCode::UnknownOp
-            | ErrorCode::InvalidTopic => 400,
-            ErrorCode::NotSubscribed => 409,
-            ErrorCode::MessageTooLarge => 413,
-            ErrorCode::TooManySubscriptions => 429,
-            ErrorCode::Overloaded | ErrorCode::EngineUnavailable => 503,
+            ErrorCode::LimitReached => "limit_reached",
         }
     }
 }
@@ -232,7 +224,14 @@ pub fn parse_command(text: &[u8]) -> Result<Command<'_>, CommandError> {
     }
 
     Ok(match op {
-        Op::Subscribe => Command::Subscribe { topic, id },
+        Op::Subscribe => {
+            let since = match fields.since {
+                Field::Missing => None,
+                Field::Duplicate => return Err(invalid(id, "duplicate field \"since\"")),
+                Field::Once(raw) => Some(parse_since(raw, id)?),
+            };
+            Command::Subscribe { topic, id, since }
+        }
         Op::Unsubscribe => Command::Unsubscribe { topic, id },
         Op::Publish => {
             let data = match fields.data {
@@ -242,6 +241,26 @@ pub fn parse_command(text: &[u8]) -> Result<Command<'_>, CommandError> {
             };
             Command::Publish { topic, data, id }
         }
+    })
+}
+
+/// `{"seq":N}` or `{"seq":N,"epoch":"E"}` (other fields ignored, like everywhere).
+fn parse_since(raw: &RawValue, id: Option<&RawValue>) -> Result<Since, CommandError> {
+    #[derive(serde::Deserialize)]
+    struct SinceJson<'a> {
+        seq: u64,
+        #[serde(borrow)]
+        epoch: Option<Cow<'a, str>>,
+    }
+    const SHAPE: &str = "\"since\" must be {\"seq\":N} or {\"seq\":N,\"epoch\":\"...\"}";
+    let parsed: SinceJson<'_> = serde_json::from_str(raw.get()).map_err(|_| invalid(id, SHAPE))?;
+    let epoch = match parsed.epoch {
+        None => None,
+        Some(text) => Some(Epoch::parse(&text).map_err(|e| invalid(id, &format!("since: {e}")))?),
+    };
+    Ok(Since {
+        seq: parsed.seq,
+        epoch,
     })
 }
 
@@ -302,6 +321,7 @@ struct Fields<'a> {
     topic: Field<'a>,
     data: Field<'a>,
     id: Field<'a>,
+    since: Field<'a>,
 }
 
 impl<'de> Deserialize<'de> for Fields<'de> {
@@ -329,6 +349,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 Key::Topic => fields.topic.set(value),
                 Key::Data => fields.data.set(value),
                 Key::Id => fields.id.set(value),
+                Key::Since => fields.since.set(value),
                 Key::Other => {}
             }
         }
@@ -342,6 +363,7 @@ enum Key {
     Topic,
     Data,
     Id,
+    Since,
     Other,
 }
 
@@ -359,6 +381,7 @@ impl<'de> Deserialize<'de> for Key {
                     "topic" => Key::Topic,
                     "data" => Key::Data,
                     "id" => Key::Id,
+                    "since" => Key::Since,
                     _ => Key::Other,
                 })
             }
@@ -597,8 +620,6 @@ mod tests {
             );
             assert!(seen.insert(s));
             assert_eq!(code.to_string(), s);
-            assert!((400..600).contains(&code.http_status()));
         }
-        assert_eq!(ErrorCode::Overloaded.http_status(), 503);
     }
 }

@@ -55,11 +55,13 @@ pub enum RefusalReason {
     MaxConnections,
     /// A connection accepted over `--max-connections-per-ip` (503 at accept).
     MaxConnectionsPerIp,
+    /// A `/ws?topic=` upgrade over `--max-subscriptions` or `--max-topics` (503).
+    LimitReached,
 }
 
 impl RefusalReason {
     /// Every reason, in declaration order (the index is `reason as usize`).
-    pub const ALL: [RefusalReason; 18] = [
+    pub const ALL: [RefusalReason; 19] = [
         RefusalReason::Malformed,
         RefusalReason::HeadTooLarge,
         RefusalReason::Framing,
@@ -78,6 +80,7 @@ impl RefusalReason {
         RefusalReason::EngineUnavailable,
         RefusalReason::MaxConnections,
         RefusalReason::MaxConnectionsPerIp,
+        RefusalReason::LimitReached,
     ];
 
     /// How many reasons there are.
@@ -104,6 +107,7 @@ impl RefusalReason {
             RefusalReason::EngineUnavailable => "engine_unavailable",
             RefusalReason::MaxConnections => "max_connections",
             RefusalReason::MaxConnectionsPerIp => "max_connections_per_ip",
+            RefusalReason::LimitReached => "limit_reached",
         }
     }
 }
@@ -144,6 +148,9 @@ pub enum Refusal {
     TooManyConnections,
     /// Accepted over `--max-connections-per-ip` (503).
     TooManyConnectionsFromAddress,
+    /// A `/ws?topic=` upgrade whose subscriptions would pass `--max-subscriptions` or
+    /// `--max-topics`; the text says which (503).
+    LimitReached(String),
 }
 
 impl Refusal {
@@ -162,7 +169,8 @@ impl Refusal {
             Refusal::PublishOverloaded(_)
             | Refusal::PublishEngineUnavailable
             | Refusal::TooManyConnections
-            | Refusal::TooManyConnectionsFromAddress => 503,
+            | Refusal::TooManyConnectionsFromAddress
+            | Refusal::LimitReached(_) => 503,
         }
     }
 
@@ -190,6 +198,7 @@ impl Refusal {
             Refusal::PublishEngineUnavailable => RefusalReason::EngineUnavailable,
             Refusal::TooManyConnections => RefusalReason::MaxConnections,
             Refusal::TooManyConnectionsFromAddress => RefusalReason::MaxConnectionsPerIp,
+            Refusal::LimitReached(_) => RefusalReason::LimitReached,
         }
     }
 
@@ -260,7 +269,9 @@ impl Refusal {
         match self {
             Refusal::Http(error) | Refusal::PublishBody(error) => error.to_string(),
             Refusal::Handshake(error) => error.to_string(),
-            Refusal::InvalidTopicQuery(why) | Refusal::PublishOverloaded(why) => why.clone(),
+            Refusal::InvalidTopicQuery(why)
+            | Refusal::PublishOverloaded(why)
+            | Refusal::LimitReached(why) => why.clone(),
             Refusal::TooManyTopics { asked, max } => {
                 format!("{asked} topics asked for; at most {max} per connection")
             }
@@ -346,6 +357,7 @@ mod tests {
             Refusal::PublishOverloaded("inbox full".into()),
             Refusal::TooManyConnections,
             Refusal::TooManyConnectionsFromAddress,
+            Refusal::LimitReached("the server holds its maximum of 5 topics".into()),
         ];
         for refusal in &all {
             let (status, fields, body) = parsed(&refusal.response());

@@ -2,6 +2,7 @@
 //! upgrading `/ws` and `/echo` to WebSocket, `POST /publish/<topic>`, health, readiness and
 //! metrics. Responses are queued like frames and go out in the end-of-turn flush.
 
+use crate::broker::history::{parse_url_since, Epoch, Since};
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -273,6 +274,7 @@ impl Shard {
             Err(error) => return self.refuse(key, Refusal::Handshake(error)),
         };
         let mut topics: Vec<String> = Vec::new();
+        let mut resumes: Vec<(String, Since)> = Vec::new();
         if route == Route::PubSub {
             if let Some(query) = head.query() {
                 for raw in query_values(query, "topic") {
@@ -292,9 +294,44 @@ impl Shard {
                     }
                 }
             }
+            if let Some(query) = head.query() {
+                // `since=topic:seq[:epoch]` resumes that topic (and subscribes to it).
+                for raw in query_values(query, "since") {
+                    let parsed = percent_decode(raw, true)
+                        .map_err(|_| format!("since {raw:?} has a broken %-escape"))
+                        .and_then(|bytes| {
+                            String::from_utf8(bytes)
+                                .map_err(|_| format!("since {raw:?} is not UTF-8"))
+                        })
+                        .and_then(|text| {
+                            let (topic, since) = parse_url_since(&text)
+                                .map_err(|e| format!("since {raw:?}: {e}"))?;
+                            validate_topic(topic.as_bytes())
+                                .map_err(|e| format!("since {raw:?}: topic is not valid: {e}"))?;
+                            Ok((topic.to_string(), since))
+                        });
+                    match parsed {
+                        Ok((topic, since)) => {
+                            if !topics.contains(&topic) {
+                                topics.push(topic.clone());
+                            }
+                            resumes.retain(|(t, _)| *t != topic);
+                            resumes.push((topic, since));
+                        }
+                        Err(message) => {
+                            return self.refuse(key, Refusal::InvalidTopicQuery(message))
+                        }
+                    }
+                }
+            }
             if let Err(limit) = self.broker.check_subscription_limit(0, topics.len()) {
                 let (asked, max) = (limit.asked, limit.max);
                 return self.refuse(key, Refusal::TooManyTopics { asked, max });
+            }
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            if let Err(limit) = self.broker.check_global_limits(&names) {
+                self.counters.incr(Metric::SubscribeLimitReached);
+                return self.refuse(key, Refusal::LimitReached(limit.to_string()));
             }
         }
         let limits = SessionLimits {
@@ -313,7 +350,7 @@ impl Shard {
         let _ = self.send(key, accept, SendKind::Reply);
         if route == Route::PubSub {
             let generation = self.conns[key].generation;
-            self.with_broker(|broker, out| broker.open(key, generation, &topics, out));
+            self.with_broker(|broker, out| broker.open(key, generation, &topics, &resumes, out));
         }
         if leftover.is_empty() {
             Flow::Continue
@@ -419,7 +456,7 @@ impl Shard {
     pub(super) fn finish_http_publish(
         &mut self,
         key: usize,
-        result: Result<(u64, Option<Box<str>>), Refusal>,
+        result: Result<(u64, Option<Epoch>), Refusal>,
     ) {
         let Some(http) = self.http_mut(key) else {
             return;
@@ -432,7 +469,7 @@ impl Shard {
         let has_more = !http.buf.is_empty();
         match result {
             Ok((seq, epoch)) => {
-                let body = envelope::publish_reply_body_in_epoch(seq, epoch.as_deref());
+                let body = envelope::publish_reply_body(seq, epoch);
                 let bytes = response(status::OK, &[], "application/json", &body, keep_alive);
                 self.respond(key, bytes, keep_alive);
                 let conn = &mut self.conns[key];
@@ -500,7 +537,8 @@ fn handshake_failure_metric(reason: RefusalReason) -> Option<Metric> {
         | RefusalReason::Overloaded
         | RefusalReason::EngineUnavailable
         | RefusalReason::MaxConnections
-        | RefusalReason::MaxConnectionsPerIp => return None,
+        | RefusalReason::MaxConnectionsPerIp
+        | RefusalReason::LimitReached => return None,
     })
 }
 

@@ -26,15 +26,16 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::broker::history::{self, EpochGen, HistoryPolicy};
 use crate::broker::{Broker, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE};
 use crate::engine::redis::{EngineLink, RedisEngine};
 use crate::engine::{AnyEngine, LocalEngine, PayloadRef};
-use crate::mesh::{ConnRef, Mesh, MeshMsg, ReplyTo};
+use crate::mesh::{ConnRef, Mesh, ReplyTo};
 use crate::metrics::{Metric, ShardCounters};
 use crate::proto::close;
 use crate::proto::http_refusal::Refusal;
 use crate::proto::prepared;
-use crate::shared::Shared;
+use crate::shared::{Fault, Shared};
 
 use connection::{elapsed_ms, flags, Connection, Phase};
 use output::Effects;
@@ -65,6 +66,10 @@ const EVENTS_PER_POLL: usize = 1024;
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a connection may linger in Closing when not draining.
 const CLOSE_LINGER_MS: u32 = 2_000;
+/// How soon to retry control messages a peer's full inbox did not take, when nothing else is
+/// pending: soon enough that a subscribe ack is barely delayed, late enough that a stalled
+/// peer costs this shard almost no CPU (a zero timeout would spin).
+const MESH_RETRY_INTERVAL: Duration = Duration::from_millis(1);
 
 /// What handling some input decided about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,12 +135,23 @@ impl Shard {
         let limits = Limits {
             max_subscriptions_per_connection: config.max_subscriptions_per_connection,
             slow_consumer: config.slow_consumer,
+            max_subscriptions: shared.max_subscriptions,
+            max_topics: shared.max_topics,
         };
+        let shards = mesh.shard_count();
         let engine = match engine {
-            Some(link) => AnyEngine::Redis(RedisEngine::new(id, link)),
-            None => AnyEngine::Local(LocalEngine::new(id, mesh.shard_count())),
+            Some(link) => AnyEngine::Redis(RedisEngine::new(id, link, shared.interest.clone())),
+            None => AnyEngine::Local(LocalEngine::with_history(
+                id,
+                shards,
+                shared.interest.clone(),
+                HistoryPolicy::from_config(config),
+                history::shard_budget_bytes(config.max_history_bytes, shards),
+                EpochGen::os_seed() ^ (id as u64),
+            )),
         };
-        let broker = Broker::new(id, limits, engine);
+        let broker =
+            Broker::new(id, limits, engine).share_subscription_count(shared.subscriptions.clone());
         Ok(Shard {
             id,
             poll,
@@ -166,6 +182,9 @@ impl Shard {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
+            if self.shared.fault != Fault::None {
+                self.inject_fault();
+            }
             let timeout = self.poll_timeout();
             let will_sleep = timeout != Some(Duration::ZERO);
             if will_sleep && !self.mesh.prepare_to_sleep() {
@@ -181,6 +200,9 @@ impl Shard {
             self.mesh.awake();
             let turn_start = Instant::now();
             self.now_ms = self.clock_ms(turn_start);
+            // History keeps its own 64-bit clock: its TTLs are compared without wrapping.
+            let history_ms = turn_start.duration_since(self.started).as_millis() as u64;
+            self.broker.tick(history_ms);
 
             for event in events.iter() {
                 match event.token() {
@@ -221,6 +243,8 @@ impl Shard {
             );
             self.counters
                 .set(Metric::TopicsOwned, self.broker.engine_topic_count() as u64);
+            self.counters
+                .set(Metric::MeshInboxBytes, self.mesh.inbox_bytes() as u64);
             self.shared.counters[self.id].publish(&self.counters);
 
             if let Some(deadline) = self.drain_deadline_ms {
@@ -238,7 +262,7 @@ impl Shard {
 
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.again.is_empty()
-            || self.mesh.has_pending()
+            || self.mesh.has_fresh()
             || self.broker.engine_has_pending()
             || !self.dirty.is_empty()
             || self.accept_more
@@ -251,7 +275,28 @@ impl Shard {
         } else {
             until_sweep
         };
-        Some(Duration::from_millis(until_sweep as u64))
+        let timeout = Duration::from_millis(until_sweep as u64);
+        if self.mesh.has_pending() {
+            // Only retries wait (a peer's inbox is full): back off instead of spinning.
+            return Some(timeout.min(MESH_RETRY_INTERVAL));
+        }
+        Some(timeout)
+    }
+
+    /// Misbehaves on purpose (`Fault`), to test the process's supervision.
+    #[cold]
+    fn inject_fault(&mut self) {
+        match self.shared.fault {
+            Fault::PanicShard(shard) if shard == self.id => {
+                panic!("injected fault: shard {shard} panics")
+            }
+            Fault::StallShard(shard) if shard == self.id => {
+                while !self.shared.draining.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Fault::None | Fault::PanicShard(_) | Fault::StallShard(_) => {}
+        }
     }
 
     fn connection_ref(&self, key: usize) -> ConnRef {
@@ -611,9 +656,9 @@ impl Shard {
         self.counters
             .add(Metric::MeshMessagesSent, outcome.messages_sent);
         self.counters.add(Metric::MeshInboxFull, outcome.inbox_full);
-        for refused in outcome.refused {
+        for (to, refused) in outcome.refused {
             self.counters.incr(Metric::MeshDropped);
-            self.with_broker(|broker, out| broker.on_refused(refused, out));
+            self.with_broker(|broker, out| broker.on_refused(to, refused, out));
         }
     }
 
@@ -783,14 +828,14 @@ impl Shard {
     }
 
     fn drain_inbox(&mut self) {
+        if self.mesh.shutdown_requested() {
+            self.begin_drain();
+        }
         while let Some(batch) = self.mesh.try_recv() {
-            for msg in batch {
-                if let MeshMsg::Shutdown = msg {
-                    self.begin_drain();
-                } else {
-                    self.with_broker(|broker, out| broker.on_peer(msg, out));
-                }
+            for msg in batch.msgs {
+                self.with_broker(|broker, out| broker.on_peer(msg, out));
             }
+            self.mesh.release(batch.weight);
         }
     }
 }

@@ -23,12 +23,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::broker::history::{HistoryPolicy, Resumed, Since};
 use crate::broker::Outputs;
-use crate::mesh::{MeshMsg, Payload, PeerLink, ReplyTo};
+use crate::mesh::{ConnRef, MeshMsg, Payload, PeerLink, ReplyTo};
+use crate::topic::topic_hash;
 
-use super::{Engine, Interest, PayloadRef, Refused, Routed, Sequenced};
+use super::{Engine, Interest, InterestFilter, PayloadRef, Refused, Routed, Sequenced};
 
 pub use status::{EngineMetric, EngineStatus};
 
@@ -41,23 +45,25 @@ pub struct Settings {
     pub cluster: bool,
     /// Prefix of every key and channel.
     pub prefix: String,
-    /// Messages kept per topic in its stream (0: no history).
-    pub history_size: usize,
-    /// How long a topic's stream is kept after its last publish.
-    pub history_ttl: Duration,
+    /// What each topic keeps in its stream (`--history-size`, `--history-ttl`, `[[topics]]`)
+    /// and the most one resume replays.
+    pub history: HistoryPolicy,
     /// How long one Redis command may take before the connection is counted as lost.
     pub timeout: Duration,
     /// Pause between connection attempts while Redis is unreachable.
     pub reconnect_interval: Duration,
     /// Batches the channel from the shards holds.
     pub queue_batches: usize,
+    /// Each shard's inbox budget (`--inbox-budget-bytes`), kept by the engine's thread too.
+    pub inbox_budget_bytes: usize,
 }
 
 impl Settings {
     /// How long a topic's meta (seq, epoch) lives without a publish; the node refreshes it for
     /// topics it listens to, so a quiet topic keeps its seq while it has subscribers.
     pub fn meta_ttl(&self) -> Duration {
-        self.history_ttl.max(Duration::from_secs(300))
+        let longest_ms = self.history.ttl_classes_ms().iter().copied().max();
+        Duration::from_millis(longest_ms.unwrap_or(0)).max(Duration::from_secs(300))
     }
 }
 
@@ -73,6 +79,11 @@ pub enum Request {
         topic: Box<str>,
         shard: u16,
         interested: bool,
+    },
+    /// A connection subscribes resuming from `since` (see [`Engine::resume`]).
+    Resume {
+        topic: Box<str>,
+        waiter: node::Waiter,
     },
 }
 
@@ -120,15 +131,29 @@ pub struct RedisEngine {
     batch: Vec<Request>,
     /// Topics this shard told the engine it wants.
     topics: usize,
+    /// Shared by the node's shards: which topics some shard of this node listens to.
+    filter: Arc<InterestFilter>,
 }
 
 impl RedisEngine {
-    pub fn new(shard: usize, link: EngineLink) -> RedisEngine {
+    pub fn new(shard: usize, link: EngineLink, filter: Arc<InterestFilter>) -> RedisEngine {
         RedisEngine {
             shard: shard as u16,
             link,
             batch: Vec::new(),
             topics: 0,
+            filter,
+        }
+    }
+
+    fn listen(&mut self, topic: &str, interested: bool) {
+        let hash = topic_hash(topic);
+        if interested {
+            self.topics += 1;
+            self.filter.hold(hash);
+        } else {
+            self.topics = self.topics.saturating_sub(1);
+            self.filter.release(hash);
         }
     }
 }
@@ -158,11 +183,7 @@ impl Engine for RedisEngine {
         interested: bool,
         _out: &mut O,
     ) -> Interest {
-        if interested {
-            self.topics += 1;
-        } else {
-            self.topics = self.topics.saturating_sub(1);
-        }
+        self.listen(topic, interested);
         self.batch.push(Request::Interest {
             topic: topic.into(),
             shard: self.shard,
@@ -184,6 +205,54 @@ impl Engine for RedisEngine {
         None
     }
 
+    fn resume<O: Outputs>(
+        &mut self,
+        topic: &str,
+        since: Since,
+        conn: ConnRef,
+        id: Option<Box<RawValue>>,
+        confirms_interest: bool,
+        _out: &mut O,
+    ) -> Option<Resumed<Bytes>> {
+        if confirms_interest {
+            // Released by the `set_interest(false)` of this shard's last unsubscribe.
+            self.listen(topic, true);
+        }
+        self.batch.push(Request::Resume {
+            topic: topic.into(),
+            waiter: node::Waiter {
+                conn,
+                id,
+                since,
+                confirms_interest,
+            },
+        });
+        None
+    }
+
+    fn tick(&mut self, _now_ms: u64) {
+        // History lives in Redis, which expires it.
+    }
+
+    fn on_refused<O: Outputs>(
+        &mut self,
+        _to: usize,
+        msg: MeshMsg,
+        _out: &mut O,
+    ) -> Option<ReplyTo> {
+        // Nothing crosses between shards with this engine but publish answers.
+        match msg {
+            MeshMsg::Publish { reply, .. } => Some(reply),
+            _ => None,
+        }
+    }
+
+    fn topic_limit_reached(&self, topic: &str, max_topics: usize) -> bool {
+        // The node's topics as the engine thread last counted them (lags by a tick).
+        let topics = usize::try_from(self.link.status.get(EngineMetric::Topics)).unwrap_or(0);
+        topics.max(self.topics) >= max_topics && !self.filter.may_be_heard(topic_hash(topic))
+    }
+
     fn topic_count(&self) -> usize {
         self.topics
     }
@@ -202,8 +271,11 @@ impl Engine for RedisEngine {
         for request in batch {
             match request {
                 Request::Publish { reply, .. } => refused.push((reply, why)),
-                // Interest changes must not be lost: retried at the end of the next turn.
-                interest @ Request::Interest { .. } => self.batch.push(interest),
+                // Interest changes and resumes must not be lost: retried at the end of the
+                // next turn.
+                other @ (Request::Interest { .. } | Request::Resume { .. }) => {
+                    self.batch.push(other)
+                }
             }
         }
     }

@@ -4,17 +4,35 @@
 
 use bytes::Bytes;
 
+use crate::broker::history::Epoch;
 use crate::mesh::Payload;
 
-/// One publish, atomically per topic (issue 13): the epoch (created if missing, which also
-/// drops a stream left by an older incarnation), the next seq, the history append (the seq is
-/// the stream ID, trimmed to the history size, with its TTL), the meta TTL, and the (S)PUBLISH
-/// of `kind seq ":" epoch ":" payload` to the topic's channel. Returns `{seq, epoch}`.
+/// One publish, atomically per topic (issue 13). A topic has state in Redis while some node
+/// listens to its channel or its stream keeps messages (the local engine's rule, seen
+/// across nodes: `PUBSUB NUMSUB`/`SHARDNUMSUB` counts the nodes subscribed). A publish to a
+/// topic without state is unheard: nothing is stored or published, the meta of a finished
+/// incarnation is dropped, and the answer is `{0, ""}`. Otherwise: the epoch (created if
+/// missing, which also drops a stream left by an older incarnation), the next seq, the
+/// history append (the seq is the stream ID, trimmed to the history size, with its TTL), the
+/// meta TTL, and the (S)PUBLISH of `kind seq ":" epoch ":" payload` to the topic's channel.
+/// Returns `{seq, epoch}`.
 ///
 /// KEYS: meta, stream, channel. ARGV: kind (`j`/`b`), payload, history size, history TTL (ms),
 /// meta TTL (ms), epoch candidate, `1` for SPUBLISH (Cluster).
 pub const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
+local listeners
+if ARGV[7] == '1' then
+  listeners = redis.call('PUBSUB', 'SHARDNUMSUB', KEYS[3])[2]
+else
+  listeners = redis.call('PUBSUB', 'NUMSUB', KEYS[3])[2]
+end
+if listeners == 0 and not (epoch and redis.call('EXISTS', KEYS[2]) == 1) then
+  if epoch then
+    redis.call('DEL', KEYS[1], KEYS[2])
+  end
+  return {0, ''}
+end
 if not epoch then
   epoch = ARGV[6]
   redis.call('DEL', KEYS[2])
@@ -60,6 +78,30 @@ pub const FETCH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 local entries = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', ARGV[2] .. '-0', 'COUNT', ARGV[3])
 return {epoch or false, entries}
+"#;
+
+/// A resume's read, atomically: the topic's top and epoch (creating its incarnation if there
+/// is none, like `ENSURE`: run after SUBSCRIBE), its oldest kept seq, and its kept entries
+/// from `from` on: `{seq, epoch, oldest or "", {{id, {field, value, ...}}, ...}}`. The stream
+/// is trimmed to the history size, so the read is bounded by it.
+///
+/// KEYS: meta, stream. ARGV: epoch candidate, meta TTL (ms), from.
+pub const RESUME: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local top = tonumber(redis.call('HGET', KEYS[1], 's'))
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local oldest = ''
+if first[1] then
+  oldest = first[1][1]
+end
+local entries = redis.call('XRANGE', KEYS[2], ARGV[3] .. '-0', '+')
+return {top, epoch, oldest, entries}
 "#;
 
 /// The names of one topic's keys and channel. All share one hash tag: the topic itself when
@@ -119,7 +161,7 @@ pub fn payload_of(kind: &[u8], data: Bytes) -> Option<Payload> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelMessage {
     pub seq: u64,
-    pub epoch: Box<str>,
+    pub epoch: Epoch,
     pub payload: Payload,
 }
 
@@ -151,8 +193,9 @@ pub fn decode(bytes: Bytes) -> Result<ChannelMessage, DecodeError> {
         .ok_or(DecodeError::MissingEpoch)?
         + rest;
     let epoch = std::str::from_utf8(&bytes[rest..epoch_end])
-        .map_err(|_| DecodeError::MissingEpoch)?
-        .into();
+        .ok()
+        .and_then(|text| Epoch::parse(text).ok())
+        .ok_or(DecodeError::MissingEpoch)?;
     let payload =
         payload_of(&[kind], bytes.slice(epoch_end + 1..)).ok_or(DecodeError::UnknownKind)?;
     Ok(ChannelMessage {
@@ -189,7 +232,7 @@ mod tests {
     fn channel_messages_round_trip_and_bad_ones_are_refused() {
         let m = decode(Bytes::from_static(b"j42:Ab3dE9xQ:{\"a\":\"x:y\"}")).unwrap();
         assert_eq!(m.seq, 42);
-        assert_eq!(&*m.epoch, "Ab3dE9xQ");
+        assert_eq!(m.epoch.as_str(), "Ab3dE9xQ");
         assert_eq!(
             m.payload,
             Payload::Json(Bytes::from_static(b"{\"a\":\"x:y\"}"))

@@ -26,6 +26,7 @@ engine_metrics! {
     Disconnected => ("crier_engine_disconnected_total", "counter", "Times the engine lost Redis (state change to down)."),
     ConnectFailures => ("crier_engine_connect_failures_total", "counter", "Failed attempts to connect to Redis."),
     Published => ("crier_engine_published_total", "counter", "Publishes Redis sequenced for this node."),
+    Unheard => ("crier_engine_unheard_total", "counter", "Publishes to a topic no node listens to and that keeps nothing: seq 0, nothing stored."),
     PublishFailed => ("crier_engine_publish_failed_total", "counter", "Publishes answered engine_unavailable or overloaded by the engine."),
     MessagesIn => ("crier_engine_messages_in_total", "counter", "Messages received from Redis pub/sub."),
     Recovered => ("crier_engine_recovered_total", "counter", "Messages delivered from a stream read (gaps filled, catch-up after a reconnect)."),

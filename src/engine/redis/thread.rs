@@ -21,9 +21,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, Value};
 use tokio::sync::mpsc;
 
+use crate::broker::history::{Epoch, EpochGen, Resumed};
 use crate::mesh::{MeshMsg, Payload, PeerLink, ReplyTo};
 
-use super::node::{Node, NodeEvent, NodeOut};
+use super::node::{Node, NodeEvent, NodeOut, Waiter};
 use super::script::{self, TopicKeys};
 use super::status::{EngineMetric, EngineStatus};
 use super::{Request, Settings};
@@ -101,7 +102,13 @@ struct Pending {
     topic: Box<str>,
     payload: Payload,
     reply: ReplyTo,
+    /// The topic's history policy: messages kept, and for how long (ms).
+    history_size: usize,
+    history_ttl_ms: u64,
 }
+
+/// A resume's stream read: (top, epoch, oldest kept seq, entries from the asked seq on).
+type ResumeRead = (u64, String, Option<u64>, Vec<(u64, Payload)>);
 
 /// A topic's top as read after subscribing: (seq, epoch).
 type Top = Result<(u64, String), RedisError>;
@@ -128,6 +135,11 @@ enum Event {
         topic: Box<str>,
         to: u64,
         result: Result<(String, Vec<(u64, Payload)>), RedisError>,
+    },
+    ResumeRead {
+        generation: u64,
+        topic: Box<str>,
+        result: Result<ResumeRead, RedisError>,
     },
     /// A command failed in a way that means the connection is gone.
     Lost {
@@ -159,7 +171,7 @@ struct Driver {
     shas: Shas,
     started: Instant,
     last_refresh: Instant,
-    epochs: EpochSource,
+    epochs: EpochGen,
 }
 
 /// The scripts' SHA1s (EVALSHA; a NOSCRIPT answer falls back to EVAL, which loads it).
@@ -167,6 +179,7 @@ struct Shas {
     publish: String,
     ensure: String,
     fetch: String,
+    resume: String,
 }
 
 /// What `node::Node` asked for, gathered and then carried out by the loop.
@@ -176,6 +189,7 @@ struct Effects {
     subscribe: Vec<Box<str>>,
     unsubscribe: Vec<Box<str>>,
     fetch: Vec<(Box<str>, u64, u64)>,
+    resume_reads: Vec<(Box<str>, u64)>,
     counts: Vec<(NodeEvent, u64)>,
 }
 
@@ -193,17 +207,18 @@ impl NodeOut for Effects {
         if let Some(outbox) = self.outboxes.get_mut(usize::from(shard)) {
             outbox.push(MeshMsg::InterestConfirmed {
                 topic: topic.into(),
+                count: 1,
             });
         }
     }
 
-    fn answer(&mut self, reply: ReplyTo, seq: u64, epoch: &str) {
+    fn answer(&mut self, reply: ReplyTo, seq: u64, epoch: Epoch) {
         if let Some(shard) = reply_shard(&reply) {
             if let Some(outbox) = self.outboxes.get_mut(shard) {
                 outbox.push(MeshMsg::Published {
                     reply,
                     seq,
-                    epoch: Some(epoch.into()),
+                    epoch: Some(epoch),
                 });
             }
         }
@@ -221,49 +236,55 @@ impl NodeOut for Effects {
         self.fetch.push((topic.into(), from, to));
     }
 
+    fn read_for_resume(&mut self, topic: &str, from: u64) {
+        self.resume_reads.push((topic.into(), from));
+    }
+
+    fn replay(&mut self, topic: &str, waiter: Waiter, resumed: Resumed<Bytes>) {
+        if let Some(outbox) = self.outboxes.get_mut(usize::from(waiter.conn.shard)) {
+            outbox.push(MeshMsg::Replay {
+                topic: topic.into(),
+                conn: waiter.conn,
+                id: waiter.id,
+                resumed,
+                confirms_interest: waiter.confirms_interest,
+            });
+        }
+    }
+
     fn count(&mut self, event: NodeEvent, n: u64) {
         self.counts.push((event, n));
     }
+}
+
+impl Effects {
+    /// Answers a publish nobody heard: seq 0, no epoch.
+    fn answer_unheard(&mut self, reply: ReplyTo) {
+        if let Some(shard) = reply_shard(&reply) {
+            if let Some(outbox) = self.outboxes.get_mut(shard) {
+                outbox.push(MeshMsg::Published {
+                    reply,
+                    seq: 0,
+                    epoch: None,
+                });
+            }
+        }
+    }
+}
+
+/// A topic whose meta holds an epoch crier would not make: someone else writes crier's keys.
+fn foreign_epoch(topic: &str) -> RedisError {
+    RedisError::from((
+        ErrorKind::TypeError,
+        "a topic's epoch in Redis is not one crier makes",
+        topic.to_string(),
+    ))
 }
 
 fn reply_shard(reply: &ReplyTo) -> Option<usize> {
     match reply {
         ReplyTo::Nobody => None,
         ReplyTo::WebSocket { conn, .. } | ReplyTo::Http { conn } => Some(usize::from(conn.shard)),
-    }
-}
-
-/// Short random epochs: 8 base62 characters, the first a letter (SplitMix64, seeded from the
-/// OS through the standard library's random hasher keys).
-struct EpochSource(u64);
-
-impl EpochSource {
-    fn new() -> EpochSource {
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        EpochSource(hasher.finish())
-    }
-
-    fn next(&mut self) -> String {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let mut out = String::with_capacity(8);
-        out.push(ALPHABET[(z % 52) as usize] as char);
-        z /= 52;
-        for _ in 1..8 {
-            out.push(ALPHABET[(z % 62) as usize] as char);
-            z /= 62;
-        }
-        out
     }
 }
 
@@ -292,11 +313,13 @@ impl Driver {
             ..Effects::default()
         };
         let sha = |text: &str| redis::Script::new(text).get_hash().to_string();
+        let max_replay_messages = settings.history.max_replay_messages;
         Driver {
             shas: Shas {
                 publish: sha(script::PUBLISH),
                 ensure: sha(script::ENSURE),
                 fetch: sha(script::FETCH),
+                resume: sha(script::RESUME),
             },
             settings,
             peers,
@@ -310,14 +333,14 @@ impl Driver {
             connecting: false,
             last_attempt: None,
             last_error: None,
-            node: Node::new(),
+            node: Node::new(max_replay_messages),
             effects,
             channels: HashMap::new(),
             batches_in_flight: 0,
             queued_publishes: 0,
             started: Instant::now(),
             last_refresh: Instant::now(),
-            epochs: EpochSource::new(),
+            epochs: EpochGen::new(EpochGen::os_seed()),
         }
     }
 
@@ -378,11 +401,16 @@ impl Driver {
                     topic,
                     payload,
                     reply,
-                } => publishes.push(Pending {
-                    topic,
-                    payload,
-                    reply,
-                }),
+                } => {
+                    let policy = self.settings.history.for_topic(&topic);
+                    publishes.push(Pending {
+                        topic,
+                        payload,
+                        reply,
+                        history_size: policy.size,
+                        history_ttl_ms: policy.ttl_ms,
+                    })
+                }
                 Request::Interest {
                     topic,
                     shard,
@@ -390,6 +418,9 @@ impl Driver {
                 } => self
                     .node
                     .interest(&topic, shard, interested, &mut self.effects),
+                Request::Resume { topic, waiter } => {
+                    self.node.resume(&topic, waiter, &mut self.effects)
+                }
             }
         }
         if publishes.is_empty() {
@@ -408,10 +439,8 @@ impl Driver {
         let args = PublishArgs {
             sha: self.shas.publish.clone(),
             prefix: self.settings.prefix.clone(),
-            history_size: self.settings.history_size,
-            history_ttl_ms: self.settings.history_ttl.as_millis() as u64,
             meta_ttl_ms: self.settings.meta_ttl().as_millis() as u64,
-            epoch: self.epochs.next(),
+            epoch: self.epochs.next_epoch().as_str().to_string(),
             cluster: self.settings.cluster,
         };
         let status = self.status.clone();
@@ -514,17 +543,25 @@ impl Driver {
                 let mut lost = None;
                 for (p, result) in batch.into_iter().zip(results) {
                     match result {
-                        Ok((seq, epoch)) => {
-                            self.status.add(EngineMetric::Published, 1);
-                            self.node.published(
-                                &p.topic,
-                                seq,
-                                &epoch,
-                                p.reply,
-                                now_ms,
-                                &mut self.effects,
-                            );
-                        }
+                        Ok((seq, epoch)) => match Epoch::parse(&epoch) {
+                            Ok(epoch) if seq > 0 => {
+                                self.status.add(EngineMetric::Published, 1);
+                                self.node.published(
+                                    &p.topic,
+                                    seq,
+                                    epoch,
+                                    p.reply,
+                                    now_ms,
+                                    &mut self.effects,
+                                );
+                            }
+                            // Unheard: no node listens and nothing is kept (seq 0, no
+                            // epoch), like the local engine's answer.
+                            _ => {
+                                self.status.add(EngineMetric::Unheard, 1);
+                                self.effects.answer_unheard(p.reply);
+                            }
+                        },
                         Err(error) => {
                             if is_connection_error(&error) {
                                 lost = Some(error);
@@ -545,9 +582,15 @@ impl Driver {
                 }
                 for (topic, top) in tops {
                     match top {
-                        Ok((seq, epoch)) => {
-                            self.node.subscribed(&topic, seq, &epoch, &mut self.effects)
-                        }
+                        Ok((seq, epoch)) => match Epoch::parse(&epoch) {
+                            Ok(epoch) => {
+                                self.node.subscribed(&topic, seq, epoch, &mut self.effects)
+                            }
+                            Err(_) => {
+                                self.go_down(foreign_epoch(&topic));
+                                return;
+                            }
+                        },
                         Err(error) => {
                             self.go_down(error);
                             return;
@@ -566,9 +609,33 @@ impl Driver {
                 }
                 match result {
                     Ok((epoch, entries)) => {
+                        let epoch = Epoch::parse(&epoch).ok();
                         self.node
-                            .fetched(&topic, &epoch, entries, to, &mut self.effects)
+                            .fetched(&topic, epoch, entries, to, &mut self.effects)
                     }
+                    Err(error) => self.go_down(error),
+                }
+            }
+            Event::ResumeRead {
+                generation,
+                topic,
+                result,
+            } => {
+                if generation != self.generation {
+                    return;
+                }
+                match result {
+                    Ok((top, epoch, oldest, entries)) => match Epoch::parse(&epoch) {
+                        Ok(epoch) => self.node.resume_read(
+                            &topic,
+                            epoch,
+                            top,
+                            oldest,
+                            entries,
+                            &mut self.effects,
+                        ),
+                        Err(_) => self.go_down(foreign_epoch(&topic)),
+                    },
                     Err(error) => self.go_down(error),
                 }
             }
@@ -595,6 +662,7 @@ impl Driver {
         self.effects.subscribe.clear();
         self.effects.unsubscribe.clear();
         self.effects.fetch.clear();
+        self.effects.resume_reads.clear();
     }
 
     fn on_tick(&mut self) {
@@ -628,7 +696,7 @@ impl Driver {
         EnsureArgs {
             sha: self.shas.ensure.clone(),
             prefix: self.settings.prefix.clone(),
-            epoch: self.epochs.next(),
+            epoch: self.epochs.next_epoch().as_str().to_string(),
             meta_ttl_ms: self.settings.meta_ttl().as_millis() as u64,
         }
     }
@@ -649,16 +717,18 @@ impl Driver {
                 continue;
             }
             let batch = std::mem::take(outbox);
-            if let Err(batch) = self.peers[shard].send_batch(batch) {
-                // A full inbox: deliveries are dropped and counted (the subscribers see a seq
-                // gap); answers and confirmations wait for the next try.
-                for msg in batch {
-                    match msg {
-                        MeshMsg::Deliver { .. } => self.status.add(EngineMetric::DeliverDropped, 1),
-                        other => outbox.push(other),
-                    }
-                }
-            }
+            let offered = self.peers[shard].offer(batch, self.settings.inbox_budget_bytes);
+            // A full inbox: deliveries are dropped, counted and announced (a `dropped` notice
+            // in their place); answers, confirmations and replays wait for the next try,
+            // ahead of anything newer.
+            let dropped = offered
+                .refused
+                .iter()
+                .filter(|m| matches!(m, MeshMsg::Deliver { .. }))
+                .count();
+            self.status
+                .add(EngineMetric::DeliverDropped, dropped as u64);
+            *outbox = offered.kept;
         }
         let Some(conn) = self.conn.clone() else {
             return;
@@ -698,6 +768,27 @@ impl Driver {
         let Some(conn) = self.conn.clone() else {
             return;
         };
+        for (topic, from) in self.effects.resume_reads.drain(..) {
+            let conn = conn.clone();
+            let events = self.events_tx.clone();
+            let keys = TopicKeys::new(&self.settings.prefix, &topic);
+            let args = ResumeArgs {
+                sha: self.shas.resume.clone(),
+                epoch: self.epochs.next_epoch().as_str().to_string(),
+                meta_ttl_ms: self.settings.meta_ttl().as_millis() as u64,
+            };
+            let status = self.status.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = read_for_resume(conn, &args, &keys, from).await;
+                status.record_rtt(started.elapsed());
+                let _ = events.send(Event::ResumeRead {
+                    generation,
+                    topic,
+                    result,
+                });
+            });
+        }
         for (topic, from, to) in self.effects.fetch.drain(..) {
             let conn = conn.clone();
             let events = self.events_tx.clone();
@@ -765,7 +856,12 @@ async fn open(
 /// Loads the scripts before any publish: a batch that met NOSCRIPT would run again after
 /// later batches had run, out of order.
 async fn load_scripts(conn: &mut Conn) -> Result<(), RedisError> {
-    for text in [script::PUBLISH, script::ENSURE, script::FETCH] {
+    for text in [
+        script::PUBLISH,
+        script::ENSURE,
+        script::FETCH,
+        script::RESUME,
+    ] {
         redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(text)
@@ -778,8 +874,6 @@ async fn load_scripts(conn: &mut Conn) -> Result<(), RedisError> {
 struct PublishArgs {
     sha: String,
     prefix: String,
-    history_size: usize,
-    history_ttl_ms: u64,
     meta_ttl_ms: u64,
     /// Used only by a topic that has no epoch yet.
     epoch: String,
@@ -806,8 +900,8 @@ fn publish_cmd(args: &PublishArgs, p: &Pending, eval: bool) -> Cmd {
         .arg(keys.channel)
         .arg(script::kind_of(&p.payload))
         .arg(data)
-        .arg(args.history_size)
-        .arg(args.history_ttl_ms.max(1))
+        .arg(p.history_size)
+        .arg(p.history_ttl_ms.max(1))
         .arg(args.meta_ttl_ms.max(1))
         .arg(&args.epoch)
         .arg(if args.cluster { "1" } else { "0" });
@@ -1019,8 +1113,78 @@ fn parse_fetch(value: Value) -> Option<(String, Vec<(u64, Payload)>)> {
         Value::Nil => String::new(),
         other => String::from_utf8(bulk(other)?).ok()?,
     };
+    let entries = parse_entries(parts.next()?)?;
+    Some((epoch, entries))
+}
+
+struct ResumeArgs {
+    sha: String,
+    /// Used only by a topic that has no epoch yet.
+    epoch: String,
+    meta_ttl_ms: u64,
+}
+
+/// A resume's read (see `script::RESUME`).
+async fn read_for_resume(
+    mut conn: Conn,
+    args: &ResumeArgs,
+    keys: &TopicKeys,
+    from: u64,
+) -> Result<ResumeRead, RedisError> {
+    let build = |eval: bool| {
+        let mut cmd = if eval {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(script::RESUME);
+            cmd
+        } else {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&args.sha);
+            cmd
+        };
+        cmd.arg(2)
+            .arg(&keys.meta)
+            .arg(&keys.stream)
+            .arg(&args.epoch)
+            .arg(args.meta_ttl_ms.max(1))
+            .arg(from.max(1));
+        cmd
+    };
+    let value: Value = match build(false).query_async(&mut conn).await {
+        Err(e) if e.kind() == ErrorKind::NoScriptError => {
+            build(true).query_async(&mut conn).await?
+        }
+        other => other?,
+    };
+    parse_resume_read(value).ok_or_else(|| {
+        RedisError::from((
+            ErrorKind::TypeError,
+            "unexpected answer to the resume script",
+        ))
+    })
+}
+
+/// `{top, epoch, oldest id or "", {{id, {k, kind, d, data}}, ...}}`.
+fn parse_resume_read(value: Value) -> Option<ResumeRead> {
+    let mut parts = array(value)?.into_iter();
+    let top = match parts.next()? {
+        Value::Int(n) => u64::try_from(n).ok()?,
+        other => std::str::from_utf8(&bulk(other)?).ok()?.parse().ok()?,
+    };
+    let epoch = String::from_utf8(bulk(parts.next()?)?).ok()?;
+    let oldest = bulk(parts.next()?)?;
+    let oldest = if oldest.is_empty() {
+        None
+    } else {
+        Some(script::seq_of_id(&oldest)?)
+    };
+    let entries = parse_entries(parts.next()?)?;
+    Some((top, epoch, oldest, entries))
+}
+
+/// Stream entries `{{id, {k, kind, d, data}}, ...}` as (seq, payload).
+fn parse_entries(value: Value) -> Option<Vec<(u64, Payload)>> {
     let mut entries = Vec::new();
-    for entry in array(parts.next()?)? {
+    for entry in array(value)? {
         let mut entry = array(entry)?.into_iter();
         let seq = script::seq_of_id(&bulk(entry.next()?)?)?;
         let fields = array(entry.next()?)?;
@@ -1037,5 +1201,5 @@ fn parse_fetch(value: Value) -> Option<(String, Vec<(u64, Payload)>)> {
         let payload = script::payload_of(&kind?, Bytes::from(data?))?;
         entries.push((seq, payload));
     }
-    Some((epoch, entries))
+    Some(entries)
 }
