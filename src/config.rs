@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+use crate::topic::TopicPattern;
+
 /// What to do with a subscriber whose output queue is over `max_backlog_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,6 +126,11 @@ pub struct Config {
     /// Pin shard k to the k-th CPU this process may run on.
     #[arg(long, default_value_t = false)]
     pub pin_threads: bool,
+
+    /// Topics that get their own fan-out latency histogram in /metrics (repeatable; `*` is one
+    /// segment, a final `>` one or more). None by default, so the series count stays bounded.
+    #[arg(long = "metrics-topic", value_name = "PATTERN", value_parser = parse_topic_pattern)]
+    pub metrics_topics: Vec<TopicPattern>,
 }
 
 impl Config {
@@ -389,6 +396,9 @@ file_options! {
     )),
     inbox_capacity: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
     pin_threads: read_bool => |v: &bool| Some(toml::Value::Boolean(*v)),
+    metrics_topics: read_topic_patterns => |v: &Vec<TopicPattern>| Some(toml::Value::Array(
+        v.iter().map(|p| toml::Value::String(p.to_string())).collect(),
+    )),
 }
 
 fn known_keys() -> String {
@@ -530,6 +540,24 @@ fn read_origins(value: &toml::Value) -> Result<Vec<String>, String> {
             other => Err(format!("{expected}, found {} in it", found(other))),
         })
         .collect()
+}
+
+fn read_topic_patterns(value: &toml::Value) -> Result<Vec<TopicPattern>, String> {
+    let expected = "expected an array of topic patterns such as [\"news.>\"]";
+    let toml::Value::Array(items) = value else {
+        return Err(format!("{expected}, found {}", found(value)));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            toml::Value::String(text) => parse_topic_pattern(text),
+            other => Err(format!("{expected}, found {} in it", found(other))),
+        })
+        .collect()
+}
+
+fn parse_topic_pattern(text: &str) -> Result<TopicPattern, String> {
+    TopicPattern::parse(text).map_err(|e| format!("{text:?} is not a topic pattern: {e}"))
 }
 
 fn read_bool(value: &toml::Value) -> Result<bool, String> {

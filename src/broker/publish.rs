@@ -44,7 +44,7 @@ impl<E: Engine> Broker<E> {
     /// (after the deliveries, so a subscribed publisher sees its message before the ack).
     pub(super) fn finish<O: Outputs>(&mut self, topic: &str, sequenced: Sequenced, out: &mut O) {
         if let Some(frame) = &sequenced.local_frame {
-            self.deliver_local(topic, frame, out);
+            self.deliver_local(topic, frame, sequenced.sequenced_us, out);
         }
         self.answer(sequenced.reply, sequenced.seq, out);
     }
@@ -52,8 +52,15 @@ impl<E: Engine> Broker<E> {
     /// Queues a prepared frame on every local subscriber of `topic`: a reference-count
     /// increment and a queue push each, never a copy or an allocation. A subscriber over its
     /// byte budget is skipped (and told how many it missed before its next message) or
-    /// disconnected, by `--slow-consumer`.
-    pub(super) fn deliver_local<O: Outputs>(&mut self, topic: &str, frame: &Bytes, out: &mut O) {
+    /// disconnected, by `--slow-consumer`. `sequenced_us` (when the engine sequenced it) goes
+    /// to [`Outputs::fanned_out`] with the count queued, once per fan-out, for the metrics.
+    pub(super) fn deliver_local<O: Outputs>(
+        &mut self,
+        topic: &str,
+        frame: &Bytes,
+        sequenced_us: u64,
+        out: &mut O,
+    ) {
         let policy = self.limits.slow_consumer;
         let (conns, slow) = (&mut self.conns, &mut self.slow);
         let subscribers = self.local.subscribers(topic);
@@ -103,7 +110,9 @@ impl<E: Engine> Broker<E> {
                 }
             }
         }
-        out.count(Metric::Deliveries, subscribers.len() as u64 - skipped);
+        let queued = subscribers.len() as u64 - skipped;
+        out.count(Metric::Deliveries, queued);
+        out.fanned_out(topic, queued, sequenced_us);
         while let Some(conn) = self.slow.pop() {
             out.count(Metric::SlowConsumerDisconnects, 1);
             self.on_closed(conn, out);

@@ -42,12 +42,14 @@ impl LocalEngine {
         reply: ReplyTo,
         out: &mut O,
     ) -> Sequenced {
+        let sequenced_us = out.now_us();
         let Some((seq, shards)) = self.owned.sequence(topic) else {
             out.count(Metric::MessagesUnheard, 1);
             return Sequenced {
                 seq: 0,
                 local_frame: None,
                 reply,
+                sequenced_us,
             };
         };
         let frame = match payload {
@@ -66,6 +68,7 @@ impl LocalEngine {
                     MeshMsg::Deliver {
                         topic: topic.into(),
                         frame: frame.clone(),
+                        sequenced_us,
                     },
                 );
             }
@@ -74,6 +77,7 @@ impl LocalEngine {
             seq,
             local_frame,
             reply,
+            sequenced_us,
         }
     }
 }

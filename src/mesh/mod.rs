@@ -56,7 +56,13 @@ pub enum MeshMsg {
         reply: ReplyTo,
     },
     /// From a topic's owner: write this prepared frame to your subscribers of `topic`.
-    Deliver { topic: Box<str>, frame: Bytes },
+    /// `sequenced_us`: when the owner sequenced it (µs since the server started; the
+    /// fan-out latency metric measures from there).
+    Deliver {
+        topic: Box<str>,
+        frame: Bytes,
+        sequenced_us: u64,
+    },
     /// To a topic's owner: shard `shard` now has (or no longer has) subscribers of `topic`.
     /// With `confirm`, the owner answers `InterestConfirmed` once it is recorded.
     Interest {
@@ -265,6 +271,7 @@ mod tests {
         MeshMsg::Deliver {
             topic: "t".into(),
             frame: Bytes::from(vec![n]),
+            sequenced_us: 0,
         }
     }
 
