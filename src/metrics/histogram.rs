@@ -5,10 +5,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds (microseconds) of the latency buckets (fan-out, loop phases); the last bucket
-/// is +Inf. From 5 µs (a phase with little to do) to 1 s (a fan-out stuck behind a stall).
-pub const LATENCY_BUCKETS_US: [u64; 18] = [
-    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 75_000, 100_000,
-    250_000, 500_000, 1_000_000,
+/// is +Inf. From 5 µs (a phase with little to do) to 1 s (a fan-out stuck behind a stall),
+/// finer from 10 to 100 ms, where a 10,000-subscriber fan-out on one core lands.
+pub const LATENCY_BUCKETS_US: [u64; 22] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 30_000, 40_000, 50_000,
+    65_000, 80_000, 100_000, 150_000, 250_000, 500_000, 1_000_000,
 ];
 
 const SLOTS: usize = LATENCY_BUCKETS_US.len() + 1;
