@@ -35,7 +35,7 @@ use crate::proto::http_refusal::Refusal;
 use crate::proto::prepared;
 use crate::shared::Shared;
 
-use connection::{elapsed_ms, flags, Connection, Phase};
+use connection::{elapsed_ms, flags, ping_after_ms, Connection, Phase};
 use output::Effects;
 use write_queue::Flushed;
 
@@ -732,7 +732,7 @@ impl Shard {
                         if silent >= 2 * ping_ms {
                             idle.push(key);
                         }
-                    } else if silent >= ping_ms {
+                    } else if silent >= ping_after_ms(ping_ms, key) {
                         to_ping.push(key);
                     }
                 }
