@@ -114,6 +114,32 @@ pub struct Config {
     #[arg(long, default_value_t = 1000)]
     pub max_subscriptions_per_connection: usize,
 
+    /// Messages kept per topic, so a client that reconnects gets what it missed and a page
+    /// shows recent messages on load; 0 turns history off. 100 covers a reconnect of a few
+    /// seconds on a busy topic, or the recent past of a chat room.
+    #[arg(long, default_value_t = 100)]
+    pub history_size: usize,
+
+    /// How long a kept message stays. 5 minutes covers a train tunnel or a laptop lid; a
+    /// client away longer is told `recovered: false` and reloads.
+    #[arg(long, default_value = "5m", value_parser = parse_positive_duration)]
+    pub history_ttl: Duration,
+
+    /// Bytes all topics' history may take in total, split evenly between shards; over it the
+    /// oldest messages go first. 64 MiB: enough for 100 messages of 1 KiB on ~600 busy topics,
+    /// small enough for any server.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_history_bytes: usize,
+
+    /// Most messages one resume replays; a client further behind gets `recovered: false`
+    /// (a reconnect storm must not turn into a replay storm).
+    #[arg(long, default_value_t = 1000)]
+    pub max_replay_messages: usize,
+
+    /// Per-topic history overrides: `[[topics]]` tables in the configuration file only.
+    #[arg(skip)]
+    pub topics: Vec<TopicOverride>,
+
     /// Origins allowed to open WebSockets (repeat the flag or separate by commas).
     /// Empty: allow every origin.
     #[arg(long = "allowed-origin", value_delimiter = ',', value_parser = parse_origin)]
@@ -177,9 +203,32 @@ impl Config {
                 }
             }
         }
+        out.push_str(&topics_toml(&self.topics));
         out
     }
 }
+
+/// A `[[topics]]` table of the configuration file: what topics matching `pattern` keep,
+/// instead of `--history-size` and `--history-ttl`. The first matching table wins.
+///
+/// ```toml
+/// [[topics]]
+/// pattern = "chat.>"
+/// history_size = 200
+/// history_ttl = "10m"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOverride {
+    /// `*` matches one dot-separated segment, a final `>` one or more.
+    pub pattern: String,
+    /// Messages kept; `None`: `--history-size`.
+    pub history_size: Option<usize>,
+    /// How long they are kept; `None`: `--history-ttl`.
+    pub history_ttl: Option<Duration>,
+}
+
+/// The file key of the `[[topics]]` tables.
+const TOPICS_KEY: &str = "topics";
 
 /// The command line: the options plus what only the command line can say.
 #[derive(Debug, Parser)]
@@ -329,6 +378,14 @@ fn merge_file(
         message: e.to_string(),
     })?;
     for (key, value) in &table {
+        if key == TOPICS_KEY {
+            config.topics = read_topics(value).map_err(|reason| ConfigError::BadValue {
+                path: path.to_path_buf(),
+                key: key.clone(),
+                reason,
+            })?;
+            continue;
+        }
         let Some(option) = OPTIONS.iter().find(|o| o.key == key) else {
             return Err(ConfigError::UnknownKey {
                 path: path.to_path_buf(),
@@ -391,6 +448,10 @@ file_options! {
     max_backlog_bytes: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
     slow_consumer: read_policy => |v: &SlowConsumerPolicy| Some(toml::Value::String(v.name().into())),
     max_subscriptions_per_connection: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
+    history_size: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
+    history_ttl: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
+    max_history_bytes: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
+    max_replay_messages: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
     allowed_origins: read_origins => |v: &Vec<String>| Some(toml::Value::Array(
         v.iter().cloned().map(toml::Value::String).collect(),
     )),
@@ -402,7 +463,80 @@ file_options! {
 }
 
 fn known_keys() -> String {
-    OPTIONS.iter().map(|o| o.key).collect::<Vec<_>>().join(", ")
+    let mut keys: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
+    keys.push(TOPICS_KEY);
+    keys.join(", ")
+}
+
+/// Reads the `[[topics]]` array of tables.
+fn read_topics(value: &toml::Value) -> Result<Vec<TopicOverride>, String> {
+    let expected = "expected [[topics]] tables with a pattern and history_size and/or history_ttl";
+    let toml::Value::Array(items) = value else {
+        return Err(format!("{expected}, found {}", found(value)));
+    };
+    let mut overrides = Vec::with_capacity(items.len());
+    for (n, item) in items.iter().enumerate() {
+        let at = |reason: String| format!("[[topics]] number {}: {reason}", n + 1);
+        let toml::Value::Table(table) = item else {
+            return Err(at(format!("{expected}, found {}", found(item))));
+        };
+        let mut topic = TopicOverride {
+            pattern: String::new(),
+            history_size: None,
+            history_ttl: None,
+        };
+        for (key, value) in table {
+            match key.as_str() {
+                "pattern" => {
+                    let toml::Value::String(pattern) = value else {
+                        return Err(at(format!(
+                            "pattern: expected a string such as \"chat.>\", found {}",
+                            found(value)
+                        )));
+                    };
+                    crate::broker::history::policy::check_pattern(pattern)
+                        .map_err(|e| at(format!("pattern {pattern:?}: {}", e.reason())))?;
+                    topic.pattern = pattern.clone();
+                }
+                "history_size" => {
+                    topic.history_size =
+                        Some(read_count(value, 0).map_err(|r| at(format!("history_size: {r}")))?);
+                }
+                "history_ttl" => {
+                    topic.history_ttl = Some(
+                        read_duration(value, true).map_err(|r| at(format!("history_ttl: {r}")))?,
+                    );
+                }
+                other => {
+                    return Err(at(format!(
+                        "unknown key {other:?} (known: pattern, history_size, history_ttl)"
+                    )))
+                }
+            }
+        }
+        if topic.pattern.is_empty() {
+            return Err(at("a pattern is required".to_string()));
+        }
+        overrides.push(topic);
+    }
+    Ok(overrides)
+}
+
+/// Writes `[[topics]]` tables that [`read_topics`] reads back.
+fn topics_toml(topics: &[TopicOverride]) -> String {
+    let mut out = String::new();
+    for topic in topics {
+        let mut table = toml::Table::new();
+        table.insert("pattern".into(), toml::Value::String(topic.pattern.clone()));
+        if let Some(size) = topic.history_size {
+            table.insert("history_size".into(), count_value(size));
+        }
+        if let Some(ttl) = topic.history_ttl {
+            table.insert("history_ttl".into(), duration_value(ttl));
+        }
+        let _ = write!(out, "\n[[topics]]\n{table}");
+    }
+    out
 }
 
 /// The known key closest to a mistyped one, if it is close enough to be what was meant.
@@ -410,7 +544,9 @@ fn suggest(key: &str) -> Option<&'static str> {
     let normalized = key.trim().to_ascii_lowercase().replace('-', "_");
     OPTIONS
         .iter()
-        .map(|o| (edit_distance(&normalized, o.key), o.key))
+        .map(|o| o.key)
+        .chain([TOPICS_KEY])
+        .map(|known| (edit_distance(&normalized, known), known))
         .filter(|&(distance, known)| distance <= 2 + known.len() / 8)
         .min_by_key(|&(distance, _)| distance)
         .map(|(_, known)| known)

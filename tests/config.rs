@@ -380,3 +380,84 @@ fn the_configuration_guide_documents_every_option_with_key_and_flag() {
         );
     }
 }
+
+#[test]
+fn history_options_and_topic_overrides_load_and_print_back() {
+    let file = TempFile::new(
+        r#"
+        history_size = 20
+        history_ttl = "1m"
+        max_history_bytes = 1_000_000
+        max_replay_messages = 50
+
+        [[topics]]
+        pattern = "chat.lobby"
+        history_size = 0
+
+        [[topics]]
+        pattern = "chat.>"
+        history_size = 200
+        history_ttl = "10m"
+        "#,
+    );
+    let loaded = load(&["--config", file.path(), "--history-size", "30"]).unwrap();
+    assert_eq!(loaded.history_size, 30, "the flag wins");
+    assert_eq!(loaded.history_ttl, Duration::from_secs(60));
+    assert_eq!(loaded.max_history_bytes, 1_000_000);
+    assert_eq!(loaded.max_replay_messages, 50);
+    assert_eq!(
+        loaded.topics,
+        [
+            config::TopicOverride {
+                pattern: "chat.lobby".into(),
+                history_size: Some(0),
+                history_ttl: None,
+            },
+            config::TopicOverride {
+                pattern: "chat.>".into(),
+                history_size: Some(200),
+                history_ttl: Some(Duration::from_secs(600)),
+            },
+        ]
+    );
+    let reloaded = TempFile::new(&loaded.to_toml());
+    assert_eq!(load(&["--config", reloaded.path()]).unwrap(), loaded);
+
+    let defaults = Config::defaults();
+    assert_eq!(defaults.history_size, 100);
+    assert_eq!(defaults.history_ttl, Duration::from_secs(300));
+    assert_eq!(defaults.max_history_bytes, 64 << 20);
+    assert_eq!(defaults.max_replay_messages, 1000);
+    assert!(defaults.topics.is_empty());
+}
+
+#[test]
+fn bad_topic_overrides_are_refused_naming_the_table_and_the_rule() {
+    for (text, wanted) in [
+        (
+            "[[topics]]\npattern = \"chat.>.x\"\n",
+            "[[topics]] number 1: pattern \"chat.>.x\": '>' must be the last segment",
+        ),
+        (
+            "[[topics]]\nhistory_size = 5\n",
+            "[[topics]] number 1: a pattern is required",
+        ),
+        (
+            "[[topics]]\npattern = \"a\"\n[[topics]]\npattern = \"b\"\nhistory_ttl = 5\n",
+            "[[topics]] number 2: history_ttl: 5 has no unit",
+        ),
+        (
+            "[[topics]]\npattern = \"a\"\nsize = 5\n",
+            "[[topics]] number 1: unknown key \"size\"",
+        ),
+        ("topics = 5\n", "expected [[topics]] tables"),
+    ] {
+        let file = TempFile::new(text);
+        let error = load(&["--config", file.path()]).unwrap_err().to_string();
+        assert!(error.contains(wanted), "{text:?}: {error}");
+        assert!(error.contains("key \"topics\""), "{error}");
+    }
+    let file = TempFile::new("topic = 5\n");
+    let error = load(&["--config", file.path()]).unwrap_err().to_string();
+    assert!(error.contains("did you mean \"topics\""), "{error}");
+}

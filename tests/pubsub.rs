@@ -32,10 +32,10 @@ fn subscribe_by_url_and_by_command_and_get_data_byte_for_byte() {
     let data = r#"{ "b":1,  "a":[1, 2, "\u00e9"] }"#;
     let command = format!(r#"{{"op":"publish","topic":"news","data":{data},"id":"p1"}}"#);
     publisher.send(Message::text(command)).unwrap();
-    assert_eq!(
-        next_json(&mut publisher),
-        json!({"op": "ack", "id": "p1", "seq": 1})
-    );
+    let mut ack = next_json(&mut publisher);
+    assert_eq!(ack["epoch"].as_str().map(str::len), Some(8), "{ack}");
+    ack.as_object_mut().unwrap().remove("epoch");
+    assert_eq!(ack, json!({"op": "ack", "id": "p1", "seq": 1}));
     let expected = format!(r#"{{"op":"message","topic":"news","seq":1,"data":{data}}}"#);
     for client in [&mut by_url, &mut by_command] {
         match next_data(client) {
@@ -86,7 +86,7 @@ fn http_publish_delivers_json_verbatim_and_binary_raw() {
         "application/json; charset=utf-8",
         b"[1, 2,3]",
     );
-    assert_eq!((status, body.as_str()), (200, r#"{"seq":1}"#));
+    assert_eq!((status, published_seq(&body)), (200, 1));
     match next_data(&mut subscriber) {
         Message::Text(text) => {
             assert_eq!(
@@ -150,17 +150,13 @@ fn http_publish_accepts_chunked_bodies_and_keeps_the_connection_alive() {
               Transfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n2\r\n\":\r\n1\r\n1\r\n1\r\n}\r\n0\r\n\r\n",
         )
         .unwrap();
-    assert_eq!(
-        read_response(&mut stream),
-        (200, r#"{"seq":1}"#.to_string())
-    );
+    let (status, body) = read_response(&mut stream);
+    assert_eq!((status, published_seq(&body)), (200, 1));
     stream
         .write_all(b"POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n2")
         .unwrap();
-    assert_eq!(
-        read_response(&mut stream),
-        (200, r#"{"seq":2}"#.to_string())
-    );
+    let (status, body) = read_response(&mut stream);
+    assert_eq!((status, published_seq(&body)), (200, 2));
     assert_eq!(next_json(&mut subscriber)["data"], json!({"a": 1}));
     assert_eq!(next_json(&mut subscriber)["data"], json!(2));
     stop(server, ANSWER_TIMEOUT);
@@ -168,7 +164,8 @@ fn http_publish_accepts_chunked_bodies_and_keeps_the_connection_alive() {
 
 #[test]
 fn unsubscribe_stops_delivery_and_the_publisher_hears_itself_only_when_subscribed() {
-    let server = start(&[]);
+    // Without history, a publish nobody hears is not sequenced (seq 0, no epoch).
+    let server = start(&["--history-size", "0"]);
     let addr = server.local_addr();
     let mut client = connect(addr, "/ws?topic=a&topic=b");
     send_json(
@@ -447,7 +444,8 @@ fn flood_paced(
 fn a_slow_consumer_is_disconnected_while_others_keep_receiving_and_memory_stays_bounded() {
     const COUNT: usize = 1500;
     const SIZE: usize = 64 * 1024;
-    let server = start(&[]);
+    // History off: this measures what a stalled subscriber costs, not what history keeps.
+    let server = start(&["--history-size", "0"]);
     let addr = server.local_addr();
     let mut stalled = connect(addr, "/ws?topic=firehose");
     subscribe(&mut stalled, "sync");
@@ -560,7 +558,8 @@ fn under_the_drop_policy_a_slow_consumer_is_told_how_many_it_missed() {
 fn ten_thousand_topics_with_one_subscriber_each_and_clean_up_on_close() {
     const CONNECTIONS: usize = 1000;
     const TOPICS_EACH: usize = 10;
-    let server = start(&["--threads", "2"]);
+    // History off: topics that keep messages outlive their subscribers by design.
+    let server = start(&["--threads", "2", "--history-size", "0"]);
     let addr = server.local_addr();
     let mut clients: Vec<Client> = (0..CONNECTIONS)
         .map(|c| {
@@ -603,4 +602,11 @@ fn ten_thousand_topics_with_one_subscriber_each_and_clean_up_on_close() {
             && server.metric(Metric::TopicsOwned) == 0
     });
     stop(server, ANSWER_TIMEOUT);
+}
+
+/// The `seq` of an HTTP publish answer `{"seq":N,"epoch":E}`, checking the epoch is there.
+fn published_seq(body: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+    assert_eq!(v["epoch"].as_str().map(str::len), Some(8), "{body}");
+    v["seq"].as_u64().expect("a seq")
 }

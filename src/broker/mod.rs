@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod connections;
+pub mod history;
 mod outputs;
 mod publish;
 mod subscribe;
@@ -39,6 +40,7 @@ use crate::proto::envelope;
 use crate::topic::LocalIndex;
 
 use connections::{Connections, PendingInterest};
+use history::Since;
 
 pub use outputs::{
     CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus, OVERLOADED_MESSAGE,
@@ -93,6 +95,9 @@ pub struct Broker<E: Engine = LocalEngine> {
     local: LocalIndex,
     conns: Connections,
     pending_interest: HashMap<Box<str>, PendingInterest>,
+    /// Subscribers (in the index already) waiting for their resume's replay, per topic:
+    /// deliveries skip them until the replay, which holds those messages, arrives.
+    resuming: HashMap<Box<str>, Vec<ConnId>>,
     /// Scratch list of subscribers to disconnect after a delivery (kept to reuse its heap).
     slow: Vec<ConnId>,
 }
@@ -107,6 +112,7 @@ impl<E: Engine> Broker<E> {
             local: LocalIndex::new(),
             conns: Connections::default(),
             pending_interest: HashMap::new(),
+            resuming: HashMap::new(),
             slow: Vec::new(),
         }
     }
@@ -128,18 +134,25 @@ impl<E: Engine> Broker<E> {
     /// A `/ws` WebSocket opened as connection `conn` (slab key) with `generation`, asking for
     /// `topics` in its URL (already validated, distinct, and within the limit). Those are
     /// subscribed without acks.
+    /// `resumes` are the URL's `since=topic:seq[:epoch]` resume points: a topic named there is
+    /// subscribed resuming from it, and answered with an ack without `id` (with `topic`,
+    /// `seq`, `epoch` and `recovered`) before its replay.
     pub fn open<O: Outputs>(
         &mut self,
         conn: ConnId,
         generation: u32,
         topics: &[String],
+        resumes: &[(String, Since)],
         out: &mut O,
     ) {
         self.conns.open(conn, generation);
         for topic in topics {
             if let Some(subs) = self.conns.subscriptions_mut(conn) {
                 if subs.insert(topic) {
-                    self.add_local(conn, topic, None, out);
+                    match resumes.iter().find(|(t, _)| t == topic) {
+                        Some(&(_, since)) => self.add_resuming(conn, topic, None, since, out),
+                        None => self.add_local(conn, topic, None, out),
+                    }
                 }
             }
         }
@@ -165,7 +178,7 @@ impl<E: Engine> Broker<E> {
             }
         };
         match command {
-            Command::Subscribe { topic, id } => self.subscribe(conn, &topic, id, out),
+            Command::Subscribe { topic, id, since } => self.subscribe(conn, &topic, id, since, out),
             Command::Unsubscribe { topic, id } => self.unsubscribe(conn, &topic, id, out),
             Command::Publish { topic, data, id } => {
                 let reply = match (id, self.conns.generation(conn)) {
@@ -214,10 +227,24 @@ impl<E: Engine> Broker<E> {
                 }
             }
             MeshMsg::InterestConfirmed { topic } => self.interest_confirmed(&topic, out),
-            MeshMsg::Published { reply, seq } => self.answer(reply, seq, out),
+            MeshMsg::Published { reply, seq, epoch } => self.answer(reply, seq, epoch, out),
+            MeshMsg::Replay {
+                topic,
+                conn,
+                id,
+                resumed,
+                confirms_interest,
+            } => {
+                if let Some(key) = self.resolve(conn) {
+                    self.finish_resume(key, &topic, id.as_deref(), resumed, out);
+                }
+                if confirms_interest {
+                    self.interest_confirmed(&topic, out);
+                }
+            }
             // The driver's business, not a pub/sub decision.
             MeshMsg::Shutdown => {}
-            msg @ (MeshMsg::Publish { .. } | MeshMsg::Interest { .. }) => {
+            msg @ (MeshMsg::Publish { .. } | MeshMsg::Interest { .. } | MeshMsg::Resume { .. }) => {
                 if let Some((topic, sequenced)) = self.engine.on_message(msg, out) {
                     self.finish(&topic, sequenced, out);
                 }
@@ -240,6 +267,16 @@ impl<E: Engine> Broker<E> {
     /// (connection, topic) subscriptions on this shard.
     pub fn subscription_count(&self) -> usize {
         self.local.subscription_count()
+    }
+
+    /// The clock moved to `now_ms` (monotonic milliseconds): the engine expires history.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.engine.tick(now_ms);
+    }
+
+    /// The engine of this shard.
+    pub fn engine(&self) -> &E {
+        &self.engine
     }
 
     /// Topics the engine keeps state for on this shard (owned topics, for the local engine).

@@ -113,7 +113,7 @@ impl System {
                 client.subscribed.clear();
                 client.gap_allowed.clear();
                 self.outs[s].conns.remove(&key);
-                self.brokers[s].open(key, client.generation, &[], &mut self.outs[s]);
+                self.brokers[s].open(key, client.generation, &[], &[], &mut self.outs[s]);
             }
             Op::Subscribe(c, t) => {
                 let topic = TOPICS[t];

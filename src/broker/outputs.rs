@@ -93,8 +93,9 @@ pub const OVERLOADED_MESSAGE: &str = "the topic's shard is overloaded; retry lat
 /// The answer to `POST /publish/<topic>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpPublished {
-    /// Sequenced with this `seq` (0: nobody was subscribed).
-    Sequenced(u64),
+    /// Sequenced with this `seq` and its topic's epoch (0 and none: nobody was subscribed and
+    /// the topic keeps no history).
+    Sequenced(u64, Option<super::history::Epoch>),
     /// The engine refused it (today: the owner shard's inbox was full): 503 `overloaded`.
     Refused,
 }

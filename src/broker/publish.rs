@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::history::Epoch;
 use crate::config::SlowConsumerPolicy;
 use crate::engine::{Engine, PayloadRef, Routed, Sequenced};
 use crate::mesh::{MeshMsg, ReplyTo};
@@ -46,7 +47,7 @@ impl<E: Engine> Broker<E> {
         if let Some(frame) = &sequenced.local_frame {
             self.deliver_local(topic, frame, sequenced.sequenced_us, out);
         }
-        self.answer(sequenced.reply, sequenced.seq, out);
+        self.answer(sequenced.reply, sequenced.seq, sequenced.epoch, out);
     }
 
     /// Queues a prepared frame on every local subscriber of `topic`: a reference-count
@@ -65,6 +66,27 @@ impl<E: Engine> Broker<E> {
         let (conns, slow) = (&mut self.conns, &mut self.slow);
         let subscribers = self.local.subscribers(topic);
         let mut skipped = 0u64;
+        if !self.resuming.is_empty() {
+            if let Some(waiting) = self.resuming.get(topic) {
+                // Connections waiting for their replay get this message in it (or after it).
+                let waiting = waiting.clone();
+                skipped += deliver_except(
+                    subscribers,
+                    &waiting,
+                    frame,
+                    policy,
+                    conns,
+                    slow,
+                    topic,
+                    out,
+                );
+                let queued = subscribers.len() as u64 - skipped;
+                out.count(Metric::Deliveries, queued);
+                out.fanned_out(topic, queued, sequenced_us);
+                self.disconnect_slow(out);
+                return;
+            }
+        }
         if !conns.any_dropped() {
             // The usual case, kept tight: no skipped counts to announce on this shard.
             for &conn in subscribers {
@@ -113,6 +135,11 @@ impl<E: Engine> Broker<E> {
         let queued = subscribers.len() as u64 - skipped;
         out.count(Metric::Deliveries, queued);
         out.fanned_out(topic, queued, sequenced_us);
+        self.disconnect_slow(out);
+    }
+
+    /// Closes the subscribers a delivery found over budget under `--slow-consumer=disconnect`.
+    pub(super) fn disconnect_slow<O: Outputs>(&mut self, out: &mut O) {
         while let Some(conn) = self.slow.pop() {
             out.count(Metric::SlowConsumerDisconnects, 1);
             self.on_closed(conn, out);
@@ -120,24 +147,40 @@ impl<E: Engine> Broker<E> {
         }
     }
 
-    /// Tells the publisher its message was sequenced (`seq` 0: nobody was subscribed).
-    pub(super) fn answer<O: Outputs>(&mut self, reply: ReplyTo, seq: u64, out: &mut O) {
+    /// Tells the publisher its message was sequenced, with its topic's epoch (`seq` 0: nobody
+    /// was subscribed and the topic keeps no history).
+    pub(super) fn answer<O: Outputs>(
+        &mut self,
+        reply: ReplyTo,
+        seq: u64,
+        epoch: Option<Epoch>,
+        out: &mut O,
+    ) {
         let conn = match &reply {
             ReplyTo::Nobody => return,
             ReplyTo::WebSocket { conn, .. } | ReplyTo::Http { conn } => *conn,
         };
         if usize::from(conn.shard) != self.shard {
-            out.to_peer(usize::from(conn.shard), MeshMsg::Published { reply, seq });
+            out.to_peer(
+                usize::from(conn.shard),
+                MeshMsg::Published { reply, seq, epoch },
+            );
             return;
         }
         match reply {
             ReplyTo::Nobody => {}
             ReplyTo::WebSocket { conn, id } => {
                 if let Some(key) = self.resolve(conn) {
-                    let _ = out.send(key, envelope::ack_frame(&id, Some(seq)), SendKind::Reply);
+                    let _ = out.send(
+                        key,
+                        envelope::ack_frame(&id, Some((seq, epoch))),
+                        SendKind::Reply,
+                    );
                 }
             }
-            ReplyTo::Http { conn } => out.http_published(conn, HttpPublished::Sequenced(seq)),
+            ReplyTo::Http { conn } => {
+                out.http_published(conn, HttpPublished::Sequenced(seq, epoch))
+            }
         }
     }
 
@@ -175,4 +218,57 @@ fn over_budget<O: Outputs>(
         }
         SlowConsumerPolicy::Disconnect => slow.push(conn),
     }
+}
+
+/// The rare path of a delivery while some subscribers of the topic wait for their replay:
+/// every subscriber but those, one by one, with the `dropped` notices. Returns how many were
+/// skipped.
+#[cold]
+#[allow(clippy::too_many_arguments)]
+fn deliver_except<O: Outputs>(
+    subscribers: &[ConnId],
+    waiting: &[ConnId],
+    frame: &Bytes,
+    policy: SlowConsumerPolicy,
+    conns: &mut Connections,
+    slow: &mut Vec<ConnId>,
+    topic: &str,
+    out: &mut O,
+) -> u64 {
+    let mut skipped = 0;
+    for &conn in subscribers {
+        if waiting.contains(&conn) {
+            skipped += 1;
+            continue;
+        }
+        if let Some(count) = conns.dropped(conn, topic) {
+            let notice = envelope::dropped_frame(topic, count);
+            let kind = SendKind::Notice {
+                reserve_bytes: frame.len(),
+            };
+            match out.send(conn, notice, kind) {
+                SendStatus::Queued | SendStatus::QueuedOverBudget => {
+                    conns.clear_dropped(conn, topic)
+                }
+                SendStatus::OverBudget => {
+                    skipped += 1;
+                    over_budget(policy, conns, slow, conn, topic, out);
+                    continue;
+                }
+                SendStatus::Closed => {
+                    skipped += 1;
+                    continue;
+                }
+            }
+        }
+        match out.send(conn, frame.clone(), SendKind::Delivery) {
+            SendStatus::Queued | SendStatus::QueuedOverBudget => {}
+            SendStatus::Closed => skipped += 1,
+            SendStatus::OverBudget => {
+                skipped += 1;
+                over_budget(policy, conns, slow, conn, topic, out);
+            }
+        }
+    }
+    skipped
 }

@@ -3,7 +3,10 @@
 //! starts or ends, and holding subscribe acks until the engine confirms that interest (so an
 //! ack means "every message sequenced from now on reaches you").
 
+use bytes::Bytes;
 use serde_json::value::RawValue;
+
+use crate::config::SlowConsumerPolicy;
 
 use crate::engine::{Engine, Interest};
 use crate::metrics::Metric;
@@ -11,7 +14,8 @@ use crate::proto::command::ErrorCode;
 use crate::proto::envelope;
 use crate::topic::{SubscribeOutcome, UnsubscribeOutcome};
 
-use super::{Broker, ConnId, Outputs, SendKind};
+use super::history::{Resumed, Since};
+use super::{Broker, ConnId, Outputs, SendKind, SendStatus};
 use crate::mesh::ConnRef;
 
 impl<E: Engine> Broker<E> {
@@ -21,6 +25,7 @@ impl<E: Engine> Broker<E> {
         conn: ConnId,
         topic: &str,
         id: Option<&RawValue>,
+        since: Option<Since>,
         out: &mut O,
     ) {
         let Some(subs) = self.conns.subscriptions_mut(conn) else {
@@ -43,7 +48,111 @@ impl<E: Engine> Broker<E> {
         if let Some(subs) = self.conns.subscriptions_mut(conn) {
             let _inserted = subs.insert(topic);
         }
-        self.add_local(conn, topic, id.map(ToOwned::to_owned), out);
+        match since {
+            Some(since) => self.add_resuming(conn, topic, id.map(ToOwned::to_owned), since, out),
+            None => self.add_local(conn, topic, id.map(ToOwned::to_owned), out),
+        }
+    }
+
+    /// Adds `conn` to the index resuming from `since`: deliveries skip it until the topic's
+    /// owner answers with the replay (at once when this shard owns the topic). The owner
+    /// registers this shard's interest with the same message, so the replay holds every
+    /// message up to its top and every delivery after it is newer: no gap, no duplicate.
+    pub(super) fn add_resuming<O: Outputs>(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        id: Option<Box<RawValue>>,
+        since: Since,
+        out: &mut O,
+    ) {
+        let Some(generation) = self.conns.generation(conn) else {
+            return;
+        };
+        let first_on_shard = match self.local.subscribe(topic, conn) {
+            SubscribeOutcome::AlreadySubscribed => false,
+            SubscribeOutcome::Added { first_on_shard } => first_on_shard,
+        };
+        let conn_ref = ConnRef {
+            shard: self.shard as u16,
+            key: conn as u32,
+            generation,
+        };
+        let id_for_now = id.clone();
+        match self
+            .engine
+            .resume(topic, since, conn_ref, id, first_on_shard, out)
+        {
+            Some(resumed) => {
+                self.resuming.entry(topic.into()).or_default().push(conn);
+                self.finish_resume(conn, topic, id_for_now.as_deref(), resumed, out);
+            }
+            None => {
+                self.resuming.entry(topic.into()).or_default().push(conn);
+                if first_on_shard {
+                    // Deliveries sent before the owner saw this shard's interest are not
+                    // ours (see `on_peer`): the replay confirms the interest.
+                    self.pending_interest
+                        .entry(topic.into())
+                        .or_default()
+                        .outstanding += 1;
+                }
+            }
+        }
+    }
+
+    /// The resume of `conn` to `topic` is decided: the ack, then the replay, through the one
+    /// send path; then live deliveries reach it. A replay over the connection's byte budget
+    /// applies the slow-consumer policy like any delivery (a dropped notice counts the skipped
+    /// frames). Ignored if `conn` stopped waiting (unsubscribed or closed meanwhile).
+    pub(super) fn finish_resume<O: Outputs>(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        id: Option<&RawValue>,
+        resumed: Resumed<Bytes>,
+        out: &mut O,
+    ) {
+        let Some(waiting) = self.resuming.get_mut(topic) else {
+            return;
+        };
+        let Some(at) = waiting.iter().position(|&c| c == conn) else {
+            return;
+        };
+        waiting.swap_remove(at);
+        if waiting.is_empty() {
+            self.resuming.remove(topic);
+        }
+        out.count(
+            if resumed.recovered {
+                Metric::ResumesRecovered
+            } else {
+                Metric::ResumesLost
+            },
+            1,
+        );
+        let ack =
+            envelope::resume_ack_frame(id, topic, resumed.top, resumed.epoch, resumed.recovered);
+        let _ = out.send(conn, ack, SendKind::Reply);
+        let mut sent = 0u64;
+        for frame in resumed.replay {
+            match out.send(conn, frame, SendKind::Delivery) {
+                SendStatus::Queued | SendStatus::QueuedOverBudget => sent += 1,
+                SendStatus::Closed => break,
+                SendStatus::OverBudget => match self.limits.slow_consumer {
+                    SlowConsumerPolicy::Drop => {
+                        out.count(Metric::SlowConsumerDrops, 1);
+                        self.conns.add_dropped(conn, topic);
+                    }
+                    SlowConsumerPolicy::Disconnect => {
+                        self.slow.push(conn);
+                        break;
+                    }
+                },
+            }
+        }
+        out.count(Metric::Replayed, sent);
+        self.disconnect_slow(out);
     }
 
     /// `{"op":"unsubscribe"}` from connection `conn`.
@@ -122,6 +231,14 @@ impl<E: Engine> Broker<E> {
     /// engine hears that this shard's interest ended.
     pub(super) fn remove_local<O: Outputs>(&mut self, conn: ConnId, topic: &str, out: &mut O) {
         self.conns.clear_dropped(conn, topic);
+        if !self.resuming.is_empty() {
+            if let Some(waiting) = self.resuming.get_mut(topic) {
+                waiting.retain(|&c| c != conn);
+                if waiting.is_empty() {
+                    self.resuming.remove(topic);
+                }
+            }
+        }
         if let UnsubscribeOutcome::Removed {
             last_on_shard: true,
         } = self.local.unsubscribe(topic, conn)

@@ -36,7 +36,7 @@ fn cmd(out: &mut Recorder, b: &mut Broker, conn: ConnId, text: &str) {
 fn subscribe_publish_and_ack_on_the_owner_shard() {
     let mut out = Recorder::new(BUDGET);
     let mut b = broker(0, 1, SlowConsumerPolicy::Disconnect);
-    b.open(1, 7, &[], &mut out);
+    b.open(1, 7, &[], &[], &mut out);
     cmd(
         &mut out,
         &mut b,
@@ -60,7 +60,7 @@ fn subscribe_publish_and_ack_on_the_owner_shard() {
         [
             r#"{"op":"ack","id":1}"#,
             r#"{"op":"message","topic":"news","seq":1,"data":"hi"}"#,
-            r#"{"op":"ack","id":2,"seq":1}"#,
+            r#"{"op":"ack","id":2,"seq":1,"epoch":"j578TsJ7"}"#,
             r#"{"op":"message","topic":"news","seq":2,"data":3}"#,
         ]
     );
@@ -73,7 +73,7 @@ fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
     let mut out = Recorder::new(BUDGET);
     let topic = topic_owned_by(1, 2);
     let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
-    b.open(3, 1, &[], &mut out);
+    b.open(3, 1, &[], &[], &mut out);
     let sub = format!(r#"{{"op":"subscribe","topic":"{topic}","id":"a"}}"#);
     cmd(&mut out, &mut b, 3, &sub);
     assert!(out.texts(3).is_empty(), "no ack before the owner confirms");
@@ -104,7 +104,14 @@ fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
     let Some((1, MeshMsg::Publish { reply, .. })) = out.peers.pop() else {
         panic!("publish not sent to the owner: {:?}", out.peers);
     };
-    b.on_peer(MeshMsg::Published { reply, seq: 5 }, &mut out);
+    b.on_peer(
+        MeshMsg::Published {
+            reply,
+            seq: 5,
+            epoch: None,
+        },
+        &mut out,
+    );
     assert_eq!(out.texts(3)[1], r#"{"op":"ack","id":9,"seq":5}"#);
 
     // The last subscriber leaving tells the owner.
@@ -163,7 +170,7 @@ fn a_slow_subscriber_under_drop_is_told_how_many_it_missed() {
     // Room for two ~100-byte deliveries with the queue's per-frame overhead.
     let mut out = Recorder::new(400);
     let mut b = broker(0, 1, SlowConsumerPolicy::Drop);
-    b.open(1, 1, &["news".to_string()], &mut out);
+    b.open(1, 1, &["news".to_string()], &[], &mut out);
     let data = format!("\"{}\"", "x".repeat(60));
     for _ in 0..5 {
         b.publish(
@@ -200,8 +207,8 @@ fn a_slow_subscriber_under_drop_is_told_how_many_it_missed() {
 fn a_slow_subscriber_under_disconnect_is_closed_and_forgotten() {
     let mut out = Recorder::new(200);
     let mut b = broker(0, 1, SlowConsumerPolicy::Disconnect);
-    b.open(1, 1, &["news".to_string()], &mut out);
-    b.open(2, 1, &["news".to_string()], &mut out);
+    b.open(1, 1, &["news".to_string()], &[], &mut out);
+    b.open(2, 1, &["news".to_string()], &[], &mut out);
     let data = format!("\"{}\"", "x".repeat(60));
     for _ in 0..5 {
         b.publish(
@@ -231,7 +238,7 @@ fn a_slow_subscriber_under_disconnect_is_closed_and_forgotten() {
 fn command_errors_are_answered_and_counted() {
     let mut out = Recorder::new(BUDGET);
     let mut b = broker(0, 1, SlowConsumerPolicy::Disconnect);
-    b.open(1, 1, &[], &mut out);
+    b.open(1, 1, &[], &[], &mut out);
     cmd(&mut out, &mut b, 1, r#"{"op":"subscribe","topic":"a"}"#);
     cmd(
         &mut out,
@@ -272,7 +279,7 @@ fn refused_publishes_are_answered_overloaded() {
     let mut out = Recorder::new(BUDGET);
     let topic = topic_owned_by(1, 2);
     let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
-    b.open(4, 2, &[], &mut out);
+    b.open(4, 2, &[], &[], &mut out);
     let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":5}}"#);
     cmd(&mut out, &mut b, 4, &publish);
     let http = ConnRef {
@@ -299,15 +306,22 @@ fn answers_for_a_closed_or_reused_connection_are_dropped() {
     let mut out = Recorder::new(BUDGET);
     let topic = topic_owned_by(1, 2);
     let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
-    b.open(4, 1, &[], &mut out);
+    b.open(4, 1, &[], &[], &mut out);
     let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":5}}"#);
     cmd(&mut out, &mut b, 4, &publish);
     let Some((_, MeshMsg::Publish { reply, .. })) = out.peers.pop() else {
         panic!("no publish");
     };
     b.on_closed(4, &mut out);
-    b.open(4, 2, &[], &mut out); // the same slab slot, a new connection
-    b.on_peer(MeshMsg::Published { reply, seq: 1 }, &mut out);
+    b.open(4, 2, &[], &[], &mut out); // the same slab slot, a new connection
+    b.on_peer(
+        MeshMsg::Published {
+            reply,
+            seq: 1,
+            epoch: None,
+        },
+        &mut out,
+    );
     assert!(
         out.texts(4).is_empty(),
         "the new connection gets no stranger's ack"
@@ -335,8 +349,8 @@ fn each_fan_out_reports_its_sequencing_time_and_how_many_got_it() {
     let mut out = Recorder::new(BUDGET);
     let topic = topic_owned_by(0, 2);
     let mut owner = broker(0, 2, SlowConsumerPolicy::Disconnect);
-    owner.open(1, 1, std::slice::from_ref(&topic), &mut out);
-    owner.open(2, 1, std::slice::from_ref(&topic), &mut out);
+    owner.open(1, 1, std::slice::from_ref(&topic), &[], &mut out);
+    owner.open(2, 1, std::slice::from_ref(&topic), &[], &mut out);
     owner.on_peer(
         MeshMsg::Interest {
             topic: topic.as_str().into(),
@@ -361,7 +375,7 @@ fn each_fan_out_reports_its_sequencing_time_and_how_many_got_it() {
     let mut out = Recorder::new(BUDGET);
     let mut other = broker(1, 2, SlowConsumerPolicy::Disconnect);
     for conn in 1..=3 {
-        other.open(conn, 1, std::slice::from_ref(&topic), &mut out);
+        other.open(conn, 1, std::slice::from_ref(&topic), &[], &mut out);
     }
     other.on_peer(
         MeshMsg::InterestConfirmed {

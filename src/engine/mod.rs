@@ -27,8 +27,10 @@ pub mod local;
 
 use bytes::Bytes;
 
+use crate::broker::history::{Epoch, Resumed, Since};
 use crate::broker::Outputs;
-use crate::mesh::{MeshMsg, Payload, ReplyTo};
+use crate::mesh::{ConnRef, MeshMsg, Payload, ReplyTo};
+use serde_json::value::RawValue;
 
 pub use local::LocalEngine;
 
@@ -64,8 +66,10 @@ impl<'a> PayloadRef<'a> {
 /// this shard's subscribers (when this shard is interested) and answer `reply` with `seq`.
 #[derive(Debug)]
 pub struct Sequenced {
-    /// The seq given (0: no shard was interested, nothing was delivered).
+    /// The seq given (0: no shard was interested and the topic keeps no history).
     pub seq: u64,
+    /// The topic incarnation's epoch (none with seq 0).
+    pub epoch: Option<Epoch>,
     /// The prepared frame, when this shard has subscribers of the topic.
     pub local_frame: Option<Bytes>,
     /// Who waits for the answer.
@@ -120,6 +124,25 @@ pub trait Engine {
         msg: MeshMsg,
         out: &mut O,
     ) -> Option<(Box<str>, Sequenced)>;
+
+    /// Connection `conn` of this shard subscribes to `topic` resuming from `since` (it is in
+    /// the shard's index already, but skipped by deliveries until its replay). The engine
+    /// registers this shard's interest and decides the resume; `Some` when decided here and
+    /// now (the caller sends the ack and the replay before anything else of the topic),
+    /// `None` when a `Replay` message will bring the answer, ordered after every delivery up
+    /// to its top and before any later one.
+    fn resume<O: Outputs>(
+        &mut self,
+        topic: &str,
+        since: Since,
+        conn: ConnRef,
+        id: Option<Box<RawValue>>,
+        confirms_interest: bool,
+        out: &mut O,
+    ) -> Option<Resumed<Bytes>>;
+
+    /// The clock moved to `now_ms` (milliseconds, monotonic): expire history.
+    fn tick(&mut self, now_ms: u64);
 
     /// Topics this engine instance keeps state for (a gauge).
     fn topic_count(&self) -> usize;

@@ -17,6 +17,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
 use serde_json::value::RawValue;
 
+use crate::broker::history::{Epoch, Resumed, Since};
+
 /// A connection on some shard. `generation` tells a reused slab slot from the connection a
 /// reply was meant for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +75,34 @@ pub enum MeshMsg {
     },
     /// From a topic's owner: the interest you sent is recorded; pending subscribe acks may go.
     InterestConfirmed { topic: Box<str> },
-    /// From a topic's owner: the publish was sequenced (`seq` 0: the topic had no subscribers).
-    Published { reply: ReplyTo, seq: u64 },
+    /// From a topic's owner: the publish was sequenced (`seq` 0: the topic had no subscribers
+    /// and keeps no history; then there is no epoch).
+    Published {
+        reply: ReplyTo,
+        seq: u64,
+        epoch: Option<Epoch>,
+    },
+    /// To a topic's owner: connection `conn` subscribes to `topic` resuming from `since`.
+    /// Registers `conn.shard`'s interest like `Interest`; the owner answers `Replay`, after
+    /// every `Deliver` of the topic up to the top it reports and before any later one.
+    Resume {
+        topic: Box<str>,
+        conn: ConnRef,
+        id: Option<Box<RawValue>>,
+        since: Since,
+        /// This resume carries the shard's first interest in the topic: its `Replay` counts as
+        /// the `InterestConfirmed`.
+        confirms_interest: bool,
+    },
+    /// From a topic's owner: the answer to `Resume`, with the frames to replay (clones of the
+    /// kept `Bytes`). A control message: it is retried, never dropped, on a full inbox.
+    Replay {
+        topic: Box<str>,
+        conn: ConnRef,
+        id: Option<Box<RawValue>>,
+        resumed: Resumed<Bytes>,
+        confirms_interest: bool,
+    },
     /// From the server handle: stop accepting and drain.
     Shutdown,
 }

@@ -18,6 +18,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::broker::history::{Epoch, Since};
 use crate::topic::name::validate_topic_str;
 
 /// A client command, borrowing from the frame's payload.
@@ -26,10 +27,11 @@ use crate::topic::name::validate_topic_str;
 /// decoded into a new string; names without a backslash (nearly all) are borrowed.
 #[derive(Debug, Clone)]
 pub enum Command<'a> {
-    /// `{"op":"subscribe","topic":T}`.
+    /// `{"op":"subscribe","topic":T}`, optionally resuming: `"since":{"seq":N,"epoch":E}`.
     Subscribe {
         topic: Cow<'a, str>,
         id: Option<&'a RawValue>,
+        since: Option<Since>,
     },
     /// `{"op":"unsubscribe","topic":T}`.
     Unsubscribe {
@@ -228,7 +230,14 @@ pub fn parse_command(text: &[u8]) -> Result<Command<'_>, CommandError> {
     }
 
     Ok(match op {
-        Op::Subscribe => Command::Subscribe { topic, id },
+        Op::Subscribe => {
+            let since = match fields.since {
+                Field::Missing => None,
+                Field::Duplicate => return Err(invalid(id, "duplicate field \"since\"")),
+                Field::Once(raw) => Some(parse_since(raw, id)?),
+            };
+            Command::Subscribe { topic, id, since }
+        }
         Op::Unsubscribe => Command::Unsubscribe { topic, id },
         Op::Publish => {
             let data = match fields.data {
@@ -238,6 +247,26 @@ pub fn parse_command(text: &[u8]) -> Result<Command<'_>, CommandError> {
             };
             Command::Publish { topic, data, id }
         }
+    })
+}
+
+/// `{"seq":N}` or `{"seq":N,"epoch":"E"}` (other fields ignored, like everywhere).
+fn parse_since(raw: &RawValue, id: Option<&RawValue>) -> Result<Since, CommandError> {
+    #[derive(serde::Deserialize)]
+    struct SinceJson<'a> {
+        seq: u64,
+        #[serde(borrow)]
+        epoch: Option<Cow<'a, str>>,
+    }
+    const SHAPE: &str = "\"since\" must be {\"seq\":N} or {\"seq\":N,\"epoch\":\"...\"}";
+    let parsed: SinceJson<'_> = serde_json::from_str(raw.get()).map_err(|_| invalid(id, SHAPE))?;
+    let epoch = match parsed.epoch {
+        None => None,
+        Some(text) => Some(Epoch::parse(&text).map_err(|e| invalid(id, &format!("since: {e}")))?),
+    };
+    Ok(Since {
+        seq: parsed.seq,
+        epoch,
     })
 }
 
@@ -298,6 +327,7 @@ struct Fields<'a> {
     topic: Field<'a>,
     data: Field<'a>,
     id: Field<'a>,
+    since: Field<'a>,
 }
 
 impl<'de> Deserialize<'de> for Fields<'de> {
@@ -325,6 +355,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 Key::Topic => fields.topic.set(value),
                 Key::Data => fields.data.set(value),
                 Key::Id => fields.id.set(value),
+                Key::Since => fields.since.set(value),
                 Key::Other => {}
             }
         }
@@ -338,6 +369,7 @@ enum Key {
     Topic,
     Data,
     Id,
+    Since,
     Other,
 }
 
@@ -355,6 +387,7 @@ impl<'de> Deserialize<'de> for Key {
                     "topic" => Key::Topic,
                     "data" => Key::Data,
                     "id" => Key::Id,
+                    "since" => Key::Since,
                     _ => Key::Other,
                 })
             }

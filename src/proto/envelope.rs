@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use super::command::{CommandError, ErrorCode};
 use super::frame::OpCode;
 use super::prepared::build_frame;
+use crate::broker::history::Epoch;
 use crate::topic::name::{validate_topic, TopicError};
 
 /// The longest topic the binary layout can carry: its length is one byte. Longer names (only
@@ -37,17 +38,58 @@ pub fn message_frame(topic: &str, seq: u64, data: &[u8]) -> Bytes {
     })
 }
 
-/// `{"op":"ack","id":ID}`, or `{"op":"ack","id":ID,"seq":N}` for a publish.
-pub fn ack_frame(id: &RawValue, seq: Option<u64>) -> Bytes {
+/// `{"op":"ack","id":ID}`, or `{"op":"ack","id":ID,"seq":N,"epoch":E}` for a publish (no
+/// `epoch` when `seq` is 0: the message went to no one and belongs to no incarnation).
+pub fn ack_frame(id: &RawValue, seq: Option<(u64, Option<Epoch>)>) -> Bytes {
     let id = id.get().as_bytes();
-    build_frame(OpCode::Text, 30 + id.len() + U64_DIGITS, |buf| {
+    build_frame(OpCode::Text, 50 + id.len() + U64_DIGITS, |buf| {
         buf.extend_from_slice(br#"{"op":"ack","id":"#);
         buf.extend_from_slice(id);
-        if let Some(seq) = seq {
-            buf.extend_from_slice(br#","seq":"#);
-            write_u64(buf, seq);
+        if let Some((seq, epoch)) = seq {
+            write_seq_epoch(buf, seq, epoch);
         }
         buf.push(b'}');
+    })
+}
+
+fn write_seq_epoch(buf: &mut Vec<u8>, seq: u64, epoch: Option<Epoch>) {
+    buf.extend_from_slice(br#","seq":"#);
+    write_u64(buf, seq);
+    if let Some(epoch) = epoch {
+        // An epoch is [A-Za-z0-9_-] only: no escaping needed.
+        buf.extend_from_slice(br#","epoch":""#);
+        buf.extend_from_slice(epoch.as_str().as_bytes());
+        buf.push(b'"');
+    }
+}
+
+/// The answer to a subscribe with `since`:
+/// `{"op":"ack","id":ID,"topic":T,"seq":TOP,"epoch":E,"recovered":B}`; without `id` (a `since`
+/// given in the URL) the same without it.
+pub fn resume_ack_frame(
+    id: Option<&RawValue>,
+    topic: &str,
+    top: u64,
+    epoch: Epoch,
+    recovered: bool,
+) -> Bytes {
+    let id = id.map(|id| id.get().as_bytes());
+    let hint = 80 + id.map_or(0, <[u8]>::len) + str_hint(topic) + U64_DIGITS;
+    build_frame(OpCode::Text, hint, |buf| {
+        buf.extend_from_slice(br#"{"op":"ack","#);
+        if let Some(id) = id {
+            buf.extend_from_slice(br#""id":"#);
+            buf.extend_from_slice(id);
+            buf.push(b',');
+        }
+        buf.extend_from_slice(br#""topic":"#);
+        write_json_str(buf, topic);
+        write_seq_epoch(buf, top, Some(epoch));
+        buf.extend_from_slice(if recovered {
+            br#","recovered":true}"#
+        } else {
+            br#","recovered":false}"#
+        });
     })
 }
 
@@ -139,11 +181,13 @@ pub fn parse_binary_publish(payload: &[u8]) -> Result<(&str, &[u8]), CommandErro
     Ok((topic, data))
 }
 
-/// The HTTP publish endpoint's success body: `{"seq":N}`.
-pub fn publish_reply_body(seq: u64) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(8 + U64_DIGITS);
-    buf.extend_from_slice(br#"{"seq":"#);
-    write_u64(&mut buf, seq);
+/// The HTTP publish endpoint's success body: `{"seq":N,"epoch":E}` (`{"seq":0}` when nobody
+/// listened and the topic keeps no history).
+pub fn publish_reply_body(seq: u64, epoch: Option<Epoch>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(48);
+    buf.push(b'{');
+    write_seq_epoch(&mut buf, seq, epoch);
+    buf.remove(1); // the leading comma
     buf.push(b'}');
     buf
 }
@@ -300,7 +344,7 @@ mod tests {
             let v = text_json(&ack_frame(&raw(id), None));
             let expected: Value = serde_json::from_str(id).unwrap();
             assert_eq!(v, json!({"op":"ack","id":expected}));
-            let frame = ack_frame(&raw(id), Some(9));
+            let frame = ack_frame(&raw(id), Some((9, None)));
             let v = text_json(&frame);
             assert_eq!(v, json!({"op":"ack","id":expected,"seq":9}));
             let text = std::str::from_utf8(payload(&frame, OpCode::Text)).unwrap();
@@ -384,9 +428,26 @@ mod tests {
 
     #[test]
     fn http_bodies() {
-        let v: Value = serde_json::from_slice(&publish_reply_body(77)).unwrap();
+        let v: Value = serde_json::from_slice(&publish_reply_body(77, None)).unwrap();
         assert_eq!(v, json!({"seq":77}));
-        assert_eq!(publish_reply_body(0), br#"{"seq":0}"#);
+        assert_eq!(publish_reply_body(0, None), br#"{"seq":0}"#);
+        let epoch = Epoch::parse("e4Xq").unwrap();
+        assert_eq!(
+            publish_reply_body(17, Some(epoch)),
+            br#"{"seq":17,"epoch":"e4Xq"}"#
+        );
+        let v = text_json(&ack_frame(&raw("2"), Some((17, Some(epoch)))));
+        assert_eq!(v, json!({"op":"ack","id":2,"seq":17,"epoch":"e4Xq"}));
+        let v = text_json(&resume_ack_frame(Some(&raw("3")), "news", 50, epoch, true));
+        assert_eq!(
+            v,
+            json!({"op":"ack","id":3,"topic":"news","seq":50,"epoch":"e4Xq","recovered":true})
+        );
+        let v = text_json(&resume_ack_frame(None, "a\"b", 0, epoch, false));
+        assert_eq!(
+            v,
+            json!({"op":"ack","topic":"a\"b","seq":0,"epoch":"e4Xq","recovered":false})
+        );
         let v: Value =
             serde_json::from_slice(&http_error_body(ErrorCode::InvalidTopic, "a\"b")).unwrap();
         assert_eq!(v, json!({"code":"invalid_topic","message":"a\"b"}));

@@ -2,6 +2,7 @@
 //! upgrading `/ws` and `/echo` to WebSocket, `POST /publish/<topic>`, health, readiness and
 //! metrics. Responses are queued like frames and go out in the end-of-turn flush.
 
+use crate::broker::history::{parse_url_since, Epoch, Since};
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -257,6 +258,7 @@ impl Shard {
             Err(error) => return self.refuse(key, Refusal::Handshake(error)),
         };
         let mut topics: Vec<String> = Vec::new();
+        let mut resumes: Vec<(String, Since)> = Vec::new();
         if route == Route::PubSub {
             if let Some(query) = head.query() {
                 for raw in query_values(query, "topic") {
@@ -270,6 +272,36 @@ impl Shard {
                     match topic {
                         Ok(topic) if !topics.contains(&topic) => topics.push(topic),
                         Ok(_) => {}
+                        Err(message) => {
+                            return self.refuse(key, Refusal::InvalidTopicQuery(message))
+                        }
+                    }
+                }
+            }
+            if let Some(query) = head.query() {
+                // `since=topic:seq[:epoch]` resumes that topic (and subscribes to it).
+                for raw in query_values(query, "since") {
+                    let parsed = percent_decode(raw, true)
+                        .map_err(|_| format!("since {raw:?} has a broken %-escape"))
+                        .and_then(|bytes| {
+                            String::from_utf8(bytes)
+                                .map_err(|_| format!("since {raw:?} is not UTF-8"))
+                        })
+                        .and_then(|text| {
+                            let (topic, since) = parse_url_since(&text)
+                                .map_err(|e| format!("since {raw:?}: {e}"))?;
+                            validate_topic(topic.as_bytes())
+                                .map_err(|e| format!("since {raw:?}: topic is not valid: {e}"))?;
+                            Ok((topic.to_string(), since))
+                        });
+                    match parsed {
+                        Ok((topic, since)) => {
+                            if !topics.contains(&topic) {
+                                topics.push(topic.clone());
+                            }
+                            resumes.retain(|(t, _)| *t != topic);
+                            resumes.push((topic, since));
+                        }
                         Err(message) => {
                             return self.refuse(key, Refusal::InvalidTopicQuery(message))
                         }
@@ -297,7 +329,7 @@ impl Shard {
         let _ = self.send(key, accept, SendKind::Reply);
         if route == Route::PubSub {
             let generation = self.conns[key].generation;
-            self.with_broker(|broker, out| broker.open(key, generation, &topics, out));
+            self.with_broker(|broker, out| broker.open(key, generation, &topics, &resumes, out));
         }
         if leftover.is_empty() {
             Flow::Continue
@@ -400,7 +432,11 @@ impl Shard {
 
     /// The owner answered (or refused) an HTTP publish: respond and carry on with the
     /// connection's next request.
-    pub(super) fn finish_http_publish(&mut self, key: usize, result: Result<u64, &str>) {
+    pub(super) fn finish_http_publish(
+        &mut self,
+        key: usize,
+        result: Result<(u64, Option<Epoch>), &str>,
+    ) {
         let Some(http) = self.http_mut(key) else {
             return;
         };
@@ -411,8 +447,8 @@ impl Shard {
         let keep_alive = http.keep_alive;
         let has_more = !http.buf.is_empty();
         match result {
-            Ok(seq) => {
-                let body = envelope::publish_reply_body(seq);
+            Ok((seq, epoch)) => {
+                let body = envelope::publish_reply_body(seq, epoch);
                 let bytes = response(status::OK, &[], "application/json", &body, keep_alive);
                 self.respond(key, bytes, keep_alive);
                 let conn = &mut self.conns[key];

@@ -26,6 +26,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::broker::history::{self, EpochGen, HistoryPolicy};
 use crate::broker::{Broker, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE};
 use crate::engine::{LocalEngine, PayloadRef};
 use crate::mesh::{ConnRef, Mesh, MeshMsg, ReplyTo};
@@ -136,7 +137,15 @@ impl Shard {
             max_subscriptions_per_connection: config.max_subscriptions_per_connection,
             slow_consumer: config.slow_consumer,
         };
-        let broker = Broker::new(id, limits, LocalEngine::new(id, mesh.shard_count()));
+        let shards = mesh.shard_count();
+        let engine = LocalEngine::with_history(
+            id,
+            shards,
+            HistoryPolicy::from_config(config),
+            history::shard_budget_bytes(config.max_history_bytes, shards),
+            EpochGen::os_seed() ^ (id as u64),
+        );
+        let broker = Broker::new(id, limits, engine);
         Ok(Shard {
             id,
             poll,
@@ -187,6 +196,9 @@ impl Shard {
             self.now_ms = self.clock_ms(turn_start);
             self.now_us = turn_start.duration_since(self.started).as_micros() as u64;
             let read_work = !events.is_empty() || !self.again.is_empty() || self.accept_more;
+            // History keeps its own 64-bit clock: its TTLs are compared without wrapping.
+            let history_ms = turn_start.duration_since(self.started).as_millis() as u64;
+            self.broker.tick(history_ms);
 
             for event in events.iter() {
                 match event.token() {
@@ -563,7 +575,9 @@ impl Shard {
                     continue;
                 };
                 match answer {
-                    HttpPublished::Sequenced(seq) => self.finish_http_publish(key, Ok(seq)),
+                    HttpPublished::Sequenced(seq, epoch) => {
+                        self.finish_http_publish(key, Ok((seq, epoch)))
+                    }
                     HttpPublished::Refused => {
                         self.finish_http_publish(key, Err(OVERLOADED_MESSAGE))
                     }

@@ -156,7 +156,7 @@ impl Shard {
             deliveries: 0,
         };
         for conn in 0..subscribers {
-            broker.open(conn, 1, &[TOPIC.to_string()], &mut queues);
+            broker.open(conn, 1, &[TOPIC.to_string()], &[], &mut queues);
         }
         Shard {
             broker,

@@ -1,0 +1,331 @@
+//! Scenario: clients lose their connection and come back with `since` (by command or in the
+//! URL), and get every message they missed exactly once, in order, followed by live ones, when
+//! the topic's history still covers the gap (also across shards while a publisher runs flat
+//! out); otherwise `recovered:false` and nothing replayed: wrong epoch, too old, over the
+//! replay cap, past the TTL, evicted by the byte budget, or after a broker restart.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+/// Publishes `data` on `topic` with an id and returns the ack's (seq, epoch).
+fn publish(client: &mut Client, topic: &str, data: Value) -> (u64, String) {
+    send_json(
+        client,
+        json!({"op": "publish", "topic": topic, "data": data, "id": "p"}),
+    );
+    let ack = next_json(client);
+    assert_eq!(ack["op"], "ack", "{ack}");
+    (
+        ack["seq"].as_u64().expect("seq"),
+        ack["epoch"].as_str().expect("epoch").to_string(),
+    )
+}
+
+/// Subscribes to `topic` with `since` and returns the ack.
+fn resume(client: &mut Client, topic: &str, since: Value) -> Value {
+    send_json(
+        client,
+        json!({"op": "subscribe", "topic": topic, "since": since, "id": 3}),
+    );
+    let ack = next_json(client);
+    assert_eq!(
+        (&ack["op"], &ack["id"]),
+        (&json!("ack"), &json!(3)),
+        "{ack}"
+    );
+    ack
+}
+
+fn seq_of(message: &Value) -> u64 {
+    assert_eq!(message["op"], "message", "{message}");
+    message["seq"].as_u64().unwrap()
+}
+
+#[test]
+fn a_resume_within_the_window_gets_exactly_the_missed_messages_then_live_ones() {
+    let server = start(&[]);
+    let addr = server.local_addr();
+    let mut publisher = connect(addr, "/ws");
+    let mut reader = connect(addr, "/ws?topic=news");
+    subscribe(&mut connect(addr, "/ws"), "sync");
+    let mut epoch = String::new();
+    for i in 1..=5 {
+        epoch = publish(&mut publisher, "news", json!(i)).1;
+        assert_eq!(seq_of(&next_json(&mut reader)), i);
+    }
+    drop(reader);
+    for i in 6..=8 {
+        assert_eq!(
+            publish(&mut publisher, "news", json!(i)),
+            (i, epoch.clone())
+        );
+    }
+    let mut back = connect(addr, "/ws");
+    let ack = resume(&mut back, "news", json!({"seq": 5, "epoch": epoch}));
+    assert_eq!(
+        ack,
+        json!({"op":"ack","id":3,"topic":"news","seq":8,"epoch":epoch,"recovered":true})
+    );
+    for i in 6..=8 {
+        let message = next_json(&mut back);
+        assert_eq!((seq_of(&message), &message["data"]), (i, &json!(i)));
+    }
+    publish(&mut publisher, "news", json!(9));
+    assert_eq!(seq_of(&next_json(&mut back)), 9);
+    stop(server, ANSWER_TIMEOUT);
+}
+
+#[test]
+fn a_topic_with_history_is_sequenced_and_kept_while_nobody_listens() {
+    let server = start(&[]);
+    let addr = server.local_addr();
+    let mut publisher = connect(addr, "/ws");
+    let (seq, epoch) = publish(&mut publisher, "quiet", json!("a"));
+    assert_eq!(seq, 1);
+    assert_eq!(
+        publish(&mut publisher, "quiet", json!("b")),
+        (2, epoch.clone())
+    );
+    // A page's first load asks for what is kept.
+    let mut page = connect(addr, "/ws");
+    let ack = resume(&mut page, "quiet", json!({"seq": 0}));
+    assert_eq!((&ack["seq"], &ack["recovered"]), (&json!(2), &json!(true)));
+    assert_eq!(next_json(&mut page)["data"], "a");
+    assert_eq!(next_json(&mut page)["data"], "b");
+    stop(server, ANSWER_TIMEOUT);
+}
+
+#[test]
+fn wrong_epoch_too_old_and_over_the_cap_are_not_recovered_and_replay_nothing() {
+    let server = start(&["--history-size", "5", "--max-replay-messages", "3"]);
+    let addr = server.local_addr();
+    let mut publisher = connect(addr, "/ws");
+    let mut epoch = String::new();
+    for i in 1..=10 {
+        epoch = publish(&mut publisher, "news", json!(i)).1;
+    }
+    let cases = [
+        (json!({"seq": 9, "epoch": "Wrong1"}), false),
+        (json!({"seq": 4, "epoch": epoch}), false), // 5 is gone: only 6..=10 are kept
+        (json!({"seq": 6, "epoch": epoch}), false), // 4 missing, cap 3
+        (json!({"seq": 7, "epoch": epoch}), true),  // 3 missing
+    ];
+    for (since, recovered) in cases {
+        let mut client = connect(addr, "/ws");
+        let ack = resume(&mut client, "news", since.clone());
+        assert_eq!(ack["recovered"], json!(recovered), "{since}: {ack}");
+        assert_eq!((&ack["seq"], &ack["epoch"]), (&json!(10), &json!(epoch)));
+        // Replayed frames come right after the ack, before the answer to a later command.
+        if recovered {
+            for seq in 8..=10 {
+                assert_eq!(seq_of(&next_json(&mut client)), seq);
+            }
+        }
+        send_json(
+            &mut client,
+            json!({"op": "unsubscribe", "topic": "news", "id": 9}),
+        );
+        assert_eq!(
+            next_json(&mut client),
+            json!({"op": "ack", "id": 9}),
+            "{since}"
+        );
+    }
+    stop(server, ANSWER_TIMEOUT);
+}
+
+#[test]
+fn past_the_ttl_the_topic_is_gone_and_comes_back_with_a_new_epoch() {
+    let server = start(&["--history-ttl", "200ms"]);
+    let addr = server.local_addr();
+    let mut publisher = connect(addr, "/ws");
+    let (_, epoch) = publish(&mut publisher, "news", json!(1));
+    std::thread::sleep(Duration::from_millis(600));
+    let mut client = connect(addr, "/ws");
+    let ack = resume(&mut client, "news", json!({"seq": 0, "epoch": epoch}));
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_eq!(ack["seq"], 0);
+    assert_ne!(ack["epoch"], json!(epoch), "a new incarnation");
+    stop(server, ANSWER_TIMEOUT);
+}
+
+#[test]
+fn the_byte_budget_evicts_the_oldest_messages_first() {
+    // One shard, 40 KiB: about 35 messages of 1 KiB.
+    let server = start(&["--threads", "1", "--max-history-bytes", "40960"]);
+    let addr = server.local_addr();
+    let mut publisher = connect(addr, "/ws");
+    let big = "x".repeat(1000);
+    let (_, epoch) = publish(&mut publisher, "a", json!(big));
+    for _ in 0..60 {
+        publish(&mut publisher, "b", json!(big));
+    }
+    let mut client = connect(addr, "/ws");
+    // a's only message was the oldest: evicted, and a forgotten with it.
+    let ack = resume(&mut client, "a", json!({"seq": 0, "epoch": epoch}));
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_ne!(ack["epoch"], json!(epoch));
+    // b keeps its newest messages only.
+    let ack = resume(&mut client, "b", json!({"seq": 0}));
+    assert_eq!(
+        (&ack["seq"], &ack["recovered"]),
+        (&json!(60), &json!(false))
+    );
+    let first = seq_of(&next_json(&mut client));
+    assert!((20..60).contains(&first), "kept from {first}");
+    for seq in first + 1..=60 {
+        assert_eq!(seq_of(&next_json(&mut client)), seq);
+    }
+    stop(server, ANSWER_TIMEOUT);
+}
+
+#[test]
+fn a_restarted_broker_answers_with_a_new_epoch() {
+    let server = start(&[]);
+    let mut publisher = connect(server.local_addr(), "/ws");
+    let (_, epoch) = publish(&mut publisher, "news", json!(1));
+    drop(publisher);
+    stop(server, ANSWER_TIMEOUT);
+    let server = start(&[]);
+    let mut client = connect(server.local_addr(), "/ws");
+    let ack = resume(&mut client, "news", json!({"seq": 1, "epoch": epoch}));
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_ne!(ack["epoch"], json!(epoch));
+    stop(server, ANSWER_TIMEOUT);
+}
+
+#[test]
+fn binary_messages_are_replayed_as_the_same_binary_frames() {
+    let server = start(&[]);
+    let addr = server.local_addr();
+    let mut publisher = connect(addr, "/ws");
+    let (_, epoch) = publish(&mut publisher, "bin", json!("first"));
+    let mut expected = Vec::new();
+    for (i, payload) in [&b"\x00\x01\xff"[..], b"", &[7u8; 70_000]]
+        .iter()
+        .enumerate()
+    {
+        let mut frame = vec![3u8];
+        frame.extend_from_slice(b"bin");
+        frame.extend_from_slice(payload);
+        publisher.send(Message::binary(frame)).unwrap();
+        let mut delivered = vec![3u8];
+        delivered.extend_from_slice(b"bin");
+        delivered.extend_from_slice(&(i as u64 + 2).to_be_bytes());
+        delivered.extend_from_slice(payload);
+        expected.push(Message::binary(delivered));
+    }
+    // The binary publishes carry no ack: a later acked publish says they are sequenced.
+    assert_eq!(publish(&mut publisher, "bin", json!("last")).0, 5);
+    let mut client = connect(addr, "/ws");
+    let ack = resume(&mut client, "bin", json!({"seq": 1, "epoch": epoch}));
+    assert_eq!(ack["recovered"], true, "{ack}");
+    for message in expected {
+        assert_eq!(next_data(&mut client), message);
+    }
+    assert_eq!(next_json(&mut client)["data"], "last");
+    stop(server, ANSWER_TIMEOUT);
+}
+
+#[test]
+fn the_url_form_resumes_at_connect() {
+    let server = start(&[]);
+    let addr = server.local_addr();
+    let mut publisher = connect(addr, "/ws");
+    let mut epoch = String::new();
+    for i in 1..=4 {
+        epoch = publish(&mut publisher, "news", json!(i)).1;
+    }
+    let mut client = connect(addr, &format!("/ws?topic=news&since=news:2:{epoch}"));
+    let ack = next_json(&mut client);
+    assert_eq!(
+        ack,
+        json!({"op":"ack","topic":"news","seq":4,"epoch":epoch,"recovered":true})
+    );
+    assert_eq!(seq_of(&next_json(&mut client)), 3);
+    assert_eq!(seq_of(&next_json(&mut client)), 4);
+    // A broken since is refused at the handshake.
+    let refused = try_connect(addr, "/ws?since=news:x:Ab");
+    assert!(refused.is_err());
+    stop(server, ANSWER_TIMEOUT);
+}
+
+/// Four shards; the publisher publishes 3,000 messages as fast as it can while six readers
+/// keep dropping their connection after a random number of messages and resuming with
+/// `since` on a new one (landing on any shard). Every reader ends with exactly 1..=3000.
+#[test]
+fn readers_dropping_and_resuming_across_shards_under_a_flat_out_publisher_see_every_message_once() {
+    const TOTAL: u64 = 3000;
+    const READERS: usize = 6;
+    let server = start(&[
+        "--threads",
+        "4",
+        "--history-size",
+        "5000",
+        "--max-replay-messages",
+        "5000",
+    ]);
+    let addr = server.local_addr();
+    let mut publisher = connect(addr, "/ws");
+    let (_, epoch) = publish(&mut publisher, "storm", json!(0));
+    let started = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..READERS)
+        .map(|r| {
+            let epoch = epoch.clone();
+            let started = Arc::clone(&started);
+            std::thread::spawn(move || {
+                let mut seen: Vec<u64> = vec![1];
+                let mut reconnects = 0u32;
+                let mut rng = 0x9e37_79b9_u64.wrapping_mul(r as u64 + 1);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while *seen.last().unwrap() < TOTAL + 1 {
+                    assert!(Instant::now() < deadline, "reader {r} stuck at {seen:?}");
+                    let mut client = connect(addr, "/ws");
+                    let last = *seen.last().unwrap();
+                    let ack = resume(&mut client, "storm", json!({"seq": last, "epoch": epoch}));
+                    assert_eq!(ack["recovered"], true, "reader {r}: {ack}");
+                    started.store(true, Ordering::Release);
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let take = 1 + rng % 400;
+                    for _ in 0..take {
+                        let message = next_json(&mut client);
+                        seen.push(seq_of(&message));
+                        if *seen.last().unwrap() == TOTAL + 1 {
+                            break;
+                        }
+                    }
+                    reconnects += 1;
+                }
+                (seen, reconnects)
+            })
+        })
+        .collect();
+    while !started.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 1..=TOTAL {
+        send_json(
+            &mut publisher,
+            json!({"op": "publish", "topic": "storm", "data": i}),
+        );
+    }
+    for reader in readers {
+        let (seen, reconnects) = reader.join().expect("reader");
+        let expected: Vec<u64> = (1..=TOTAL + 1).collect();
+        assert!(
+            seen == expected,
+            "exactly once, in order ({reconnects} reconnects)"
+        );
+        assert!(reconnects > 3, "the readers did reconnect: {reconnects}");
+    }
+    stop(server, ANSWER_TIMEOUT);
+}
