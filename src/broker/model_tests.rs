@@ -5,18 +5,19 @@
 //! client may see:
 //! - per topic, seq strictly increasing for every subscriber;
 //! - no delivery after an unsubscribe (or before a subscribe);
-//! - every gap announced: a `dropped` notice whose count covers it, or a close;
+//! - every gap announced: a `dropped` notice whose count covers it exactly, or a close; this
+//!   includes deliveries a full inbox refused (the mesh replaces each by a `Dropped` count);
+//! - the interest filter never says "unheard" for a topic a shard holds confirmed
+//!   subscribers of;
 //! - all state freed when everyone leaves.
-//!
-//! A `Deliver` refused by a full inbox still leaves an unannounced gap (issue 9, item 4); the
-//! model allows exactly those gaps, for the subscribers on the refusing shard, and no others.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use proptest::prelude::*;
 
 use super::fake::{frame_text, Recorder};
 use super::*;
+use crate::engine::InterestFilter;
 
 const CONNS: usize = 6;
 const TOPICS: [&str; 3] = ["news", "sport", "x.y"];
@@ -34,8 +35,10 @@ enum Op {
     Read(usize),
     /// Shard `s` hands its outbox to its peers.
     Flush(usize),
-    /// Shard `s`'s flush finds every peer inbox full: data is refused, control kept.
-    FlushFull(usize),
+    /// Shard `s`'s flush finds every peer inbox full after `n` messages: the first `n` per
+    /// peer go, then data is refused (a delivery leaves a drop count in its place) and control
+    /// waits, with everything behind it.
+    FlushSome(usize, usize),
     /// Shard `s` handles its inbox.
     Recv(usize),
 }
@@ -52,7 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => c.clone().prop_map(Op::Close),
         3 => c.prop_map(Op::Read),
         4 => s.clone().prop_map(Op::Flush),
-        1 => s.clone().prop_map(Op::FlushFull),
+        2 => (s.clone(), 0..3usize).prop_map(|(s, n)| Op::FlushSome(s, n)),
         4 => s.prop_map(Op::Recv),
     ]
 }
@@ -66,8 +69,6 @@ struct Client {
     seen: usize,
     /// Per subscribed topic: the last seq seen, and the gap announced since.
     subscribed: BTreeMap<&'static str, (Option<u64>, u64)>,
-    /// Topics on which an unannounced gap is allowed (a refused `Deliver`).
-    gap_allowed: BTreeSet<&'static str>,
 }
 
 struct System {
@@ -76,6 +77,7 @@ struct System {
     outs: Vec<Recorder>,
     inboxes: Vec<VecDeque<MeshMsg>>,
     clients: Vec<Client>,
+    filter: Arc<InterestFilter>,
 }
 
 fn place(c: usize, shards: usize) -> (usize, ConnId) {
@@ -84,15 +86,14 @@ fn place(c: usize, shards: usize) -> (usize, ConnId) {
 
 impl System {
     fn new(shards: usize, policy: SlowConsumerPolicy) -> System {
-        let limits = Limits {
-            max_subscriptions_per_connection: 2,
-            slow_consumer: policy,
-        };
+        let limits = Limits::per_connection(2, policy);
+        let filter = Arc::new(InterestFilter::new(0));
         System {
             shards,
             brokers: (0..shards)
-                .map(|s| Broker::new(s, limits, LocalEngine::new(s, shards)))
+                .map(|s| Broker::new(s, limits, LocalEngine::new(s, shards, filter.clone())))
                 .collect(),
+            filter,
             outs: (0..shards).map(|_| Recorder::new(BUDGET)).collect(),
             inboxes: (0..shards).map(|_| VecDeque::new()).collect(),
             clients: (0..CONNS).map(|_| Client::default()).collect(),
@@ -111,7 +112,6 @@ impl System {
                 client.open = true;
                 client.seen = 0;
                 client.subscribed.clear();
-                client.gap_allowed.clear();
                 self.outs[s].conns.remove(&key);
                 self.brokers[s].open(key, client.generation, &[], &[], &mut self.outs[s]);
             }
@@ -138,7 +138,6 @@ impl System {
                 let text = format!(r#"{{"op":"unsubscribe","topic":"{topic}"}}"#);
                 self.brokers[s].on_text(key, text.as_bytes(), &mut self.outs[s]);
                 self.clients[c].subscribed.remove(topic);
-                self.clients[c].gap_allowed.remove(topic);
             }
             Op::Publish(c, t, with_id) => {
                 if !self.clients[c].open {
@@ -166,16 +165,29 @@ impl System {
                     self.inboxes[to].push_back(msg);
                 }
             }
-            Op::FlushFull(s) => {
+            Op::FlushSome(s, n) => {
                 let mut kept = Vec::new();
+                let mut refused = Vec::new();
+                let mut sent = vec![0usize; self.shards];
                 for (to, msg) in std::mem::take(&mut self.outs[s].peers) {
-                    match msg {
-                        MeshMsg::Deliver { topic, .. } => self.allow_gap(to, &topic),
-                        MeshMsg::Publish { .. } => {
-                            self.brokers[s].on_refused(msg, &mut self.outs[s])
-                        }
-                        other => kept.push((to, other)),
+                    if sent[to] < n {
+                        sent[to] += 1;
+                        self.inboxes[to].push_back(msg);
+                        continue;
                     }
+                    // Full from here on: what the real mesh does past the budget.
+                    sent[to] = usize::MAX;
+                    if let Some(notice) = msg.refusal_notice() {
+                        kept.push((to, notice));
+                    }
+                    if matches!(msg, MeshMsg::Publish { .. } | MeshMsg::Deliver { .. }) {
+                        refused.push((to, msg));
+                    } else {
+                        kept.push((to, msg));
+                    }
+                }
+                for (to, msg) in refused {
+                    self.brokers[s].on_refused(to, msg, &mut self.outs[s]);
                 }
                 // Control messages wait for the next flush, ahead of anything newer.
                 kept.append(&mut self.outs[s].peers);
@@ -189,15 +201,17 @@ impl System {
         }
     }
 
-    /// A `Deliver` of `topic` to shard `to` was refused: its subscribers there may see a gap.
-    fn allow_gap(&mut self, to: usize, topic: &str) {
-        for c in 0..CONNS {
-            if place(c, self.shards).0 != to {
-                continue;
-            }
-            if let Some(&t) = TOPICS.iter().find(|t| **t == topic) {
-                if self.clients[c].subscribed.contains_key(t) {
-                    self.clients[c].gap_allowed.insert(t);
+    /// A shard with subscribers of a topic and no confirmation pending for it: the owner has
+    /// recorded its interest, so the filter must let publishes through.
+    fn check_filter(&self) {
+        for (s, broker) in self.brokers.iter().enumerate() {
+            for topic in TOPICS {
+                let held = !broker.local.subscribers(topic).is_empty();
+                if held && !broker.pending_interest.contains_key(topic) {
+                    assert!(
+                        self.filter.may_be_heard(crate::topic::topic_hash(topic)),
+                        "shard {s} has confirmed subscribers of {topic}, the filter says unheard"
+                    );
                 }
             }
         }
@@ -240,12 +254,10 @@ impl System {
                 if let Some(last) = *last {
                     assert!(seq > last, "client {c}: {topic} seq {seq} after {last}");
                     let gap = seq - last - 1;
-                    if !client.gap_allowed.remove(name) {
-                        assert_eq!(
-                            gap, *announced,
-                            "client {c}: {topic} jumped {last} -> {seq} with {announced} announced"
-                        );
-                    }
+                    assert_eq!(
+                        gap, *announced,
+                        "client {c}: {topic} jumped {last} -> {seq} with {announced} announced"
+                    );
                 }
                 *last = Some(seq);
                 *announced = 0;
@@ -281,6 +293,11 @@ impl System {
             assert!(!b.conns.any_dropped(), "shard {s} dropped counts");
             assert!(self.outs[s].peers.is_empty() && self.inboxes[s].is_empty());
         }
+        assert_eq!(
+            self.filter.topic_count(),
+            0,
+            "the filter forgot every topic"
+        );
     }
 }
 
@@ -289,12 +306,13 @@ fn run(shards: usize, policy: SlowConsumerPolicy, ops: &[Op]) {
     for op in ops {
         let op = match *op {
             Op::Flush(s) => Op::Flush(s % shards),
-            Op::FlushFull(s) => Op::FlushFull(s % shards),
+            Op::FlushSome(s, n) => Op::FlushSome(s % shards, n),
             Op::Recv(s) => Op::Recv(s % shards),
             ref other => other.clone(),
         };
         sys.apply(&op);
         sys.check_clients();
+        sys.check_filter();
     }
     sys.check_all_freed();
 }
@@ -319,32 +337,73 @@ proptest! {
 #[test]
 fn stale_deliveries_do_not_reach_a_resubscriber() {
     use Op::*;
-    // Two shards; connection 1 lives on shard 1. Find a topic shard 0 owns.
-    let t = TOPICS
-        .iter()
-        .position(|t| crate::topic::owner_shard(t, 2) == 0)
-        .expect("a topic owned by shard 0");
+    // Two shards; client c lives on shard c. The owner's keys are random per process, so
+    // the subscriber is put on the shard that does not own the topic.
+    let t = 0;
+    let owner = crate::topic::owner_shard(TOPICS[t], 2);
+    let (sub, publ) = (1 - owner, owner);
     run(
         2,
         SlowConsumerPolicy::Disconnect,
         &[
-            Connect(1),
-            Connect(0),
-            Subscribe(1, t),
-            Flush(1),
-            Recv(0), // the owner records shard 1's interest
-            Publish(0, t, false),
-            Publish(0, t, false),
-            Flush(0),
-            Recv(1), // seq 1 and 2 delivered
-            Unsubscribe(1, t),
-            Publish(0, t, false), // seq 3, sequenced for shard 1 before the owner hears
-            Subscribe(1, t),      // resubscribe: interest false then true are on their way
-            Flush(1),
-            Recv(0), // the owner forgets the topic, then starts it again at seq 1
-            Publish(0, t, false),
-            Flush(0),
-            Recv(1), // the stale seq 3, then seq 1 of the new incarnation
+            Connect(sub),
+            Connect(publ),
+            Subscribe(sub, t),
+            Flush(sub),
+            Recv(publ), // the owner records the subscriber shard's interest
+            Publish(publ, t, false),
+            Publish(publ, t, false),
+            Flush(publ),
+            Recv(sub), // seq 1 and 2 delivered
+            Unsubscribe(sub, t),
+            Publish(publ, t, false), // seq 3, sequenced for the subscriber's shard before the owner hears
+            Subscribe(sub, t),       // resubscribe: interest false then true are on their way
+            Flush(sub),
+            Recv(publ), // the owner forgets the topic, then starts it again at seq 1
+            Publish(publ, t, false),
+            Flush(publ),
+            Recv(sub), // the stale seq 3, then seq 1 of the new incarnation
         ],
     );
+}
+
+/// A delivery refused by a full inbox: the subscriber on the refusing shard hears `dropped`
+/// before the next message, so the gap is announced.
+#[test]
+fn a_refused_delivery_is_announced() {
+    use Op::*;
+    let t = 0;
+    let owner = crate::topic::owner_shard(TOPICS[t], 2);
+    let (sub, publ) = (1 - owner, owner);
+    let mut sys = System::new(2, SlowConsumerPolicy::Disconnect);
+    let ops = [
+        Connect(sub),
+        Connect(publ),
+        Subscribe(sub, t),
+        Flush(sub),
+        Recv(publ),
+        Flush(publ),
+        Recv(sub), // confirmed
+        Publish(publ, t, false),
+        Flush(publ),
+        Recv(sub), // seq 1
+        Read(sub),
+        Publish(publ, t, false),
+        FlushSome(publ, 0), // seq 2 refused
+        Flush(publ),
+        Publish(publ, t, false),
+        Flush(publ),
+        Recv(sub), // the drop count, then seq 3
+    ];
+    for op in &ops {
+        sys.apply(op);
+        sys.check_clients();
+    }
+    let (s, key) = place(sub, 2);
+    let texts = sys.outs[s].texts(key);
+    assert!(
+        texts.iter().any(|t| t.contains(r#""op":"dropped""#)),
+        "{texts:?}"
+    );
+    sys.check_all_freed();
 }

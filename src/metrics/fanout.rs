@@ -106,6 +106,10 @@ impl FanoutTracker {
         if queued == 0 {
             return Tracked::Yes;
         }
+        self.note_size(topic, queued);
+        if sequenced_us == crate::mesh::UNSTAMPED_US {
+            return Tracked::Yes;
+        }
         let mut tracked = Tracked::Yes;
         let slot = if self.patterns.is_empty() {
             None
@@ -133,7 +137,6 @@ impl FanoutTracker {
             sequenced_us,
             slot,
         });
-        self.note_size(topic, queued);
         tracked
     }
 

@@ -9,6 +9,10 @@ use super::error::HttpError;
 use super::handshake::HandshakeError;
 use super::response::response;
 
+/// What an `engine_unavailable` answer says, on WebSocket and HTTP alike.
+pub const ENGINE_UNAVAILABLE_MESSAGE: &str =
+    "the engine's backend (Redis) is unavailable; the message was not published; retry later";
+
 /// The label of a refusal in `crier_refusals_total{reason="..."}`: a small fixed set, so the
 /// metric has bounded cardinality whatever a client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +49,23 @@ pub enum RefusalReason {
     InvalidJson,
     /// The topic's owner could not take an HTTP publish (503).
     Overloaded,
+    /// The engine's backend (Redis) was unavailable for an HTTP publish (503).
+    EngineUnavailable,
     /// A connection accepted over `--max-connections` (503 at accept).
     MaxConnections,
     /// A connection accepted over `--max-connections-per-ip` (503 at accept).
     MaxConnectionsPerIp,
+    /// A `/ws?topic=` upgrade over `--max-subscriptions` or `--max-topics` (503).
+    LimitReached,
+    /// Authentication is on and the request has no valid token or API key (401).
+    Unauthorized,
+    /// A valid token that does not grant a topic of the request (403).
+    Forbidden,
 }
 
 impl RefusalReason {
     /// Every reason, in declaration order (the index is `reason as usize`).
-    pub const ALL: [RefusalReason; 17] = [
+    pub const ALL: [RefusalReason; 21] = [
         RefusalReason::Malformed,
         RefusalReason::HeadTooLarge,
         RefusalReason::Framing,
@@ -69,8 +81,12 @@ impl RefusalReason {
         RefusalReason::UnsupportedMediaType,
         RefusalReason::InvalidJson,
         RefusalReason::Overloaded,
+        RefusalReason::EngineUnavailable,
         RefusalReason::MaxConnections,
         RefusalReason::MaxConnectionsPerIp,
+        RefusalReason::LimitReached,
+        RefusalReason::Unauthorized,
+        RefusalReason::Forbidden,
     ];
 
     /// How many reasons there are.
@@ -94,8 +110,12 @@ impl RefusalReason {
             RefusalReason::UnsupportedMediaType => "unsupported_media_type",
             RefusalReason::InvalidJson => "invalid_json",
             RefusalReason::Overloaded => "overloaded",
+            RefusalReason::EngineUnavailable => "engine_unavailable",
             RefusalReason::MaxConnections => "max_connections",
             RefusalReason::MaxConnectionsPerIp => "max_connections_per_ip",
+            RefusalReason::LimitReached => "limit_reached",
+            RefusalReason::Unauthorized => "unauthorized",
+            RefusalReason::Forbidden => "forbidden",
         }
     }
 }
@@ -130,10 +150,24 @@ pub enum Refusal {
     /// The topic's owner refused the publish (its inbox was full); the text says why (503,
     /// JSON `overloaded`).
     PublishOverloaded(String),
+    /// The engine's backend (Redis) is unavailable (503, JSON `engine_unavailable`).
+    PublishEngineUnavailable,
     /// Accepted over `--max-connections`: answered at accept time, before any request (503).
     TooManyConnections,
     /// Accepted over `--max-connections-per-ip` (503).
     TooManyConnectionsFromAddress,
+    /// A `/ws?topic=` upgrade whose subscriptions would pass `--max-subscriptions` or
+    /// `--max-topics`; the text says which (503).
+    LimitReached(String),
+    /// A `/ws` upgrade without a valid token for its `?topic=` list; the short reason
+    /// (`token expired`, `bad signature`...) is the body (401, `WWW-Authenticate: Bearer`).
+    Unauthorized(&'static str),
+    /// A `/ws` upgrade whose valid token does not grant one of its `?topic=` (403).
+    Forbidden(String),
+    /// `POST /publish` without an accepted API key or token (401, `WWW-Authenticate: Bearer`, JSON).
+    PublishUnauthorized(&'static str),
+    /// `POST /publish` with a valid token that does not grant the topic (403, JSON).
+    PublishForbidden,
 }
 
 impl Refusal {
@@ -150,8 +184,12 @@ impl Refusal {
             Refusal::GetOnly | Refusal::PublishMethod => 405,
             Refusal::PublishMediaType => 415,
             Refusal::PublishOverloaded(_)
+            | Refusal::PublishEngineUnavailable
             | Refusal::TooManyConnections
-            | Refusal::TooManyConnectionsFromAddress => 503,
+            | Refusal::TooManyConnectionsFromAddress
+            | Refusal::LimitReached(_) => 503,
+            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => 401,
+            Refusal::Forbidden(_) | Refusal::PublishForbidden => 403,
         }
     }
 
@@ -176,8 +214,14 @@ impl Refusal {
             Refusal::PublishMediaType => RefusalReason::UnsupportedMediaType,
             Refusal::PublishJson(_) => RefusalReason::InvalidJson,
             Refusal::PublishOverloaded(_) => RefusalReason::Overloaded,
+            Refusal::PublishEngineUnavailable => RefusalReason::EngineUnavailable,
             Refusal::TooManyConnections => RefusalReason::MaxConnections,
             Refusal::TooManyConnectionsFromAddress => RefusalReason::MaxConnectionsPerIp,
+            Refusal::LimitReached(_) => RefusalReason::LimitReached,
+            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => {
+                RefusalReason::Unauthorized
+            }
+            Refusal::Forbidden(_) | Refusal::PublishForbidden => RefusalReason::Forbidden,
         }
     }
 
@@ -192,6 +236,9 @@ impl Refusal {
                 | Refusal::PublishBody(_)
                 | Refusal::PublishJson(_)
                 | Refusal::PublishOverloaded(_)
+                | Refusal::PublishUnauthorized(_)
+                | Refusal::PublishForbidden
+                | Refusal::PublishEngineUnavailable
         )
     }
 
@@ -207,6 +254,10 @@ impl Refusal {
             // long enough that a retry loop does not hammer a full broker.
             Refusal::TooManyConnections | Refusal::TooManyConnectionsFromAddress => {
                 &[("Retry-After", "1")]
+            }
+            // RFC 6750 §3: a 401 names the scheme the client should use.
+            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => {
+                &[("WWW-Authenticate", "Bearer")]
             }
             _ => &[],
         };
@@ -237,6 +288,9 @@ impl Refusal {
             Refusal::PublishBody(_) | Refusal::PublishMediaType => ErrorCode::InvalidCommand,
             Refusal::PublishJson(_) => ErrorCode::InvalidJson,
             Refusal::PublishOverloaded(_) => ErrorCode::Overloaded,
+            Refusal::PublishUnauthorized(_) => ErrorCode::Unauthorized,
+            Refusal::PublishForbidden => ErrorCode::Forbidden,
+            Refusal::PublishEngineUnavailable => ErrorCode::EngineUnavailable,
             _ => return None,
         })
     }
@@ -246,7 +300,9 @@ impl Refusal {
         match self {
             Refusal::Http(error) | Refusal::PublishBody(error) => error.to_string(),
             Refusal::Handshake(error) => error.to_string(),
-            Refusal::InvalidTopicQuery(why) | Refusal::PublishOverloaded(why) => why.clone(),
+            Refusal::InvalidTopicQuery(why)
+            | Refusal::PublishOverloaded(why)
+            | Refusal::LimitReached(why) => why.clone(),
             Refusal::TooManyTopics { asked, max } => {
                 format!("{asked} topics asked for; at most {max} per connection")
             }
@@ -258,8 +314,14 @@ impl Refusal {
             }
             Refusal::PublishJson(why) => format!("body is not valid JSON: {why}"),
             Refusal::TooManyConnections => "too many connections; try again later".to_string(),
+            Refusal::PublishEngineUnavailable => ENGINE_UNAVAILABLE_MESSAGE.to_string(),
             Refusal::TooManyConnectionsFromAddress => {
                 "too many connections from your address; try again later".to_string()
+            }
+            Refusal::Unauthorized(why) | Refusal::PublishUnauthorized(why) => why.to_string(),
+            Refusal::Forbidden(topic) => format!("the token does not grant topic {topic:?}"),
+            Refusal::PublishForbidden => {
+                "the token does not grant publishing to this topic".to_string()
             }
         }
     }
@@ -331,6 +393,7 @@ mod tests {
             Refusal::PublishOverloaded("inbox full".into()),
             Refusal::TooManyConnections,
             Refusal::TooManyConnectionsFromAddress,
+            Refusal::LimitReached("the server holds its maximum of 5 topics".into()),
         ];
         for refusal in &all {
             let (status, fields, body) = parsed(&refusal.response());

@@ -4,6 +4,7 @@
 //! for peers and closes while it decides.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use slab::Slab;
@@ -11,6 +12,7 @@ use slab::Slab;
 use crate::broker::{CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus};
 use crate::mesh::{ConnRef, Mesh, MeshMsg};
 use crate::metrics::{FanoutTracker, Metric, ShardCounters, SharedFanout, Tracked};
+use crate::proto::deflate::DeliveryFrames;
 use crate::proto::prepared;
 
 use super::connection::{flags, Connection, Phase};
@@ -55,6 +57,7 @@ pub(super) fn begin_closing(
     conns: &mut Slab<Connection>,
     dirty: &mut VecDeque<usize>,
     counters: &mut ShardCounters,
+    compressing_subscribers: &AtomicUsize,
     key: usize,
     deadline_ms: u32,
     last_words: Option<Bytes>,
@@ -62,8 +65,11 @@ pub(super) fn begin_closing(
     let Some(conn) = conns.get_mut(key) else {
         return;
     };
-    if matches!(conn.phase, Phase::WebSocket(_)) {
+    if let Phase::WebSocket(ws) = &conn.phase {
         counters.sub(Metric::WebSocketsOpen, 1);
+        if ws.is_compressing_subscriber() {
+            compressing_subscribers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
     conn.phase = Phase::Closing { deadline_ms };
     conn.clear(flags::READ_PAUSED);
@@ -91,6 +97,8 @@ pub(super) struct Effects<'a> {
     pub(super) dirty: &'a mut VecDeque<usize>,
     pub(super) mesh: &'a mut Mesh,
     pub(super) counters: &'a mut ShardCounters,
+    /// `Shared::compressing_subscribers`.
+    pub(super) compressing_subscribers: &'a AtomicUsize,
     /// HTTP publish answers, finished by the shard once the core returns.
     pub(super) http_answers: &'a mut Vec<(ConnRef, HttpPublished)>,
     pub(super) max_backlog_bytes: usize,
@@ -117,6 +125,27 @@ impl Outputs for Effects<'_> {
         )
     }
 
+    #[inline]
+    fn send_delivery(
+        &mut self,
+        conn: ConnId,
+        frames: &DeliveryFrames,
+        kind: SendKind,
+    ) -> SendStatus {
+        let window_bits = match self.conns.get(conn).map(|c| &c.phase) {
+            Some(Phase::WebSocket(ws)) => ws.deflate_bits,
+            _ => 0,
+        };
+        send(
+            self.conns,
+            self.dirty,
+            conn,
+            frames.for_window(window_bits).clone(),
+            kind,
+            self.max_backlog_bytes,
+        )
+    }
+
     fn to_peer(&mut self, shard: usize, msg: MeshMsg) {
         self.mesh.send(shard, msg);
     }
@@ -133,6 +162,7 @@ impl Outputs for Effects<'_> {
             self.conns,
             self.dirty,
             self.counters,
+            self.compressing_subscribers,
             conn,
             self.close_deadline_ms,
             Some(frame),
