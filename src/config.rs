@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+use crate::topic::TopicPattern;
+
 /// What to do with a subscriber whose output queue is over `max_backlog_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -301,6 +303,11 @@ pub struct Config {
     /// long enough to ride out a Redis restart, short enough for a load balancer to react.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub engine_unready_after: Duration,
+
+    /// Topics that get their own fan-out latency histogram in /metrics (repeatable; `*` is one
+    /// segment, a final `>` one or more). None by default, so the series count stays bounded.
+    #[arg(long = "metrics-topic", value_name = "PATTERN", value_parser = parse_topic_pattern)]
+    pub metrics_topics: Vec<TopicPattern>,
 }
 
 impl Config {
@@ -631,6 +638,9 @@ file_options! {
     redis_prefix: read_redis_prefix => |v: &String| Some(toml::Value::String(v.clone())),
     redis_timeout: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
     engine_unready_after: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),
+    metrics_topics: read_topic_patterns => |v: &Vec<TopicPattern>| Some(toml::Value::Array(
+        v.iter().map(|p| toml::Value::String(p.to_string())).collect(),
+    )),
 }
 
 fn known_keys() -> String {
@@ -915,6 +925,24 @@ fn parse_redis_prefix(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_string())
+}
+
+fn read_topic_patterns(value: &toml::Value) -> Result<Vec<TopicPattern>, String> {
+    let expected = "expected an array of topic patterns such as [\"news.>\"]";
+    let toml::Value::Array(items) = value else {
+        return Err(format!("{expected}, found {}", found(value)));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            toml::Value::String(text) => parse_topic_pattern(text),
+            other => Err(format!("{expected}, found {} in it", found(other))),
+        })
+        .collect()
+}
+
+fn parse_topic_pattern(text: &str) -> Result<TopicPattern, String> {
+    TopicPattern::parse(text).map_err(|e| format!("{text:?} is not a topic pattern: {e}"))
 }
 
 fn read_bool(value: &toml::Value) -> Result<bool, String> {

@@ -30,6 +30,10 @@ pub(super) struct Recorder {
     pub(super) peers: Vec<(usize, MeshMsg)>,
     pub(super) http: Vec<(ConnRef, HttpPublished)>,
     pub(super) counts: BTreeMap<&'static str, u64>,
+    /// What `now_us` answers (the driver's clock).
+    pub(super) now_us: u64,
+    /// Every `fanned_out` call: (topic, queued, sequenced_us).
+    pub(super) fanouts: Vec<(String, u64, u64)>,
 }
 
 impl Recorder {
@@ -40,6 +44,8 @@ impl Recorder {
             peers: Vec::new(),
             http: Vec::new(),
             counts: BTreeMap::new(),
+            now_us: 0,
+            fanouts: Vec::new(),
         }
     }
 
@@ -115,5 +121,13 @@ impl Outputs for Recorder {
 
     fn count(&mut self, metric: Metric, n: u64) {
         *self.counts.entry(metric_name(metric)).or_default() += n;
+    }
+
+    fn now_us(&self) -> u64 {
+        self.now_us
+    }
+
+    fn fanned_out(&mut self, topic: &str, queued: u64, sequenced_us: u64) {
+        self.fanouts.push((topic.to_string(), queued, sequenced_us));
     }
 }

@@ -316,13 +316,17 @@ impl<E: Engine> Broker<E> {
     /// A message from another shard (or the engine's thread).
     pub fn on_peer<O: Outputs>(&mut self, msg: MeshMsg, out: &mut O) {
         match msg {
-            MeshMsg::Deliver { topic, frames } => {
+            MeshMsg::Deliver {
+                topic,
+                frames,
+                sequenced_us,
+            } => {
                 // While this shard's interest in the topic waits for its confirmation, a
                 // delivery was sequenced before the engine saw that interest: it belongs to
                 // subscribers who have all left (the engine may since have restarted the
                 // topic's seq), so it must not reach the new ones.
                 if self.pending_interest.is_empty() || !self.pending_interest.contains_key(&topic) {
-                    self.deliver_local(&topic, &frames, out);
+                    self.deliver_local(&topic, &frames, sequenced_us, out);
                 }
             }
             MeshMsg::InterestConfirmed { topic, count } => {

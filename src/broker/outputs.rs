@@ -144,4 +144,18 @@ pub trait Outputs {
 
     /// Adds `n` to one of this shard's counters.
     fn count(&mut self, metric: Metric, n: u64);
+
+    /// The driver's clock: microseconds since the server started, read once per loop phase
+    /// (the core never reads a clock). The engine stamps each publish it sequences with it.
+    /// Drivers that measure nothing (benchmarks) answer 0.
+    fn now_us(&self) -> u64 {
+        0
+    }
+
+    /// One fan-out is queued: `queued` local connections got the frame of a publish to
+    /// `topic` sequenced at `sequenced_us`. Called once per (publish, shard), after its
+    /// sends, so the driver can time the writes that follow (the fan-out latency metric).
+    fn fanned_out(&mut self, topic: &str, queued: u64, sequenced_us: u64) {
+        let _ = (topic, queued, sequenced_us);
+    }
 }

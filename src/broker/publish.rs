@@ -80,7 +80,7 @@ impl<E: Engine> Broker<E> {
     /// (after the deliveries, so a subscribed publisher sees its message before the ack).
     pub(super) fn finish<O: Outputs>(&mut self, topic: &str, sequenced: Sequenced, out: &mut O) {
         if let Some(frames) = &sequenced.local_frame {
-            self.deliver_local(topic, frames, out);
+            self.deliver_local(topic, frames, sequenced.sequenced_us, out);
         }
         self.answer(sequenced.reply, sequenced.seq, sequenced.epoch, out);
     }
@@ -88,11 +88,13 @@ impl<E: Engine> Broker<E> {
     /// Queues a prepared frame on every local subscriber of `topic`: a reference-count
     /// increment and a queue push each, never a copy or an allocation. A subscriber over its
     /// byte budget is skipped (and told how many it missed before its next message) or
-    /// disconnected, by `--slow-consumer`.
+    /// disconnected, by `--slow-consumer`. `sequenced_us` (when the engine sequenced it) goes
+    /// to [`Outputs::fanned_out`] with the count queued, once per fan-out, for the metrics.
     pub(super) fn deliver_local<O: Outputs>(
         &mut self,
         topic: &str,
         frames: &DeliveryFrames,
+        sequenced_us: u64,
         out: &mut O,
     ) {
         let policy = self.limits.slow_consumer;
@@ -113,7 +115,9 @@ impl<E: Engine> Broker<E> {
                     topic,
                     out,
                 );
-                out.count(Metric::Deliveries, subscribers.len() as u64 - skipped);
+                let queued = subscribers.len() as u64 - skipped;
+                out.count(Metric::Deliveries, queued);
+                out.fanned_out(topic, queued, sequenced_us);
                 self.disconnect_slow(out);
                 return;
             }
@@ -163,7 +167,9 @@ impl<E: Engine> Broker<E> {
                 }
             }
         }
-        out.count(Metric::Deliveries, subscribers.len() as u64 - skipped);
+        let queued = subscribers.len() as u64 - skipped;
+        out.count(Metric::Deliveries, queued);
+        out.fanned_out(topic, queued, sequenced_us);
         self.disconnect_slow(out);
     }
 

@@ -448,6 +448,7 @@ fn refused_deliveries_are_announced_before_the_next_message() {
         MeshMsg::Deliver {
             topic: topic.as_str().into(),
             frames: DeliveryFrames::plain(frame(1)),
+            sequenced_us: 0,
         },
         &mut out,
     );
@@ -462,6 +463,7 @@ fn refused_deliveries_are_announced_before_the_next_message() {
         MeshMsg::Deliver {
             topic: topic.as_str().into(),
             frames: DeliveryFrames::plain(frame(4)),
+            sequenced_us: 0,
         },
         &mut out,
     );
@@ -502,4 +504,58 @@ fn global_caps_answer_limit_reached() {
     assert_eq!(count.load(Ordering::Relaxed), 1);
     cmd(&mut out, &mut b, 2, &sub("c"));
     assert_eq!(out.texts(2)[1], r#"{"op":"ack","id":1}"#);
+}
+
+#[test]
+fn each_fan_out_reports_its_sequencing_time_and_how_many_got_it() {
+    let mut out = Recorder::new(BUDGET);
+    let topic = topic_owned_by(0, 2);
+    let mut owner = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    owner.open(1, 1, std::slice::from_ref(&topic), &[], &mut out);
+    owner.open(2, 1, std::slice::from_ref(&topic), &[], &mut out);
+    owner.on_peer(
+        MeshMsg::Interest {
+            topic: topic.as_str().into(),
+            shard: 1,
+            interested: true,
+            confirms: 0,
+        },
+        &mut out,
+    );
+    out.now_us = 1_234;
+    owner.publish(&topic, PayloadRef::Json(b"1"), ReplyTo::Nobody, &mut out);
+    // The owner's two local subscribers: one fan-out, stamped with the owner's clock, which
+    // the Deliver to shard 1 carries too.
+    assert_eq!(out.fanouts, [(topic.clone(), 2, 1_234)]);
+    let [(1, MeshMsg::Deliver { sequenced_us, .. })] = &out.peers[..] else {
+        panic!("expected one Deliver to shard 1: {:?}", out.peers);
+    };
+    assert_eq!(*sequenced_us, 1_234);
+
+    // On another shard the stamp comes from the Deliver, not the local clock; a subscriber
+    // that is gone is not counted as reached.
+    let mut out = Recorder::new(BUDGET);
+    let mut other = broker(1, 2, SlowConsumerPolicy::Disconnect);
+    for conn in 1..=3 {
+        other.open(conn, 1, std::slice::from_ref(&topic), &[], &mut out);
+    }
+    other.on_peer(
+        MeshMsg::InterestConfirmed {
+            topic: topic.as_str().into(),
+            count: 1,
+        },
+        &mut out,
+    );
+    out.conns.entry(3).or_default().closed = Some(CloseReason::SlowConsumer);
+    out.now_us = 9_999;
+    other.on_peer(
+        MeshMsg::Deliver {
+            topic: topic.as_str().into(),
+            frames: DeliveryFrames::plain(Bytes::from_static(b"\x81\x01x")),
+            sequenced_us: 1_234,
+        },
+        &mut out,
+    );
+    assert_eq!(out.fanouts, [(topic.clone(), 2, 1_234)]);
+    assert_eq!(out.count(Metric::Deliveries), 2);
 }

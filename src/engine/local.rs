@@ -117,6 +117,7 @@ impl LocalEngine {
         reply: ReplyTo,
         out: &mut O,
     ) -> Sequenced {
+        let sequenced_us = out.now_us();
         let deflate = &mut self.deflate;
         let published = self.history.publish(topic, self.now_ms, |seq| {
             let plain = match payload {
@@ -138,6 +139,7 @@ impl LocalEngine {
                 epoch: None,
                 local_frame: None,
                 reply,
+                sequenced_us,
             };
         };
         out.count(Metric::MessagesPublished, 1);
@@ -159,6 +161,7 @@ impl LocalEngine {
                     MeshMsg::Deliver {
                         topic: topic.into(),
                         frames: published.frame.clone(),
+                        sequenced_us,
                     },
                 );
             }
@@ -168,6 +171,7 @@ impl LocalEngine {
             epoch: Some(published.epoch),
             local_frame,
             reply,
+            sequenced_us,
         }
     }
 
@@ -208,6 +212,7 @@ impl Engine for LocalEngine {
                 epoch: None,
                 local_frame: None,
                 reply,
+                sequenced_us: out.now_us(),
             });
         }
         out.to_peer(

@@ -112,6 +112,8 @@ pub struct Sequenced {
     pub local_frame: Option<DeliveryFrames>,
     /// Who waits for the answer.
     pub reply: ReplyTo,
+    /// When it was sequenced (the driver's clock, `Outputs::now_us`).
+    pub sequenced_us: u64,
 }
 
 /// What the engine did with a publish.

@@ -80,6 +80,10 @@ impl Payload {
     }
 }
 
+/// `MeshMsg::Deliver::sequenced_us` of a delivery sequenced on no clock of this process (the
+/// Redis engine's): its fan-out is not timed.
+pub const UNSTAMPED_US: u64 = u64::MAX;
+
 /// A message from one shard to another.
 #[derive(Debug)]
 pub enum MeshMsg {
@@ -90,10 +94,13 @@ pub enum MeshMsg {
         reply: ReplyTo,
     },
     /// From a topic's owner: write this prepared frame (or its deflated twin, to subscribers
-    /// that negotiated permessage-deflate) to your subscribers of `topic`.
+    /// that negotiated permessage-deflate) to your subscribers of `topic`. `sequenced_us`:
+    /// when the owner sequenced it (µs since the server started; the fan-out latency metric
+    /// measures from there).
     Deliver {
         topic: Box<str>,
         frames: DeliveryFrames,
+        sequenced_us: u64,
     },
     /// To a topic's owner: shard `shard` now has (or no longer has) subscribers of `topic`.
     /// The owner answers `InterestConfirmed` with `confirms` once it is recorded (0: no
@@ -173,7 +180,7 @@ impl MeshMsg {
                     payload,
                     reply,
                 } => topic.len() + payload.len() + reply.weight(),
-                MeshMsg::Deliver { topic, frames } => topic.len() + frames.stored_bytes(),
+                MeshMsg::Deliver { topic, frames, .. } => topic.len() + frames.stored_bytes(),
                 MeshMsg::Interest { topic, .. }
                 | MeshMsg::InterestConfirmed { topic, .. }
                 | MeshMsg::Dropped { topic, .. } => topic.len(),
@@ -729,6 +736,7 @@ mod tests {
         MeshMsg::Deliver {
             topic: "t".into(),
             frames: DeliveryFrames::plain(Bytes::from(vec![n; bytes])),
+            sequenced_us: 0,
         }
     }
 

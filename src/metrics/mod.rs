@@ -1,12 +1,53 @@
 //! Per-shard counters and a loop-turn histogram. The hot path increments plain `u64`s owned by
 //! its shard; once per loop turn the shard copies them into atomics that only it writes, and
 //! `/metrics` reads those from any thread and merges them. No lock, and no atomic that two
-//! threads write, is on the delivery path.
+//! threads write, is on the delivery path. Fan-out latency and loop-phase histograms live
+//! beside the counters (`histogram.rs`); the per-publish bookkeeping is in `fanout.rs`.
+
+pub mod fanout;
+pub mod histogram;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::proto::http_refusal::RefusalReason;
+
+pub use fanout::{FanoutTracker, SharedFanout, Tracked};
+pub use histogram::{escape_label, Histogram, SharedHistogram, LATENCY_BUCKETS_US};
+
+/// The timed phases of a loop turn (`crier_loop_phase_seconds{phase}`), each recorded only in
+/// turns where it had work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum LoopPhase {
+    /// Accepting and reading ready connections, feeding their input to the broker core.
+    Read,
+    /// Handling batches from other shards (publishes to sequence, deliveries).
+    Inbox,
+    /// The coarse timer walk over every connection.
+    Sweep,
+    /// The vectored writes to dirty connections.
+    Flush,
+}
+
+impl LoopPhase {
+    pub const COUNT: usize = 4;
+    pub const ALL: [LoopPhase; LoopPhase::COUNT] = [
+        LoopPhase::Read,
+        LoopPhase::Inbox,
+        LoopPhase::Sweep,
+        LoopPhase::Flush,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LoopPhase::Read => "read",
+            LoopPhase::Inbox => "inbox",
+            LoopPhase::Sweep => "sweep",
+            LoopPhase::Flush => "flush",
+        }
+    }
+}
 
 macro_rules! metrics {
     ($( $variant:ident => ($name:literal, $kind:literal, $help:literal), )*) => {
@@ -52,6 +93,8 @@ metrics! {
     BytesIn => ("crier_bytes_in_total", "counter", "Bytes read from sockets."),
     BytesOut => ("crier_bytes_out_total", "counter", "Bytes written to sockets."),
     Writes => ("crier_writes_total", "counter", "Vectored write calls."),
+    WritesBlocked => ("crier_writes_blocked_total", "counter", "Flushes that filled a socket's send buffer; the rest of that queue waits for writability."),
+    FanoutTopicSeriesFull => ("crier_fanout_topic_series_full_total", "counter", "Fan-outs of a topic matching --metrics-topic left out of the per-topic histograms because the shard tracks 256 topics already."),
     SlowConsumerDrops => ("crier_slow_consumer_drops_total", "counter", "Messages skipped for a subscriber over --max-backlog-bytes (policy drop)."),
     SlowConsumerDisconnects => ("crier_slow_consumer_disconnects_total", "counter", "Subscribers closed with 1008 for being over --max-backlog-bytes (policy disconnect)."),
     ResumesRecovered => ("crier_resumes_recovered_total", "counter", "Subscribes with since answered recovered:true."),
@@ -84,6 +127,14 @@ pub struct ShardCounters {
     refusals: [u64; RefusalReason::COUNT],
     turn_buckets: [u64; TURN_BUCKETS_US.len() + 1],
     turn_sum_us: u64,
+    /// Per loop phase, indexed by `LoopPhase as usize`.
+    phases: [Histogram; LoopPhase::COUNT],
+    /// Sequenced on the owner → the flush pass that reached this shard's last subscriber.
+    pub fanout: Histogram,
+    /// Snapshots only: per-topic fan-out histograms (`--metrics-topic`).
+    topic_fanout: Vec<(Box<str>, Histogram)>,
+    /// Snapshots only: the largest fan-outs.
+    top_fanout: Vec<(Box<str>, u64)>,
 }
 
 impl Default for ShardCounters {
@@ -93,6 +144,10 @@ impl Default for ShardCounters {
             refusals: [0; RefusalReason::COUNT],
             turn_buckets: [0; TURN_BUCKETS_US.len() + 1],
             turn_sum_us: 0,
+            phases: [Histogram::default(); LoopPhase::COUNT],
+            fanout: Histogram::default(),
+            topic_fanout: Vec::new(),
+            top_fanout: Vec::new(),
         }
     }
 }
@@ -143,6 +198,17 @@ impl ShardCounters {
         self.turn_buckets[bucket] += 1;
         self.turn_sum_us += micros;
     }
+
+    /// Records how long one loop phase took.
+    #[inline]
+    pub fn record_phase(&mut self, phase: LoopPhase, micros: u64) {
+        self.phases[phase as usize].record(micros);
+    }
+
+    /// The histogram of one loop phase.
+    pub fn phase(&self, phase: LoopPhase) -> &Histogram {
+        &self.phases[phase as usize]
+    }
 }
 
 /// A shard's counters as other threads see them: written by that shard only.
@@ -152,6 +218,10 @@ pub struct SharedCounters {
     refusals: [AtomicU64; RefusalReason::COUNT],
     turn_buckets: [AtomicU64; TURN_BUCKETS_US.len() + 1],
     turn_sum_us: AtomicU64,
+    phases: [SharedHistogram; LoopPhase::COUNT],
+    fanout_histogram: SharedHistogram,
+    /// Per-topic histograms and the largest fan-outs, written by the shard under a lock.
+    pub fanout: SharedFanout,
 }
 
 impl Default for SharedCounters {
@@ -161,6 +231,9 @@ impl Default for SharedCounters {
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             turn_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             turn_sum_us: AtomicU64::new(0),
+            phases: std::array::from_fn(|_| SharedHistogram::default()),
+            fanout_histogram: SharedHistogram::default(),
+            fanout: SharedFanout::default(),
         }
     }
 }
@@ -180,6 +253,10 @@ impl SharedCounters {
         }
         self.turn_sum_us
             .store(counters.turn_sum_us, Ordering::Relaxed);
+        for (slot, histogram) in self.phases.iter().zip(counters.phases.iter()) {
+            slot.publish(histogram);
+        }
+        self.fanout_histogram.publish(&counters.fanout);
     }
 
     pub fn snapshot(&self) -> ShardCounters {
@@ -188,6 +265,10 @@ impl SharedCounters {
             refusals: std::array::from_fn(|i| self.refusals[i].load(Ordering::Relaxed)),
             turn_buckets: std::array::from_fn(|i| self.turn_buckets[i].load(Ordering::Relaxed)),
             turn_sum_us: self.turn_sum_us.load(Ordering::Relaxed),
+            phases: std::array::from_fn(|i| self.phases[i].snapshot()),
+            fanout: self.fanout_histogram.snapshot(),
+            topic_fanout: self.fanout.topics(),
+            top_fanout: self.fanout.top(),
         }
     }
 }
@@ -228,7 +309,100 @@ pub fn render_prometheus(shards: &[ShardCounters]) -> String {
         merged_sum += counters.turn_sum_us;
     }
     write_histogram(&mut out, name, None, &merged_buckets, merged_sum);
+    write_latency(&mut out, shards);
     out
+}
+
+/// The fan-out and loop-phase histograms, per-topic histograms and the largest fan-outs.
+fn write_latency(out: &mut String, shards: &[ShardCounters]) {
+    let name = "crier_fanout_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} From a publish's sequencing on its owner shard to the end of the flush pass that wrote it to this shard's last subscriber (docs/operations.md).\n# TYPE {name} histogram"
+    );
+    let mut merged = Histogram::default();
+    for (shard, counters) in shards.iter().enumerate() {
+        counters
+            .fanout
+            .render(out, name, &format!("shard=\"{shard}\""));
+        merged.merge(&counters.fanout);
+    }
+    merged.render(out, name, "");
+
+    let name = "crier_loop_phase_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time spent in each phase of busy event-loop turns (read, inbox, sweep, flush).\n# TYPE {name} histogram"
+    );
+    for phase in LoopPhase::ALL {
+        let label = phase.label();
+        let mut merged = Histogram::default();
+        for (shard, counters) in shards.iter().enumerate() {
+            let histogram = counters.phase(phase);
+            histogram.render(out, name, &format!("shard=\"{shard}\",phase=\"{label}\""));
+            merged.merge(histogram);
+        }
+        merged.render(out, name, &format!("phase=\"{label}\""));
+    }
+
+    // Per-topic series: every shard renders every topic any shard tracks (zeros included),
+    // so each merged series has its per-shard parts.
+    let mut topics: Vec<&str> = shards
+        .iter()
+        .flat_map(|c| c.topic_fanout.iter().map(|(t, _)| &**t))
+        .collect();
+    topics.sort_unstable();
+    topics.dedup();
+    if !topics.is_empty() {
+        let name = "crier_fanout_topic_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} crier_fanout_seconds for each topic matching --metrics-topic.\n# TYPE {name} histogram"
+        );
+        for topic in &topics {
+            let label = escape_label(topic);
+            let mut merged = Histogram::default();
+            for (shard, counters) in shards.iter().enumerate() {
+                let histogram = counters
+                    .topic_fanout
+                    .iter()
+                    .find(|(t, _)| &**t == *topic)
+                    .map(|(_, h)| *h)
+                    .unwrap_or_default();
+                histogram.render(out, name, &format!("shard=\"{shard}\",topic=\"{label}\""));
+                merged.merge(&histogram);
+            }
+            merged.render(out, name, &format!("topic=\"{label}\""));
+        }
+    }
+
+    let mut topics: Vec<&str> = shards
+        .iter()
+        .flat_map(|c| c.top_fanout.iter().map(|(t, _)| &**t))
+        .collect();
+    topics.sort_unstable();
+    topics.dedup();
+    if !topics.is_empty() {
+        let name = "crier_fanout_top_deliveries";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The topics with the largest fan-outs (deliveries of one publish) over the last 10-20 s; each shard lists its 10 largest.\n# TYPE {name} gauge"
+        );
+        for topic in &topics {
+            let label = escape_label(topic);
+            let mut total = 0;
+            for (shard, counters) in shards.iter().enumerate() {
+                let value = counters
+                    .top_fanout
+                    .iter()
+                    .find(|(t, _)| &**t == *topic)
+                    .map_or(0, |(_, n)| *n);
+                total += value;
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\",topic=\"{label}\"}} {value}");
+            }
+            let _ = writeln!(out, "{name}{{topic=\"{label}\"}} {total}");
+        }
+    }
 }
 
 /// `crier_refusals_total{reason}`: every reason, per shard and merged, zeros included, so a

@@ -124,8 +124,47 @@ pub fn elapsed_ms(now_ms: u32, since_ms: u32) -> u32 {
     now_ms.wrapping_sub(since_ms)
 }
 
+/// How long connection `key` may be silent before it is pinged: between 3/4 of `ping_ms` and
+/// `ping_ms`, fixed per slab key. Connections that connected together (a reconnect storm after a
+/// deploy, a benchmark's subscribers) would otherwise all be pinged in one sweep every interval,
+/// and all their pongs read in one turn, in the middle of whatever fan-out is being flushed;
+/// spread over a quarter of the interval, a 1 s sweep sees a slice of them at a time. A
+/// connection is still closed only after `2 * ping_ms` of silence.
+pub fn ping_after_ms(ping_ms: u32, key: usize) -> u32 {
+    let spread = u64::from(ping_ms / 4);
+    if spread == 0 {
+        return ping_ms;
+    }
+    // Fibonacci hashing: neighbouring keys land far apart in the spread.
+    let hash = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    ping_ms - (hash % spread) as u32
+}
+
 /// A broker holds one `Connection` per client, so its size is part of the per-connection
 /// memory budget (docs/architecture.md): 144 bytes on x86_64 today (the session's decoder
 /// state 56, the write queue 48). A pub/sub WebSocket's topics live in the broker core
 /// (`src/broker/connections.rs`, 40 bytes per slab key). Growing it must be a decision.
 const _: () = assert!(std::mem::size_of::<Connection>() <= 144);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_of_connections_opened_together_spread_over_a_quarter_interval() {
+        let ping_ms = 30_000;
+        let after: Vec<u32> = (0..10_000).map(|key| ping_after_ms(ping_ms, key)).collect();
+        assert!(after.iter().all(|&a| a > ping_ms * 3 / 4 && a <= ping_ms));
+        // A 1 s sweep finds about 1/7.5 of them due at a time, never most of them.
+        let mut per_second = [0usize; 31];
+        for &a in &after {
+            per_second[(a / 1_000) as usize] += 1;
+        }
+        let busiest = per_second.iter().max().copied().unwrap_or(0);
+        assert!(
+            busiest < 10_000 / 5,
+            "{busiest} pinged in the busiest second"
+        );
+        assert_eq!(ping_after_ms(3, 7), 3, "too short to spread");
+    }
+}

@@ -32,14 +32,14 @@ use crate::config::CompressionMode;
 use crate::engine::redis::{EngineLink, RedisEngine};
 use crate::engine::{AnyEngine, DeflateOnce, LocalEngine, PayloadRef};
 use crate::mesh::{ConnRef, Mesh, ReplyTo};
-use crate::metrics::{Metric, ShardCounters};
+use crate::metrics::{FanoutTracker, LoopPhase, Metric, ShardCounters};
 use crate::proto::close;
 use crate::proto::deflate::Deflater;
 use crate::proto::http_refusal::Refusal;
 use crate::proto::prepared;
 use crate::shared::{Fault, Shared};
 
-use connection::{elapsed_ms, flags, Connection, Phase};
+use connection::{elapsed_ms, flags, ping_after_ms, Connection, Phase};
 use output::Effects;
 use write_queue::Flushed;
 
@@ -105,6 +105,13 @@ pub struct Shard {
     counters: ShardCounters,
     started: Instant,
     now_ms: u32,
+    /// The clock at the start of the current loop phase, µs since the server started: the
+    /// time the engine stamps on publishes it sequences.
+    now_us: u64,
+    /// Entries `flush_dirty` has taken off `dirty`, ever: fan-outs wait for a count of these.
+    dirty_popped: u64,
+    /// Fan-outs whose writes are not all done yet, per-topic series, largest fan-outs.
+    fanout: FanoutTracker,
     next_sweep_ms: u32,
     sweep_interval_ms: u32,
     /// `accept` failed (out of descriptors, say): retried at the next sweep, not in a spin.
@@ -184,6 +191,9 @@ impl Shard {
             counters: ShardCounters::default(),
             started: shared.started,
             now_ms: 0,
+            now_us: 0,
+            dirty_popped: 0,
+            fanout: FanoutTracker::new(config.metrics_topics.clone()),
             next_sweep_ms: 0,
             sweep_interval_ms: sweep_interval.as_millis() as u32,
             accept_paused: false,
@@ -216,6 +226,8 @@ impl Shard {
             self.mesh.awake();
             let turn_start = Instant::now();
             self.now_ms = self.clock_ms(turn_start);
+            self.now_us = turn_start.duration_since(self.started).as_micros() as u64;
+            let read_work = !events.is_empty() || !self.again.is_empty() || self.accept_more;
             // History keeps its own 64-bit clock: its TTLs are compared without wrapping.
             let history_ms = turn_start.duration_since(self.started).as_millis() as u64;
             self.broker.tick(history_ms);
@@ -239,12 +251,27 @@ impl Shard {
                 }
             }
             self.revisit_budgeted();
-            self.drain_inbox();
+            if read_work {
+                self.end_phase(LoopPhase::Read);
+            }
+            if self.drain_inbox() {
+                self.end_phase(LoopPhase::Inbox);
+            }
             if elapsed_ms(self.now_ms, self.next_sweep_ms) < u32::MAX / 2 {
                 self.sweep();
                 self.next_sweep_ms = self.now_ms.wrapping_add(self.sweep_interval_ms);
+                self.end_phase(LoopPhase::Sweep);
             }
-            self.flush_dirty();
+            if !self.dirty.is_empty() {
+                self.flush_dirty();
+                self.end_phase(LoopPhase::Flush);
+                self.fanout.flushed(
+                    self.dirty_popped,
+                    self.now_us,
+                    &mut self.counters.fanout,
+                    &self.shared.counters[self.id].fanout,
+                );
+            }
             self.flush_mesh();
             self.remove_doomed();
 
@@ -278,6 +305,15 @@ impl Shard {
 
     fn clock_ms(&self, now: Instant) -> u32 {
         now.duration_since(self.started).as_millis() as u32
+    }
+
+    /// Reads the clock once at the end of a loop phase that had work: records the phase's
+    /// time and starts the next phase's clock (what the engine stamps on publishes).
+    fn end_phase(&mut self, phase: LoopPhase) {
+        let now_us = self.started.elapsed().as_micros() as u64;
+        self.counters
+            .record_phase(phase, now_us.saturating_sub(self.now_us));
+        self.now_us = now_us;
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -587,6 +623,10 @@ impl Shard {
             http_answers: &mut self.http_answers,
             max_backlog_bytes: self.shared.config.max_backlog_bytes,
             close_deadline_ms,
+            now_us: self.now_us,
+            dirty_popped: self.dirty_popped,
+            fanout: &mut self.fanout,
+            shared_fanout: &self.shared.counters[self.id].fanout,
         };
         let result = f(&mut self.broker, &mut effects);
         if !self.http_answers.is_empty() {
@@ -626,6 +666,7 @@ impl Shard {
             let Some(key) = self.dirty.pop_front() else {
                 break;
             };
+            self.dirty_popped += 1;
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -639,6 +680,7 @@ impl Shard {
                         self.counters.add(Metric::BytesOut, written as u64);
                         self.counters.incr(Metric::Writes);
                         if state == Flushed::Blocked {
+                            self.counters.incr(Metric::WritesBlocked);
                             self.want_writable(key);
                             continue;
                         }
@@ -778,7 +820,7 @@ impl Shard {
                         if silent >= 2 * ping_ms {
                             idle.push(key);
                         }
-                    } else if silent >= ping_ms {
+                    } else if silent >= ping_after_ms(ping_ms, key) {
                         to_ping.push(key);
                     }
                 }
@@ -819,6 +861,8 @@ impl Shard {
         if self.accept_paused {
             self.accept();
         }
+        self.fanout
+            .publish_top(self.now_ms, &self.shared.counters[self.id].fanout);
     }
 
     /// Stops accepting and says goodbye (close 1001) to every WebSocket; the loop ends once
@@ -856,16 +900,20 @@ impl Shard {
         }
     }
 
-    fn drain_inbox(&mut self) {
+    /// Handles every batch waiting in the inbox; says whether there was any.
+    fn drain_inbox(&mut self) -> bool {
         if self.mesh.shutdown_requested() {
             self.begin_drain();
         }
+        let mut any = false;
         while let Some(batch) = self.mesh.try_recv() {
+            any = true;
             for msg in batch.msgs {
                 self.with_broker(|broker, out| broker.on_peer(msg, out));
             }
             self.mesh.release(batch.weight);
         }
+        any
     }
 }
 

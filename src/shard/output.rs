@@ -11,7 +11,7 @@ use slab::Slab;
 
 use crate::broker::{CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus};
 use crate::mesh::{ConnRef, Mesh, MeshMsg};
-use crate::metrics::{Metric, ShardCounters};
+use crate::metrics::{FanoutTracker, Metric, ShardCounters, SharedFanout, Tracked};
 use crate::proto::deflate::DeliveryFrames;
 use crate::proto::prepared;
 
@@ -104,6 +104,12 @@ pub(super) struct Effects<'a> {
     pub(super) max_backlog_bytes: usize,
     /// When a connection closed now must be gone at the latest.
     pub(super) close_deadline_ms: u32,
+    /// The shard's clock at the start of the current loop phase (µs since the server started).
+    pub(super) now_us: u64,
+    /// Dirty-list entries the flush has popped so far (with `dirty.len()`: a fan-out's mark).
+    pub(super) dirty_popped: u64,
+    pub(super) fanout: &'a mut FanoutTracker,
+    pub(super) shared_fanout: &'a SharedFanout,
 }
 
 impl Outputs for Effects<'_> {
@@ -169,5 +175,21 @@ impl Outputs for Effects<'_> {
 
     fn count(&mut self, metric: Metric, n: u64) {
         self.counters.add(metric, n);
+    }
+
+    fn now_us(&self) -> u64 {
+        self.now_us
+    }
+
+    fn fanned_out(&mut self, topic: &str, queued: u64, sequenced_us: u64) {
+        // Every connection that got the frame sits before this position of the FIFO dirty
+        // list (appended now or waiting already): see `metrics::fanout`.
+        let mark = self.dirty_popped + self.dirty.len() as u64;
+        let tracked = self
+            .fanout
+            .fanned_out(topic, queued, sequenced_us, mark, self.shared_fanout);
+        if tracked == Tracked::SeriesFull {
+            self.counters.incr(Metric::FanoutTopicSeriesFull);
+        }
     }
 }

@@ -162,6 +162,32 @@ impl WriteQueue {
     /// until the queue is empty or the socket would block. Returns the bytes written too.
     pub fn flush(&mut self, sink: &mut impl Write) -> io::Result<(Flushed, usize)> {
         let mut written_total = 0;
+        // The usual case of a fan-out at low rates: one frame, written whole by one plain
+        // write. Straight to an empty queue, without the general bookkeeping below.
+        if self.frames.len() == 1 {
+            let unwritten = &self.frames[0][self.head_written..];
+            let len = unwritten.len();
+            match sink.write(unwritten) {
+                Ok(n) if n == len && n > 0 => {
+                    self.frames.pop_front();
+                    self.head_written = 0;
+                    self.queued_bytes = 0;
+                    self.shrink_if_idle();
+                    return Ok((Flushed::All, n));
+                }
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written_total = n;
+                    self.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.shrink_if_idle();
+                    return Ok((Flushed::Blocked, 0));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         while !self.frames.is_empty() {
             // One frame (nothing coalesced) is a plain write: the kernel cost is the same and
             // no iovec array is set up. Small batches use a small array.
@@ -320,6 +346,43 @@ mod tests {
         assert_eq!(sink.out, expected);
         assert!(queue.is_empty());
         assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_single_frame_goes_whole_in_one_write_or_resumes_after_a_partial_one() {
+        let frame = Bytes::from((0..100u8).collect::<Vec<u8>>());
+        let mut queue = WriteQueue::default();
+        assert_eq!(
+            queue.offer(frame.clone(), SendKind::Delivery, 1 << 20),
+            SendStatus::Queued
+        );
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: 30,
+            total_left: 70,
+            calls: 0,
+        };
+        // 30 + 30 + 10 bytes, then the socket is full.
+        assert_eq!(queue.flush(&mut sink).unwrap(), (Flushed::Blocked, 70));
+        assert_eq!(queue.queued_bytes(), 30 + FRAME_OVERHEAD_BYTES);
+        assert_eq!(sink.calls, 4);
+        sink.total_left = usize::MAX;
+        sink.per_call = usize::MAX;
+        assert_eq!(queue.flush(&mut sink).unwrap(), (Flushed::All, 30));
+        assert_eq!(sink.out, frame);
+        assert!(queue.is_empty());
+        assert_eq!(queue.queued_bytes(), 0);
+        // A whole frame in one write: one call, nothing left.
+        let _ = queue.offer(frame.clone(), SendKind::Delivery, 1 << 20);
+        assert_eq!(queue.flush(&mut sink).unwrap(), (Flushed::All, 100));
+        assert_eq!(sink.calls, 6);
+        assert_eq!(queue.queued_bytes(), 0);
+        assert!(queue.is_empty());
+        // A socket already full: nothing written, the frame stays.
+        let _ = queue.offer(frame.clone(), SendKind::Delivery, 1 << 20);
+        sink.total_left = 0;
+        assert_eq!(queue.flush(&mut sink).unwrap(), (Flushed::Blocked, 0));
+        assert_eq!(queue.queued_bytes(), 100 + FRAME_OVERHEAD_BYTES);
     }
 
     #[test]

@@ -17,11 +17,13 @@ pub mod local;
 pub mod name;
 pub mod owned;
 pub mod owner;
+pub mod pattern;
 
 pub use local::{ConnId, LocalIndex, SubscribeOutcome, Subscriptions, UnsubscribeOutcome};
 pub use name::{validate_topic, validate_topic_str, TopicError, MAX_TOPIC_BYTES};
 pub use owned::{InterestChange, OwnedTopics, MAX_SHARDS};
 pub use owner::{owner_of_hash, owner_shard, topic_hash};
+pub use pattern::{PatternError, TopicPattern};
 
 #[cfg(test)]
 mod model_tests;

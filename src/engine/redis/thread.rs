@@ -22,7 +22,7 @@ use redis::{Cmd, ErrorKind, Pipeline, PushInfo, PushKind, RedisError, RedisFutur
 use tokio::sync::mpsc;
 
 use crate::broker::history::{Epoch, EpochGen, Resumed};
-use crate::mesh::{MeshMsg, Payload, PeerLink, ReplyTo};
+use crate::mesh::{MeshMsg, Payload, PeerLink, ReplyTo, UNSTAMPED_US};
 use crate::proto::deflate::DeliveryFrames;
 
 use super::node::{Node, NodeEvent, NodeOut, Waiter};
@@ -202,6 +202,8 @@ impl NodeOut for Effects {
             outbox.push(MeshMsg::Deliver {
                 topic: topic.into(),
                 frames: DeliveryFrames::plain(frame),
+                // Sequenced in Redis, on no clock of ours: not part of the fan-out metric.
+                sequenced_us: UNSTAMPED_US,
             });
         }
     }
