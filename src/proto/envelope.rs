@@ -6,9 +6,9 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::command::{CommandError, ErrorCode};
+use super::epoch::Epoch;
 use super::frame::OpCode;
 use super::prepared::build_frame;
-use crate::broker::history::Epoch;
 use crate::topic::name::{validate_topic, TopicError};
 
 /// The longest topic the binary layout can carry: its length is one byte. Longer names (only

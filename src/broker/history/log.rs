@@ -16,11 +16,11 @@ use std::mem::size_of;
 
 use slab::Slab;
 
-use super::epoch::{Epoch, EpochGen};
 use super::policy::{HistoryPolicy, TopicPolicy};
 use super::resume::{decide, TailView};
 use super::ring::{Entry, Ring, StoredFrame};
-use super::since::Since;
+use crate::proto::epoch::{Epoch, EpochGen};
+use crate::proto::since::Since;
 
 /// One live topic incarnation.
 #[derive(Debug)]

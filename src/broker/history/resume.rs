@@ -14,8 +14,8 @@
 
 use std::ops::RangeInclusive;
 
-use super::epoch::Epoch;
-use super::since::Since;
+use crate::proto::epoch::Epoch;
+use crate::proto::since::Since;
 
 /// The default most messages one resume replays: over it the client is told
 /// `recovered: false` and should reload its state instead (a replay of thousands of messages
