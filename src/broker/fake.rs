@@ -10,7 +10,7 @@ use crate::mesh::{ConnRef, MeshMsg};
 use crate::metrics::Metric;
 use crate::shard::write_queue::WriteQueue;
 
-use super::{CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus};
+use super::{CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, SendKind, SendStatus};
 
 /// One simulated connection's output.
 #[derive(Debug, Default)]
@@ -29,6 +29,7 @@ pub(super) struct Recorder {
     pub(super) conns: BTreeMap<ConnId, FakeConn>,
     pub(super) peers: Vec<(usize, MeshMsg)>,
     pub(super) http: Vec<(ConnRef, HttpPublished)>,
+    pub(super) history: Vec<(ConnRef, HttpHistory)>,
     pub(super) counts: BTreeMap<&'static str, u64>,
 }
 
@@ -39,6 +40,7 @@ impl Recorder {
             conns: BTreeMap::new(),
             peers: Vec::new(),
             http: Vec::new(),
+            history: Vec::new(),
             counts: BTreeMap::new(),
         }
     }
@@ -111,6 +113,10 @@ impl Outputs for Recorder {
 
     fn http_published(&mut self, conn: ConnRef, answer: HttpPublished) {
         self.http.push((conn, answer));
+    }
+
+    fn http_history(&mut self, conn: ConnRef, answer: HttpHistory) {
+        self.history.push((conn, answer));
     }
 
     fn count(&mut self, metric: Metric, n: u64) {

@@ -10,7 +10,7 @@
 //! - a `/ws` WebSocket opens: [`Broker::open`] (with the `?topic=` subscriptions); it closes:
 //!   [`Broker::on_closed`];
 //! - a text message: [`Broker::on_text`]; a binary one: [`Broker::on_binary`];
-//!   `POST /publish`: [`Broker::publish`];
+//!   `POST /publish`: [`Broker::publish`]; `GET /history`: [`Broker::read_history`];
 //! - an inbox message: [`Broker::on_peer`]; a message a full peer inbox refused:
 //!   [`Broker::on_refused`].
 #![forbid(unsafe_code)]
@@ -43,7 +43,8 @@ use connections::{Connections, PendingInterest};
 use history::Since;
 
 pub use outputs::{
-    CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus, OVERLOADED_MESSAGE,
+    CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, SendKind, SendStatus,
+    OVERLOADED_MESSAGE,
 };
 
 /// The limits the core enforces.
@@ -238,13 +239,35 @@ impl<E: Engine> Broker<E> {
                     self.interest_confirmed(&topic, out);
                 }
             }
+            MeshMsg::HistoryPage { conn, page } => {
+                out.http_history(conn, HttpHistory::Page(page));
+            }
             // The driver's business, not a pub/sub decision.
             MeshMsg::Shutdown => {}
-            msg @ (MeshMsg::Publish { .. } | MeshMsg::Interest { .. } | MeshMsg::Resume { .. }) => {
+            msg @ (MeshMsg::Publish { .. }
+            | MeshMsg::Interest { .. }
+            | MeshMsg::Resume { .. }
+            | MeshMsg::HistoryRead { .. }) => {
                 if let Some((topic, sequenced)) = self.engine.on_message(msg, out) {
                     self.finish(&topic, sequenced, out);
                 }
             }
+        }
+    }
+
+    /// `GET /history/<topic>?since=after&limit=limit` from HTTP connection `conn` of this
+    /// shard (already checked and permitted by the driver): the topic's owner reads its ring,
+    /// and the answer comes back through [`Outputs::http_history`].
+    pub fn read_history<O: Outputs>(
+        &mut self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        conn: ConnRef,
+        out: &mut O,
+    ) {
+        if let Some(page) = self.engine.read_history(topic, after, limit, conn, out) {
+            out.http_history(conn, HttpHistory::Page(page));
         }
     }
 

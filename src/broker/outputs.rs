@@ -11,6 +11,8 @@ use bytes::Bytes;
 
 use crate::mesh::{ConnRef, MeshMsg};
 use crate::metrics::Metric;
+
+use super::history::Page;
 use crate::proto::close;
 
 /// A connection's key in its shard's slab.
@@ -100,6 +102,15 @@ pub enum HttpPublished {
     Refused,
 }
 
+/// The answer to `GET /history/<topic>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpHistory {
+    /// The topic's kept messages asked for (`None`: the topic has no state: no epoch, top 0).
+    Page(Option<Page<Bytes>>),
+    /// The owner could not take the request (its inbox was full): 503 `overloaded`.
+    Refused,
+}
+
 /// The effects the broker core produces, applied by its driver as they are produced.
 ///
 /// The core has already updated its own state when it calls any of these, and an
@@ -118,6 +129,10 @@ pub trait Outputs {
     /// Answers an HTTP publisher on this shard (`conn.shard` is this shard). The driver checks
     /// that the connection is still the one that asked.
     fn http_published(&mut self, conn: ConnRef, answer: HttpPublished);
+
+    /// Answers a `GET /history` on this shard (`conn.shard` is this shard). The driver checks
+    /// that the connection is still the one that asked.
+    fn http_history(&mut self, conn: ConnRef, answer: HttpHistory);
 
     /// Adds `n` to one of this shard's counters.
     fn count(&mut self, metric: Metric, n: u64);

@@ -14,7 +14,8 @@ use crate::proto::envelope;
 
 use super::connections::Connections;
 use super::{
-    Broker, CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus, OVERLOADED_MESSAGE,
+    Broker, CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, SendKind, SendStatus,
+    OVERLOADED_MESSAGE,
 };
 
 impl<E: Engine> Broker<E> {
@@ -33,11 +34,13 @@ impl<E: Engine> Broker<E> {
         }
     }
 
-    /// A message this shard sent was refused by a full peer inbox: a refused publish is
-    /// answered `overloaded`; a refused delivery is only counted (by the driver).
+    /// A message this shard sent was refused by a full peer inbox: a refused publish (or
+    /// history read) is answered `overloaded`; a refused delivery is only counted (by the driver).
     pub fn on_refused<O: Outputs>(&mut self, msg: MeshMsg, out: &mut O) {
-        if let MeshMsg::Publish { reply, .. } = msg {
-            self.refuse(reply, out);
+        match msg {
+            MeshMsg::Publish { reply, .. } => self.refuse(reply, out),
+            MeshMsg::HistoryRead { conn, .. } => out.http_history(conn, HttpHistory::Refused),
+            _ => {}
         }
     }
 

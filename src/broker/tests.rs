@@ -343,3 +343,33 @@ fn the_subscription_limit_is_one_check_for_urls_and_commands() {
         "this connection already has 2 subscriptions, the most allowed"
     );
 }
+
+#[test]
+fn a_history_read_goes_to_the_owner_and_its_page_or_refusal_comes_back() {
+    let mut out = Recorder::new(BUDGET);
+    let mut b0 = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    let mut b1 = broker(1, 2, SlowConsumerPolicy::Disconnect);
+    let topic = topic_owned_by(1, 2);
+    let http = ConnRef {
+        shard: 0,
+        key: 3,
+        generation: 1,
+    };
+    // Asked on shard 0: a `HistoryRead` to the owner, which answers with a `HistoryPage`.
+    b0.read_history(&topic, 0, 10, http, &mut out);
+    assert!(out.history.is_empty());
+    let (to, msg) = out.peers.pop().expect("a read for the owner");
+    assert_eq!(to, 1);
+    b1.on_peer(msg, &mut out);
+    let (to, msg) = out.peers.pop().expect("the owner's answer");
+    assert_eq!(to, 0);
+    b0.on_peer(msg, &mut out);
+    // Nothing was ever published: no state, no epoch.
+    assert_eq!(out.history, [(http, HttpHistory::Page(None))]);
+    // A read the owner's full inbox handed back is answered `overloaded`.
+    out.history.clear();
+    b0.read_history(&topic, 0, 10, http, &mut out);
+    let (_, msg) = out.peers.pop().unwrap();
+    b0.on_refused(msg, &mut out);
+    assert_eq!(out.history, [(http, HttpHistory::Refused)]);
+}

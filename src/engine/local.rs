@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::broker::history::{History, HistoryPolicy, Resumed, Since};
+use crate::broker::history::{History, HistoryPolicy, Page, Resumed, Since};
 use crate::broker::Outputs;
 use crate::mesh::{ConnRef, MeshMsg, ReplyTo};
 use crate::metrics::Metric;
@@ -224,8 +224,19 @@ impl Engine for LocalEngine {
                 );
                 None
             }
+            MeshMsg::HistoryRead {
+                topic,
+                after,
+                limit,
+                conn,
+            } => {
+                let page = self.history.read(&topic, after, limit, self.now_ms);
+                out.to_peer(usize::from(conn.shard), MeshMsg::HistoryPage { conn, page });
+                None
+            }
             // Not the engine's: the core handles deliveries, confirmations and answers.
             MeshMsg::Replay { .. }
+            | MeshMsg::HistoryPage { .. }
             | MeshMsg::Deliver { .. }
             | MeshMsg::InterestConfirmed { .. }
             | MeshMsg::Published { .. }
@@ -254,6 +265,30 @@ impl Engine for LocalEngine {
                 id,
                 since,
                 confirms_interest,
+            },
+        );
+        None
+    }
+
+    fn read_history<O: Outputs>(
+        &mut self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        conn: ConnRef,
+        out: &mut O,
+    ) -> Option<Option<Page<Bytes>>> {
+        let owner = self.owner(topic);
+        if owner == self.shard {
+            return Some(self.history.read(topic, after, limit, self.now_ms));
+        }
+        out.to_peer(
+            owner,
+            MeshMsg::HistoryRead {
+                topic: topic.into(),
+                after,
+                limit,
+                conn,
             },
         );
         None

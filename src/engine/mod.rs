@@ -27,7 +27,7 @@ pub mod local;
 
 use bytes::Bytes;
 
-use crate::broker::history::{Epoch, Resumed, Since};
+use crate::broker::history::{Epoch, Page, Resumed, Since};
 use crate::broker::Outputs;
 use crate::mesh::{ConnRef, MeshMsg, Payload, ReplyTo};
 use serde_json::value::RawValue;
@@ -138,6 +138,19 @@ pub trait Engine {
         confirms_interest: bool,
         out: &mut O,
     ) -> Option<Resumed<Bytes>>;
+
+    /// `GET /history` from connection `conn` of this shard: up to `limit` kept messages of
+    /// `topic` after seq `after`, oldest first. `Some(answer)` when decided here and now
+    /// (`answer` is `None` when the topic has no state); `None` when a `HistoryPage` message
+    /// will bring it from the topic's owner. Reading registers no interest and starts nothing.
+    fn read_history<O: Outputs>(
+        &mut self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        conn: ConnRef,
+        out: &mut O,
+    ) -> Option<Option<Page<Bytes>>>;
 
     /// The clock moved to `now_ms` (milliseconds, monotonic): expire history.
     fn tick(&mut self, now_ms: u64);

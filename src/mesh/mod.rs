@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
 use serde_json::value::RawValue;
 
-use crate::broker::history::{Epoch, Resumed, Since};
+use crate::broker::history::{Epoch, Page, Resumed, Since};
 
 /// A connection on some shard. `generation` tells a reused slab slot from the connection a
 /// reply was meant for.
@@ -97,6 +97,21 @@ pub enum MeshMsg {
         resumed: Resumed<Bytes>,
         confirms_interest: bool,
     },
+    /// To a topic's owner: `GET /history` on connection `conn` asks for up to `limit` kept
+    /// messages of `topic` after seq `after`. A data message: on a full inbox it is handed back
+    /// and the request is answered 503 `overloaded`.
+    HistoryRead {
+        topic: Box<str>,
+        after: u64,
+        limit: usize,
+        conn: ConnRef,
+    },
+    /// From a topic's owner: the answer to `HistoryRead` (clones of the kept `Bytes`; `None`:
+    /// the topic has no state). A control message: retried, never dropped.
+    HistoryPage {
+        conn: ConnRef,
+        page: Option<Page<Bytes>>,
+    },
     /// From the server handle: stop accepting and drain.
     Shutdown,
 }
@@ -105,7 +120,10 @@ impl MeshMsg {
     /// Data messages may be dropped (and counted) when a peer is full; control messages are
     /// retried instead.
     fn is_data(&self) -> bool {
-        matches!(self, MeshMsg::Publish { .. } | MeshMsg::Deliver { .. })
+        matches!(
+            self,
+            MeshMsg::Publish { .. } | MeshMsg::Deliver { .. } | MeshMsg::HistoryRead { .. }
+        )
     }
 }
 

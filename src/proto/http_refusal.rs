@@ -130,6 +130,14 @@ pub enum Refusal {
     /// The topic's owner refused the publish (its inbox was full); the text says why (503,
     /// JSON `overloaded`).
     PublishOverloaded(String),
+    /// The topic of `/history/<topic>` is not valid; the text says why (400, JSON).
+    HistoryTopic(String),
+    /// A `/history` query parameter (`since`, `limit`) that is not a whole number, or given
+    /// twice; the text says why (400, JSON `invalid_command`).
+    HistoryQuery(String),
+    /// The topic's owner could not take a history read (its inbox was full) (503, JSON
+    /// `overloaded`).
+    HistoryOverloaded(String),
     /// Accepted over `--max-connections`: answered at accept time, before any request (503).
     TooManyConnections,
     /// Accepted over `--max-connections-per-ip` (503).
@@ -145,11 +153,14 @@ impl Refusal {
             Refusal::InvalidTopicQuery(_)
             | Refusal::TooManyTopics { .. }
             | Refusal::PublishTopic(_)
-            | Refusal::PublishJson(_) => 400,
+            | Refusal::PublishJson(_)
+            | Refusal::HistoryTopic(_)
+            | Refusal::HistoryQuery(_) => 400,
             Refusal::NotFound => 404,
             Refusal::GetOnly | Refusal::PublishMethod => 405,
             Refusal::PublishMediaType => 415,
             Refusal::PublishOverloaded(_)
+            | Refusal::HistoryOverloaded(_)
             | Refusal::TooManyConnections
             | Refusal::TooManyConnectionsFromAddress => 503,
         }
@@ -169,13 +180,19 @@ impl Refusal {
                 | HandshakeError::MissingKey
                 | HandshakeError::BadKey => RefusalReason::BadHandshake,
             },
-            Refusal::InvalidTopicQuery(_) | Refusal::PublishTopic(_) => RefusalReason::InvalidTopic,
+            Refusal::InvalidTopicQuery(_) | Refusal::PublishTopic(_) | Refusal::HistoryTopic(_) => {
+                RefusalReason::InvalidTopic
+            }
+            // A query parameter that is not what the route takes: a malformed request.
+            Refusal::HistoryQuery(_) => RefusalReason::Malformed,
             Refusal::TooManyTopics { .. } => RefusalReason::TooManyTopics,
             Refusal::NotFound => RefusalReason::NotFound,
             Refusal::GetOnly | Refusal::PublishMethod => RefusalReason::MethodNotAllowed,
             Refusal::PublishMediaType => RefusalReason::UnsupportedMediaType,
             Refusal::PublishJson(_) => RefusalReason::InvalidJson,
-            Refusal::PublishOverloaded(_) => RefusalReason::Overloaded,
+            Refusal::PublishOverloaded(_) | Refusal::HistoryOverloaded(_) => {
+                RefusalReason::Overloaded
+            }
             Refusal::TooManyConnections => RefusalReason::MaxConnections,
             Refusal::TooManyConnectionsFromAddress => RefusalReason::MaxConnectionsPerIp,
         }
@@ -192,6 +209,15 @@ impl Refusal {
                 | Refusal::PublishBody(_)
                 | Refusal::PublishJson(_)
                 | Refusal::PublishOverloaded(_)
+        )
+    }
+
+    /// Whether this refused a `GET /history/<topic>`: not a handshake failure, and answered
+    /// in JSON like a publish refusal.
+    pub fn is_history(&self) -> bool {
+        matches!(
+            self,
+            Refusal::HistoryTopic(_) | Refusal::HistoryQuery(_) | Refusal::HistoryOverloaded(_)
         )
     }
 
@@ -229,14 +255,16 @@ impl Refusal {
         }
     }
 
-    /// The JSON error code of a publish refusal; `None` for the plain-text ones.
+    /// The JSON error code of a publish or history refusal; `None` for the plain-text ones.
     fn error_code(&self) -> Option<ErrorCode> {
         Some(match self {
             Refusal::PublishTopic(_) => ErrorCode::InvalidTopic,
             Refusal::PublishBody(HttpError::PayloadTooLarge) => ErrorCode::MessageTooLarge,
             Refusal::PublishBody(_) | Refusal::PublishMediaType => ErrorCode::InvalidCommand,
             Refusal::PublishJson(_) => ErrorCode::InvalidJson,
-            Refusal::PublishOverloaded(_) => ErrorCode::Overloaded,
+            Refusal::PublishOverloaded(_) | Refusal::HistoryOverloaded(_) => ErrorCode::Overloaded,
+            Refusal::HistoryTopic(_) => ErrorCode::InvalidTopic,
+            Refusal::HistoryQuery(_) => ErrorCode::InvalidCommand,
             _ => return None,
         })
     }
@@ -246,13 +274,18 @@ impl Refusal {
         match self {
             Refusal::Http(error) | Refusal::PublishBody(error) => error.to_string(),
             Refusal::Handshake(error) => error.to_string(),
-            Refusal::InvalidTopicQuery(why) | Refusal::PublishOverloaded(why) => why.clone(),
+            Refusal::InvalidTopicQuery(why)
+            | Refusal::PublishOverloaded(why)
+            | Refusal::HistoryQuery(why)
+            | Refusal::HistoryOverloaded(why) => why.clone(),
             Refusal::TooManyTopics { asked, max } => {
                 format!("{asked} topics asked for; at most {max} per connection")
             }
             Refusal::NotFound => "no such path".to_string(),
             Refusal::GetOnly | Refusal::PublishMethod => "method not allowed".to_string(),
-            Refusal::PublishTopic(why) => format!("invalid topic: {why}"),
+            Refusal::PublishTopic(why) | Refusal::HistoryTopic(why) => {
+                format!("invalid topic: {why}")
+            }
             Refusal::PublishMediaType => {
                 "Content-Type must be application/json or application/octet-stream".to_string()
             }
@@ -329,6 +362,9 @@ mod tests {
             Refusal::PublishBody(HttpError::PayloadTooLarge),
             Refusal::PublishJson("eof".into()),
             Refusal::PublishOverloaded("inbox full".into()),
+            Refusal::HistoryTopic("empty".into()),
+            Refusal::HistoryQuery("limit".into()),
+            Refusal::HistoryOverloaded("inbox full".into()),
             Refusal::TooManyConnections,
             Refusal::TooManyConnectionsFromAddress,
         ];
@@ -337,7 +373,7 @@ mod tests {
             assert_eq!(status, refusal.status(), "{refusal:?}");
             assert!(fields.contains("Connection: close\n"), "{refusal:?}");
             assert!(!body.is_empty(), "{refusal:?}");
-            if refusal.is_publish() && refusal.status() != 405 {
+            if (refusal.is_publish() || refusal.is_history()) && refusal.status() != 405 {
                 let json: serde_json::Value = serde_json::from_str(&body).unwrap();
                 assert!(json["code"].is_string(), "{refusal:?}: {body}");
             }

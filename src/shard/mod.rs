@@ -27,7 +27,9 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::broker::history::{self, EpochGen, HistoryPolicy};
-use crate::broker::{Broker, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE};
+use crate::broker::{
+    Broker, HttpHistory, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE,
+};
 use crate::engine::{LocalEngine, PayloadRef};
 use crate::mesh::{ConnRef, Mesh, MeshMsg, ReplyTo};
 use crate::metrics::{Metric, ShardCounters};
@@ -87,6 +89,8 @@ pub struct Shard {
     mesh: Mesh,
     /// HTTP publish answers the broker produced, finished once it returns.
     http_answers: Vec<(ConnRef, HttpPublished)>,
+    /// `GET /history` answers the broker produced, finished once it returns.
+    history_answers: Vec<(ConnRef, HttpHistory)>,
     /// Connections with output waiting for their write, in the order they got it.
     dirty: VecDeque<usize>,
     /// Connections that used their read budget and have more to read.
@@ -149,6 +153,7 @@ impl Shard {
             broker,
             mesh,
             http_answers: Vec::new(),
+            history_answers: Vec::new(),
             dirty: VecDeque::new(),
             again: Vec::new(),
             doomed: Vec::new(),
@@ -512,7 +517,7 @@ impl Shard {
     }
 
     /// Runs `f` with the broker core and this shard's effects on it, then finishes the HTTP
-    /// publishes it answered.
+    /// publishes and history reads it answered.
     fn with_broker<R>(
         &mut self,
         f: impl FnOnce(&mut Broker<LocalEngine>, &mut Effects<'_>) -> R,
@@ -524,6 +529,7 @@ impl Shard {
             mesh: &mut self.mesh,
             counters: &mut self.counters,
             http_answers: &mut self.http_answers,
+            history_answers: &mut self.history_answers,
             max_backlog_bytes: self.shared.config.max_backlog_bytes,
             close_deadline_ms,
         };
@@ -544,6 +550,15 @@ impl Shard {
                 }
             }
             self.http_answers = answers;
+        }
+        if !self.history_answers.is_empty() {
+            let mut answers = std::mem::take(&mut self.history_answers);
+            for (conn, answer) in answers.drain(..) {
+                if let Some(key) = self.resolve(conn) {
+                    self.finish_history_read(key, answer);
+                }
+            }
+            self.history_answers = answers;
         }
         result
     }

@@ -8,7 +8,9 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::broker::{CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus};
+use crate::broker::{
+    CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, SendKind, SendStatus,
+};
 use crate::mesh::{ConnRef, Mesh, MeshMsg};
 use crate::metrics::{Metric, ShardCounters};
 use crate::proto::prepared;
@@ -93,6 +95,8 @@ pub(super) struct Effects<'a> {
     pub(super) counters: &'a mut ShardCounters,
     /// HTTP publish answers, finished by the shard once the core returns.
     pub(super) http_answers: &'a mut Vec<(ConnRef, HttpPublished)>,
+    /// `GET /history` answers, finished by the shard once the core returns.
+    pub(super) history_answers: &'a mut Vec<(ConnRef, HttpHistory)>,
     pub(super) max_backlog_bytes: usize,
     /// When a connection closed now must be gone at the latest.
     pub(super) close_deadline_ms: u32,
@@ -135,6 +139,10 @@ impl Outputs for Effects<'_> {
 
     fn http_published(&mut self, conn: ConnRef, answer: HttpPublished) {
         self.http_answers.push((conn, answer));
+    }
+
+    fn http_history(&mut self, conn: ConnRef, answer: HttpHistory) {
+        self.history_answers.push((conn, answer));
     }
 
     fn count(&mut self, metric: Metric, n: u64) {
