@@ -98,10 +98,9 @@ impl LocalEngine {
             };
         };
         out.count(Metric::MessagesPublished, 1);
+        // A publish kept in history is heard (a resume or a history read may fetch it); only
+        // a publish to a topic with no state is unheard (above).
         let shards = self.owned.interested_shards(topic);
-        if shards.is_empty() {
-            out.count(Metric::MessagesUnheard, 1);
-        }
         let mut local_frame = None;
         for &shard in shards {
             let shard = usize::from(shard);

@@ -206,6 +206,8 @@ impl Shard {
                 Flow::Continue
             }
             Target::Metrics => {
+                // This turn's expiries are in the history log already: count them now.
+                self.copy_history_stats();
                 self.shared.counters[self.id].publish(&self.counters);
                 let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
                 let text = render_prometheus(&snapshots);

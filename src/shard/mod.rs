@@ -32,7 +32,7 @@ use crate::broker::{
 };
 use crate::engine::{LocalEngine, PayloadRef};
 use crate::mesh::{ConnRef, Mesh, MeshMsg, ReplyTo};
-use crate::metrics::{Metric, ShardCounters};
+use crate::metrics::{EvictionReason, Metric, ShardCounters};
 use crate::proto::close;
 use crate::proto::http_refusal::Refusal;
 use crate::proto::prepared;
@@ -232,6 +232,7 @@ impl Shard {
             );
             self.counters
                 .set(Metric::TopicsOwned, self.broker.engine_topic_count() as u64);
+            self.copy_history_stats();
             self.shared.counters[self.id].publish(&self.counters);
 
             if let Some(deadline) = self.drain_deadline_ms {
@@ -241,6 +242,22 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Copies the history log's counters (kept by the topics' owner, this shard's engine) into
+    /// the shard's metrics.
+    pub(super) fn copy_history_stats(&mut self) {
+        let history = self.broker.engine().history();
+        let stats = history.stats();
+        let c = &mut self.counters;
+        c.set(Metric::HistoryStored, stats.stored);
+        c.set(Metric::HistoryTooLarge, stats.too_large);
+        c.set(Metric::HistoryIncarnations, stats.incarnations);
+        c.set(Metric::HistoryMessages, history.kept_count() as u64);
+        c.set(Metric::HistoryBytes, history.used_bytes() as u64);
+        c.set_evicted(EvictionReason::Size, stats.evicted_size);
+        c.set_evicted(EvictionReason::Ttl, stats.expired);
+        c.set_evicted(EvictionReason::Budget, stats.evicted_budget);
     }
 
     fn clock_ms(&self, now: Instant) -> u32 {
