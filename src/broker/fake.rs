@@ -20,6 +20,8 @@ pub(super) struct FakeConn {
     /// Everything ever queued, in order.
     pub(super) all: Vec<Bytes>,
     pub(super) closed: Option<CloseReason>,
+    /// The close frame's reason text.
+    pub(super) close_text: Option<String>,
 }
 
 /// The recording fake.
@@ -105,10 +107,17 @@ impl Outputs for Recorder {
     fn close(&mut self, conn: ConnId, why: CloseReason) {
         let c = self.conns.entry(conn).or_default();
         assert!(c.closed.is_none(), "closed twice: {conn}");
-        c.closed = Some(why);
+        // What the shard writes in the close frame (see `shard/output.rs`).
+        let first_discarded_seq = why.hint_topic().and_then(|topic| {
+            c.queue
+                .unstarted()
+                .find_map(|frame| crate::proto::envelope::delivery_seq(frame, topic))
+        });
+        c.close_text = Some(why.reason_text(first_discarded_seq));
         if why.discards_queue() {
             let _discarded = c.queue.discard_unstarted();
         }
+        c.closed = Some(why);
     }
 
     fn http_published(&mut self, conn: ConnRef, answer: HttpPublished) {

@@ -43,8 +43,8 @@ use connections::{Connections, PendingInterest};
 use history::Since;
 
 pub use outputs::{
-    CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, SendKind, SendStatus,
-    OVERLOADED_MESSAGE,
+    CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, ResumeHint, SendKind, SendStatus,
+    MAX_CLOSE_REASON_BYTES, OVERLOADED_MESSAGE,
 };
 
 /// The limits the core enforces.
@@ -99,8 +99,9 @@ pub struct Broker<E: Engine = LocalEngine> {
     /// Subscribers (in the index already) waiting for their resume's replay, per topic:
     /// deliveries skip them until the replay, which holds those messages, arrives.
     resuming: HashMap<Box<str>, Vec<ConnId>>,
-    /// Scratch list of subscribers to disconnect after a delivery (kept to reuse its heap).
-    slow: Vec<ConnId>,
+    /// Scratch list of subscribers to disconnect after a delivery, each with where it can
+    /// resume the topic it fell behind on (kept to reuse its heap).
+    slow: Vec<(ConnId, Option<ResumeHint>)>,
 }
 
 impl<E: Engine> Broker<E> {
@@ -214,13 +215,17 @@ impl<E: Engine> Broker<E> {
     /// A message from another shard (or the engine's thread).
     pub fn on_peer<O: Outputs>(&mut self, msg: MeshMsg, out: &mut O) {
         match msg {
-            MeshMsg::Deliver { topic, frame } => {
+            MeshMsg::Deliver {
+                topic,
+                frame,
+                epoch,
+            } => {
                 // While this shard's interest in the topic waits for its confirmation, a
                 // delivery was sequenced before the engine saw that interest: it belongs to
                 // subscribers who have all left (the engine may since have restarted the
                 // topic's seq), so it must not reach the new ones.
                 if self.pending_interest.is_empty() || !self.pending_interest.contains_key(&topic) {
-                    self.deliver_local(&topic, &frame, out);
+                    self.deliver_local(&topic, &frame, Some(epoch), out);
                 }
             }
             MeshMsg::InterestConfirmed { topic } => self.interest_confirmed(&topic, out),

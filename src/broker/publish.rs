@@ -14,8 +14,8 @@ use crate::proto::envelope;
 
 use super::connections::Connections;
 use super::{
-    Broker, CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, SendKind, SendStatus,
-    OVERLOADED_MESSAGE,
+    Broker, CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, ResumeHint, SendKind,
+    SendStatus, MAX_CLOSE_REASON_BYTES, OVERLOADED_MESSAGE,
 };
 
 impl<E: Engine> Broker<E> {
@@ -48,7 +48,7 @@ impl<E: Engine> Broker<E> {
     /// (after the deliveries, so a subscribed publisher sees its message before the ack).
     pub(super) fn finish<O: Outputs>(&mut self, topic: &str, sequenced: Sequenced, out: &mut O) {
         if let Some(frame) = &sequenced.local_frame {
-            self.deliver_local(topic, frame, out);
+            self.deliver_local(topic, frame, sequenced.epoch, out);
         }
         self.answer(sequenced.reply, sequenced.seq, sequenced.epoch, out);
     }
@@ -57,8 +57,19 @@ impl<E: Engine> Broker<E> {
     /// increment and a queue push each, never a copy or an allocation. A subscriber over its
     /// byte budget is skipped (and told how many it missed before its next message) or
     /// disconnected, by `--slow-consumer`.
-    pub(super) fn deliver_local<O: Outputs>(&mut self, topic: &str, frame: &Bytes, out: &mut O) {
+    pub(super) fn deliver_local<O: Outputs>(
+        &mut self,
+        topic: &str,
+        frame: &Bytes,
+        epoch: Option<Epoch>,
+        out: &mut O,
+    ) {
         let policy = self.limits.slow_consumer;
+        let lost = Lost {
+            topic,
+            frame,
+            epoch,
+        };
         let (conns, slow) = (&mut self.conns, &mut self.slow);
         let subscribers = self.local.subscribers(topic);
         let mut skipped = 0u64;
@@ -66,16 +77,7 @@ impl<E: Engine> Broker<E> {
             if let Some(waiting) = self.resuming.get(topic) {
                 // Connections waiting for their replay get this message in it (or after it).
                 let waiting = waiting.clone();
-                skipped += deliver_except(
-                    subscribers,
-                    &waiting,
-                    frame,
-                    policy,
-                    conns,
-                    slow,
-                    topic,
-                    out,
-                );
+                skipped += deliver_except(subscribers, &waiting, &lost, policy, conns, slow, out);
                 out.count(Metric::Deliveries, subscribers.len() as u64 - skipped);
                 self.disconnect_slow(out);
                 return;
@@ -89,7 +91,7 @@ impl<E: Engine> Broker<E> {
                     SendStatus::Closed => skipped += 1,
                     SendStatus::OverBudget => {
                         skipped += 1;
-                        over_budget(policy, conns, slow, conn, topic, out);
+                        over_budget(policy, conns, slow, conn, &lost, out);
                     }
                 }
             }
@@ -107,7 +109,7 @@ impl<E: Engine> Broker<E> {
                         }
                         SendStatus::OverBudget => {
                             skipped += 1;
-                            over_budget(policy, conns, slow, conn, topic, out);
+                            over_budget(policy, conns, slow, conn, &lost, out);
                             continue;
                         }
                         SendStatus::Closed => {
@@ -121,7 +123,7 @@ impl<E: Engine> Broker<E> {
                     SendStatus::Closed => skipped += 1,
                     SendStatus::OverBudget => {
                         skipped += 1;
-                        over_budget(policy, conns, slow, conn, topic, out);
+                        over_budget(policy, conns, slow, conn, &lost, out);
                     }
                 }
             }
@@ -132,10 +134,10 @@ impl<E: Engine> Broker<E> {
 
     /// Closes the subscribers a delivery found over budget under `--slow-consumer=disconnect`.
     pub(super) fn disconnect_slow<O: Outputs>(&mut self, out: &mut O) {
-        while let Some(conn) = self.slow.pop() {
+        while let Some((conn, resume)) = self.slow.pop() {
             out.count(Metric::SlowConsumerDisconnects, 1);
             self.on_closed(conn, out);
-            out.close(conn, CloseReason::SlowConsumer);
+            out.close(conn, CloseReason::SlowConsumer(resume));
         }
     }
 
@@ -192,23 +194,45 @@ impl<E: Engine> Broker<E> {
     }
 }
 
+/// The delivery being made, as a subscriber that cannot take it loses it.
+pub(super) struct Lost<'a> {
+    pub(super) topic: &'a str,
+    pub(super) frame: &'a Bytes,
+    pub(super) epoch: Option<Epoch>,
+}
+
+impl Lost<'_> {
+    /// Where a subscriber that loses this delivery can resume: before its seq, in its epoch.
+    /// `None` when the topic has no epoch or the hint would not fit a close reason.
+    pub(super) fn resume_hint(&self) -> Option<ResumeHint> {
+        let epoch = self.epoch?;
+        let seq = envelope::delivery_seq(self.frame, self.topic)?;
+        let hint = ResumeHint {
+            topic: self.topic.into(),
+            first_lost_seq: seq,
+            epoch,
+        };
+        (hint.longest_text_bytes() <= MAX_CLOSE_REASON_BYTES).then_some(hint)
+    }
+}
+
 /// A delivery did not fit `conn`'s budget: count it for a later `dropped` notice, or list the
-/// connection for a disconnect once the delivery loop is done.
+/// connection for a disconnect (with where it can resume) once the delivery loop is done.
 #[cold]
-fn over_budget<O: Outputs>(
+pub(super) fn over_budget<O: Outputs>(
     policy: SlowConsumerPolicy,
     conns: &mut Connections,
-    slow: &mut Vec<ConnId>,
+    slow: &mut Vec<(ConnId, Option<ResumeHint>)>,
     conn: ConnId,
-    topic: &str,
+    lost: &Lost<'_>,
     out: &mut O,
 ) {
     match policy {
         SlowConsumerPolicy::Drop => {
             out.count(Metric::SlowConsumerDrops, 1);
-            conns.add_dropped(conn, topic);
+            conns.add_dropped(conn, lost.topic);
         }
-        SlowConsumerPolicy::Disconnect => slow.push(conn),
+        SlowConsumerPolicy::Disconnect => slow.push((conn, lost.resume_hint())),
     }
 }
 
@@ -220,13 +244,13 @@ fn over_budget<O: Outputs>(
 fn deliver_except<O: Outputs>(
     subscribers: &[ConnId],
     waiting: &[ConnId],
-    frame: &Bytes,
+    lost: &Lost<'_>,
     policy: SlowConsumerPolicy,
     conns: &mut Connections,
-    slow: &mut Vec<ConnId>,
-    topic: &str,
+    slow: &mut Vec<(ConnId, Option<ResumeHint>)>,
     out: &mut O,
 ) -> u64 {
+    let (topic, frame) = (lost.topic, lost.frame);
     let mut skipped = 0;
     for &conn in subscribers {
         if waiting.contains(&conn) {
@@ -244,7 +268,7 @@ fn deliver_except<O: Outputs>(
                 }
                 SendStatus::OverBudget => {
                     skipped += 1;
-                    over_budget(policy, conns, slow, conn, topic, out);
+                    over_budget(policy, conns, slow, conn, lost, out);
                     continue;
                 }
                 SendStatus::Closed => {
@@ -258,7 +282,7 @@ fn deliver_except<O: Outputs>(
             SendStatus::Closed => skipped += 1,
             SendStatus::OverBudget => {
                 skipped += 1;
-                over_budget(policy, conns, slow, conn, topic, out);
+                over_budget(policy, conns, slow, conn, lost, out);
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::proto::envelope;
 use crate::topic::{SubscribeOutcome, UnsubscribeOutcome};
 
 use super::history::{Resumed, Since};
-use super::{Broker, ConnId, Outputs, SendKind, SendStatus};
+use super::{Broker, ConnId, Outputs, ResumeHint, SendKind, SendStatus, MAX_CLOSE_REASON_BYTES};
 use crate::mesh::ConnRef;
 
 impl<E: Engine> Broker<E> {
@@ -135,7 +135,9 @@ impl<E: Engine> Broker<E> {
             envelope::resume_ack_frame(id, topic, resumed.top, resumed.epoch, resumed.recovered);
         let _ = out.send(conn, ack, SendKind::Reply);
         let mut sent = 0u64;
-        for frame in resumed.replay {
+        // The replay runs contiguously up to the top: the i-th frame's seq is `first + i`.
+        let first = (resumed.top + 1).saturating_sub(resumed.replay.len() as u64);
+        for (i, frame) in resumed.replay.into_iter().enumerate() {
             match out.send(conn, frame, SendKind::Delivery) {
                 SendStatus::Queued | SendStatus::QueuedOverBudget => sent += 1,
                 SendStatus::Closed => break,
@@ -145,7 +147,13 @@ impl<E: Engine> Broker<E> {
                         self.conns.add_dropped(conn, topic);
                     }
                     SlowConsumerPolicy::Disconnect => {
-                        self.slow.push(conn);
+                        let hint = ResumeHint {
+                            topic: topic.into(),
+                            first_lost_seq: first + i as u64,
+                            epoch: resumed.epoch,
+                        };
+                        let fits = hint.longest_text_bytes() <= MAX_CLOSE_REASON_BYTES;
+                        self.slow.push((conn, fits.then_some(hint)));
                         break;
                     }
                 },

@@ -112,6 +112,7 @@ impl LocalEngine {
                     MeshMsg::Deliver {
                         topic: topic.into(),
                         frame: published.frame.clone(),
+                        epoch: published.epoch,
                     },
                 );
             }

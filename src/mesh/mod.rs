@@ -57,8 +57,13 @@ pub enum MeshMsg {
         payload: Payload,
         reply: ReplyTo,
     },
-    /// From a topic's owner: write this prepared frame to your subscribers of `topic`.
-    Deliver { topic: Box<str>, frame: Bytes },
+    /// From a topic's owner: write this prepared frame to your subscribers of `topic`. `epoch`
+    /// is the topic incarnation's (a subscriber disconnected as slow is told where to resume).
+    Deliver {
+        topic: Box<str>,
+        frame: Bytes,
+        epoch: Epoch,
+    },
     /// To a topic's owner: shard `shard` now has (or no longer has) subscribers of `topic`.
     /// With `confirm`, the owner answers `InterestConfirmed` once it is recorded.
     Interest {
@@ -311,6 +316,7 @@ mod tests {
         MeshMsg::Deliver {
             topic: "t".into(),
             frame: Bytes::from(vec![n]),
+            epoch: Epoch::parse("E").unwrap(),
         }
     }
 

@@ -232,6 +232,40 @@ pub fn delivered_data(frame: &[u8]) -> Option<Delivered<'_>> {
     }
 }
 
+/// The seq of a delivery frame of `topic` built by [`message_frame`] or
+/// [`binary_message_frame`]; `None` for any other frame (another topic's, an ack, a notice).
+pub fn delivery_seq(frame: &[u8], topic: &str) -> Option<u64> {
+    const MESSAGE_PREFIX: &[u8] = br#"{"op":"message","topic":"#;
+    let (&first, rest) = frame.split_first()?;
+    let start = match rest.first()? & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let payload = frame.get(start..)?;
+    match first & 0x0f {
+        0x1 => {
+            let mut expected = Vec::with_capacity(MESSAGE_PREFIX.len() + topic.len() + 8);
+            expected.extend_from_slice(MESSAGE_PREFIX);
+            write_json_str(&mut expected, topic);
+            expected.extend_from_slice(br#","seq":"#);
+            let digits = payload.strip_prefix(&expected[..])?;
+            let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+            std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+        }
+        0x2 => {
+            let name = topic.as_bytes();
+            let (&len, rest) = payload.split_first()?;
+            if usize::from(len) != name.len() || !rest.starts_with(name) {
+                return None;
+            }
+            let seq = rest.get(name.len()..name.len() + 8)?;
+            Some(u64::from_be_bytes(seq.try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
 /// The body of `GET /history/<topic>`:
 /// `{"epoch":E,"top":N,"messages":[{"seq":S,"data":D},...]}`, oldest first. JSON data is
 /// written verbatim; binary data as a standard base64 string with `"binary":true`. `epoch` is
@@ -640,6 +674,16 @@ mod history_tests {
             }
         }
         assert_eq!(delivered_data(&dropped_frame("news", 3)), None);
+        for topic in TOPICS {
+            let text = message_frame(topic, 12_345, b"1");
+            let binary = binary_message_frame(topic, u64::MAX, b"");
+            assert_eq!(delivery_seq(&text, topic), Some(12_345));
+            assert_eq!(delivery_seq(&binary, topic), Some(u64::MAX));
+            assert_eq!(delivery_seq(&text, "other"), None);
+            assert_eq!(delivery_seq(&binary, "other"), None);
+        }
+        assert_eq!(delivery_seq(&message_frame("newsy", 1, b"1"), "news"), None);
+        assert_eq!(delivery_seq(&dropped_frame("news", 3), "news"), None);
         assert_eq!(delivered_data(b""), None);
         assert_eq!(delivered_data(b"\x81"), None);
     }

@@ -13,6 +13,7 @@ use crate::broker::{
 };
 use crate::mesh::{ConnRef, Mesh, MeshMsg};
 use crate::metrics::{Metric, ShardCounters};
+use crate::proto::envelope;
 use crate::proto::prepared;
 
 use super::connection::{flags, Connection, Phase};
@@ -123,10 +124,16 @@ impl Outputs for Effects<'_> {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
+        // The hint's topic's first delivery thrown away from the queue: the client misses it.
+        let first_discarded_seq = why.hint_topic().and_then(|topic| {
+            c.out
+                .unstarted()
+                .find_map(|frame| envelope::delivery_seq(frame, topic))
+        });
         if why.discards_queue() {
             let _discarded = c.out.discard_unstarted();
         }
-        let frame = prepared::close_frame(why.code(), why.reason());
+        let frame = prepared::close_frame(why.code(), &why.reason_text(first_discarded_seq));
         begin_closing(
             self.conns,
             self.dirty,
