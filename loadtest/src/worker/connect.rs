@@ -32,13 +32,21 @@ impl Worker {
             }
             let (global, role) = self.pending.pop_front().expect("not empty");
             self.opened += 1;
-            let _index = self.open(global, role, now);
+            let _index = self.open(global, role, now, None);
         }
         None
     }
 
-    /// Opens connection `global` with `role`; returns its index in `conns` if it started.
-    pub(super) fn open(&mut self, global: u64, role: Role, now: u64) -> Option<usize> {
+    /// Opens connection `global` with `role`, in a new slot of `conns` or in place of the
+    /// closed connection at `slot` (a reconnect: the old socket is closed then, so a storm of
+    /// reconnects never holds two descriptors per subscriber); returns its index if it started.
+    pub(super) fn open(
+        &mut self,
+        global: u64,
+        role: Role,
+        now: u64,
+        slot: Option<usize>,
+    ) -> Option<usize> {
         let cfg = Arc::clone(&self.cfg);
         let http = matches!(role, Role::Publisher(_)) && cfg.http.is_some();
         let target = if http {
@@ -62,7 +70,7 @@ impl Worker {
                 return None;
             }
         };
-        let token = Token(self.conns.len());
+        let token = Token(slot.unwrap_or(self.conns.len()));
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
             self.fail_role(role, ConnError::Register(e));
@@ -83,8 +91,16 @@ impl Worker {
         if cfg.reconnect.is_some() && matches!(role, Role::Subscriber(_)) {
             conn.resume = Some(TopicResume::default());
         }
-        self.conns.push(conn);
-        Some(self.conns.len() - 1)
+        match slot {
+            Some(i) => {
+                self.conns[i] = conn;
+                Some(i)
+            }
+            None => {
+                self.conns.push(conn);
+                Some(self.conns.len() - 1)
+            }
+        }
     }
 
     fn fail_role(&mut self, role: Role, error: ConnError) {

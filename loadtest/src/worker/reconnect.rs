@@ -82,12 +82,16 @@ impl Worker {
         let _ = conn.stream.shutdown(std::net::Shutdown::Both);
     }
 
-    /// Opens the replacement of dropped connection `old`, resuming where it stopped.
+    /// Opens the replacement of dropped connection `old` in its slot, resuming where it
+    /// stopped.
     fn rejoin(&mut self, old: usize, now: u64) {
         let (global, role) = (self.conns[old].global, self.conns[old].role);
         let streams = std::mem::take(&mut self.conns[old].streams);
         let resume = self.conns[old].resume.take();
-        let Some(i) = self.open(global, role, now) else {
+        let Some(i) = self.open(global, role, now, Some(old)) else {
+            // Counted as a failed connection; the subscriber stays away.
+            self.conns[old].streams = streams;
+            self.conns[old].resume = resume;
             return;
         };
         let conn = &mut self.conns[i];
