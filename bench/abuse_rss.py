@@ -10,6 +10,7 @@ Attacks (the hardening issue's items 2, 3, 5 and 8):
   pipeline       20 connections each write 1,900 pipelined `GET /crier.js` requests, never read
   pingflood      one WebSocket writes 400,000 masked pings, never reads
   subscriptions  400 WebSockets subscribe to 1,000 distinct 256-byte topic names each
+                 (`--name-bytes N` for another name length; prints the RSS per subscription)
   unheard        8 WebSockets publish 256 KiB messages to 200 topics nobody hears, for 5 s
 
 Every attack is bounded in count and time, goes to 127.0.0.1 only, and stops by itself.
@@ -18,6 +19,7 @@ Only the standard library.
 """
 import argparse
 import base64
+import functools
 import json
 import os
 import resource
@@ -143,7 +145,8 @@ def attack_pingflood(port, stop_at):
     return [s]
 
 
-def attack_subscriptions(port, stop_at):
+def attack_subscriptions(port, stop_at, name_bytes=256):
+    """Returns the sockets; `subscriptions_sent` says how many subscribes went out."""
     socks = []
     for c in range(400):
         if time.time() >= stop_at:
@@ -155,13 +158,17 @@ def attack_subscriptions(port, stop_at):
         frames = b"".join(
             mask_frame(
                 0x1,
-                json.dumps({"op": "subscribe", "topic": f"c{c:04d}t{t:04d}".ljust(256, "x")}).encode(),
+                json.dumps({"op": "subscribe", "topic": f"c{c:04d}t{t:04d}".ljust(name_bytes, "x")}).encode(),
             )
             for t in range(1000)
         )
-        send_all_until(s, frames, stop_at)
+        if send_all_until(s, frames, stop_at) == len(frames):
+            attack_subscriptions.sent += 1000
         socks.append(s)
     return socks
+
+
+attack_subscriptions.sent = 0
 
 
 def attack_unheard(port, stop_at):
@@ -206,8 +213,11 @@ ATTACKS = {
 }
 
 
-def run(binary, name, extra):
+def run(binary, name, extra, name_bytes):
     fn, seconds = ATTACKS[name]
+    if name == "subscriptions":
+        fn = functools.partial(attack_subscriptions, name_bytes=name_bytes)
+        attack_subscriptions.sent = 0
     proc, port = start_crier(binary, extra)
     try:
         time.sleep(0.3)
@@ -231,7 +241,7 @@ def run(binary, name, extra):
         alive = proc.poll() is None
         for s in socks:
             s.close()
-        return {
+        result = {
             "attack": name,
             "rss_before_kib": before,
             "rss_peak_kib": peak[0],
@@ -239,6 +249,13 @@ def run(binary, name, extra):
             "attack_seconds": round(attack_s, 1),
             "broker_alive": alive,
         }
+        if name == "subscriptions" and attack_subscriptions.sent:
+            result["name_bytes"] = name_bytes
+            result["subscriptions"] = attack_subscriptions.sent
+            result["bytes_per_subscription"] = round(
+                (peak[0] - before) * 1024 / attack_subscriptions.sent
+            )
+        return result
     finally:
         proc.kill()
         proc.wait()
@@ -253,13 +270,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--crier", default="target/release/crier", help="the broker binary")
     parser.add_argument("--json", action="store_true", help="one JSON object per attack")
+    parser.add_argument(
+        "--name-bytes",
+        type=int,
+        default=256,
+        help="topic name length for the subscriptions attack (at least 10)",
+    )
     parser.add_argument("attack", choices=[*ATTACKS, "all"])
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     names = list(ATTACKS) if args.attack == "all" else [args.attack]
     for name in names:
-        result = run(args.crier, name, extra)
+        result = run(args.crier, name, extra, max(10, args.name_bytes))
         if args.json:
             print(json.dumps(result), flush=True)
         else:
@@ -269,6 +292,12 @@ def main():
                 f"attack {result['attack_seconds']} s, broker alive: {result['broker_alive']})",
                 flush=True,
             )
+            if "bytes_per_subscription" in result:
+                print(
+                    f"{'':14} {result['subscriptions']} subscriptions to {result['name_bytes']}-byte "
+                    f"names: {result['bytes_per_subscription']} B each",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -32,6 +32,46 @@ impl SlowConsumerPolicy {
     }
 }
 
+/// Whether WebSockets may negotiate permessage-deflate (RFC 7692).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionMode {
+    /// Accept permessage-deflate offers; deflate each publish once for all who accepted.
+    On,
+    /// Decline every offer: no RSV1 frames either way.
+    Off,
+}
+
+impl CompressionMode {
+    /// The name used on the command line and in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompressionMode::On => "on",
+            CompressionMode::Off => "off",
+        }
+    }
+}
+
+/// Where a publish gets its seq and how it reaches subscribers on other shards and nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// This process only: the in-process mesh (nothing else to run).
+    Local,
+    /// Nodes share topics through Redis: seq, epoch and history live there.
+    Redis,
+}
+
+impl EngineKind {
+    /// The name used on the command line and in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Local => "local",
+            EngineKind::Redis => "redis",
+        }
+    }
+}
+
 /// The broker's configuration. Each field is also a command-line flag (`--kebab-case`) and a
 /// key of the configuration file (`snake_case`, the field's name).
 #[derive(Debug, Clone, PartialEq, Parser)]
@@ -137,19 +177,130 @@ pub struct Config {
     /// Per-topic history overrides: `[[topics]]` tables in the configuration file only.
     #[arg(skip)]
     pub topics: Vec<TopicOverride>,
+    /// Subscriptions across all connections; a subscribe over it is answered `limit_reached`.
+    /// Default: a quarter of physical memory divided by the measured cost of one subscription
+    /// with a 256-byte name (docs/configuration.md).
+    #[arg(long, value_parser = parse_positive)]
+    pub max_subscriptions: Option<usize>,
+
+    /// Distinct topics with subscribers across all shards; a subscribe that would add one
+    /// over it is answered `limit_reached`. Default: an eighth of physical memory divided by
+    /// the measured cost of one topic with a 256-byte name (docs/configuration.md).
+    #[arg(long, value_parser = parse_positive)]
+    pub max_topics: Option<usize>,
+
+    /// permessage-deflate for clients that offer it (every browser does). On: each publish is
+    /// deflated once, on its topic's owner, and the same bytes go to every compressing
+    /// subscriber, so CPU grows per publish, not per subscriber (docs/decisions.md).
+    #[arg(long, value_enum, default_value = "on")]
+    pub compression: CompressionMode,
+
+    /// Deliveries whose frame payload is shorter than this are sent plain: deflate from an
+    /// empty window saves little on short messages (128 B of JSON: 12 % at level 6, nothing
+    /// at level 1; 256 B: 37 %) for a fixed ~10 µs per publish (bench/deflate).
+    #[arg(long, default_value_t = 256)]
+    pub compression_min_bytes: usize,
+
+    /// zlib level for the deflated twin of a publish (1 fastest .. 9 smallest). 6: 1 KiB of
+    /// JSON to 31 % in ~20 µs, once per publish (level 1: 40 % in ~5 µs; 9: no smaller than 6).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level: u32,
 
     /// Origins allowed to open WebSockets (repeat the flag or separate by commas).
     /// Empty: allow every origin.
     #[arg(long = "allowed-origin", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<String>,
 
-    /// Batches of cross-shard messages one shard's inbox holds before senders count it full.
-    #[arg(long, default_value_t = 4096, value_parser = parse_positive)]
-    pub inbox_capacity: usize,
+    /// Bytes of cross-shard data (publishes, deliveries: payload plus 64 B each) one shard's
+    /// inbox may hold; past it, publishes to the shard are refused (`overloaded`) and skipped
+    /// deliveries announced (`dropped`). Control messages may use twice as much.
+    #[arg(long, default_value_t = 16 << 20, value_parser = parse_positive)]
+    pub inbox_budget_bytes: usize,
 
     /// Pin shard k to the k-th CPU this process may run on.
     #[arg(long, default_value_t = false)]
     pub pin_threads: bool,
+
+    /// HMAC secret for HS256/384/512 connection tokens, one file each (repeat for rotation;
+    /// `KID=PATH` gives the key a `kid`). Setting any JWT key turns authentication on.
+    #[arg(long = "jwt-secret-file", value_name = "[KID=]PATH", value_parser = parse_key_file)]
+    pub jwt_secret_file: Vec<KeyFile>,
+
+    /// PEM public key (RSA, EC P-256/P-384, Ed25519) for RS*/PS*/ES*/EdDSA connection tokens
+    /// (repeat for rotation; `KID=PATH` gives the key a `kid`).
+    #[arg(long = "jwt-public-key-file", value_name = "[KID=]PATH", value_parser = parse_key_file)]
+    pub jwt_public_key_file: Vec<KeyFile>,
+
+    /// When set, tokens must carry this `aud`. Unset: `aud` is not checked.
+    #[arg(long, value_parser = parse_claim_value)]
+    pub jwt_audience: Option<String>,
+
+    /// When set, tokens must carry this `iss`. Unset: `iss` is not checked.
+    #[arg(long, value_parser = parse_claim_value)]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`: clocks of the backend and crier differ.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// With authentication on, a topic pattern (`*`, `>`) clients without a token may
+    /// subscribe to (repeat). None: anonymous clients may not subscribe.
+    #[arg(long = "anonymous-subscribe", value_name = "PATTERN", value_parser = parse_anonymous_pattern)]
+    pub anonymous_subscribe: Vec<String>,
+
+    /// With authentication on, a topic pattern clients without a token may publish to
+    /// (repeat). None: anonymous clients may not publish.
+    #[arg(long = "anonymous-publish", value_name = "PATTERN", value_parser = parse_anonymous_pattern)]
+    pub anonymous_publish: Vec<String>,
+
+    /// File of API keys, one per line: `POST /publish` then needs `Authorization: Bearer KEY`
+    /// (or a JWT with a publish grant). Unset: the HTTP API follows the WebSocket rules.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Serve /metrics on this separate address (e.g. 127.0.0.1:9090) and no longer on
+    /// `--listen`, so metrics need not be public. Unset: /metrics on `--listen`, as before.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Publishes per second one connection may make (token bucket, bursts of one second's
+    /// worth); over it: `rate_limited` / HTTP 429. Unset: unlimited.
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub max_publish_rate: Option<u32>,
+
+    /// New connections per second from one client address (IPv6: per /64); over it: 429.
+    /// Unset: unlimited.
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub max_handshake_rate_per_ip: Option<u32>,
+
+    /// Where seq is assigned and how publishes travel: `local` (this process; the default, so
+    /// a first start needs nothing else) or `redis` (several nodes share topics through Redis).
+    #[arg(long, value_enum, default_value = "local")]
+    pub engine: EngineKind,
+
+    /// With `--engine redis`: `redis://host:port[/db]`. Repeat it for a Redis Cluster seed
+    /// list (with `--redis-cluster`). Default: redis://127.0.0.1:6379.
+    #[arg(long = "redis-url", value_parser = parse_redis_url)]
+    pub redis_url: Vec<String>,
+
+    /// Talk to a Redis Cluster (`--redis-url` values are seeds; SPUBLISH/SSUBSCRIBE).
+    #[arg(long, default_value_t = false)]
+    pub redis_cluster: bool,
+
+    /// Prefix of every key and channel crier uses in Redis, so several deployments can share
+    /// one Redis.
+    #[arg(long, default_value = "crier", value_parser = parse_redis_prefix)]
+    pub redis_prefix: String,
+
+    /// A Redis command taking longer than this counts as a lost connection (publishes are
+    /// refused with engine_unavailable until a reconnect caught up).
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
+    pub redis_timeout: Duration,
+
+    /// /readyz answers 503 once the engine's backend (Redis) has been unreachable this long:
+    /// long enough to ride out a Redis restart, short enough for a load balancer to react.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub engine_unready_after: Duration,
 }
 
 impl Config {
@@ -192,7 +343,11 @@ impl Config {
                     let _ = writeln!(out, "{} = {}", option.key, value);
                 }
                 None => {
-                    let _ = writeln!(out, "# {} = (unset: computed at start-up)", option.key);
+                    let why = match option.key {
+                        "threads" | "max_connections" => "unset: computed at start-up",
+                        _ => "unset",
+                    };
+                    let _ = writeln!(out, "# {} = ({why})", option.key);
                 }
             }
         }
@@ -445,11 +600,37 @@ file_options! {
     history_ttl: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
     max_history_bytes: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
     max_replay_messages: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
+    max_subscriptions: |v| read_count(v, 1).map(Some) => |v: &Option<usize>| v.map(count_value),
+    max_topics: |v| read_count(v, 1).map(Some) => |v: &Option<usize>| v.map(count_value),
+    compression: read_compression => |v: &CompressionMode| Some(toml::Value::String(v.name().into())),
+    compression_min_bytes: |v| read_count(v, 0) => |v: &usize| Some(count_value(*v)),
+    compression_level: |v| read_count(v, 1).and_then(|n| {
+        u32::try_from(n).ok().filter(|n| *n <= 9).ok_or_else(|| format!("{n} is not a zlib level 1..9"))
+    }) => |v: &u32| Some(count_value(*v as usize)),
     allowed_origins: read_origins => |v: &Vec<String>| Some(toml::Value::Array(
         v.iter().cloned().map(toml::Value::String).collect(),
     )),
-    inbox_capacity: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
+    inbox_budget_bytes: |v| read_count(v, 1) => |v: &usize| Some(count_value(*v)),
     pin_threads: read_bool => |v: &bool| Some(toml::Value::Boolean(*v)),
+    jwt_secret_file: read_key_files => key_files_value,
+    jwt_public_key_file: read_key_files => key_files_value,
+    jwt_audience: |v| read_claim_value(v).map(Some) => |v: &Option<String>| v.clone().map(toml::Value::String),
+    jwt_issuer: |v| read_claim_value(v).map(Some) => |v: &Option<String>| v.clone().map(toml::Value::String),
+    jwt_leeway: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),
+    anonymous_subscribe: read_patterns => patterns_value,
+    anonymous_publish: read_patterns => patterns_value,
+    api_key_file: |v| read_path(v).map(Some) => |v: &Option<PathBuf>| v.as_ref().map(|p| toml::Value::String(p.display().to_string())),
+    metrics_listen: |v| read_socket_addr(v).map(Some) => |v: &Option<SocketAddr>| v.map(|a| toml::Value::String(a.to_string())),
+    max_publish_rate: |v| read_rate(v).map(Some) => |v: &Option<u32>| v.map(|n| toml::Value::Integer(i64::from(n))),
+    max_handshake_rate_per_ip: |v| read_rate(v).map(Some) => |v: &Option<u32>| v.map(|n| toml::Value::Integer(i64::from(n))),
+    engine: read_engine => |v: &EngineKind| Some(toml::Value::String(v.name().into())),
+    redis_url: read_redis_urls => |v: &Vec<String>| Some(toml::Value::Array(
+        v.iter().cloned().map(toml::Value::String).collect(),
+    )),
+    redis_cluster: read_bool => |v: &bool| Some(toml::Value::Boolean(*v)),
+    redis_prefix: read_redis_prefix => |v: &String| Some(toml::Value::String(v.clone())),
+    redis_timeout: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
+    engine_unready_after: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),
 }
 
 fn known_keys() -> String {
@@ -637,7 +818,7 @@ fn check_duration(duration: Duration, positive: bool) -> Result<Duration, String
 fn duration_value(duration: Duration) -> toml::Value {
     let text = if duration.subsec_nanos() == 0 {
         format!("{}s", duration.as_secs())
-    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+    } else if duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", duration.as_millis())
     } else {
         format!("{}s", duration.as_secs_f64())
@@ -649,6 +830,15 @@ fn read_policy(value: &toml::Value) -> Result<SlowConsumerPolicy, String> {
     let choices = "one of \"disconnect\", \"drop\"";
     match value {
         toml::Value::String(text) => SlowConsumerPolicy::from_str(text.trim(), false)
+            .map_err(|_| format!("{text:?} is not {choices}")),
+        other => Err(format!("expected {choices}, found {}", found(other))),
+    }
+}
+
+fn read_compression(value: &toml::Value) -> Result<CompressionMode, String> {
+    let choices = "one of \"on\", \"off\"";
+    match value {
+        toml::Value::String(text) => CompressionMode::from_str(text.trim(), false)
             .map_err(|_| format!("{text:?} is not {choices}")),
         other => Err(format!("expected {choices}, found {}", found(other))),
     }
@@ -668,11 +858,207 @@ fn read_origins(value: &toml::Value) -> Result<Vec<String>, String> {
         .collect()
 }
 
+fn read_engine(value: &toml::Value) -> Result<EngineKind, String> {
+    let choices = "one of \"local\", \"redis\"";
+    match value {
+        toml::Value::String(text) => EngineKind::from_str(text.trim(), false)
+            .map_err(|_| format!("{text:?} is not {choices}")),
+        other => Err(format!("expected {choices}, found {}", found(other))),
+    }
+}
+
+fn read_redis_urls(value: &toml::Value) -> Result<Vec<String>, String> {
+    let expected = "expected a URL such as \"redis://127.0.0.1:6379\" or an array of them";
+    match value {
+        toml::Value::String(text) => Ok(vec![parse_redis_url(text)?]),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::String(text) => parse_redis_url(text),
+                other => Err(format!("{expected}, found {} in it", found(other))),
+            })
+            .collect(),
+        other => Err(format!("{expected}, found {}", found(other))),
+    }
+}
+
+fn read_redis_prefix(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => parse_redis_prefix(text),
+        other => Err(format!(
+            "expected a string such as \"crier\", found {}",
+            found(other)
+        )),
+    }
+}
+
+/// `redis://` or `rediss://` (or `valkey://`), checked by the Redis client's own parser.
+fn parse_redis_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    text.parse::<redis::ConnectionInfo>()
+        .map_err(|e| format!("{text:?} is not a Redis URL such as redis://127.0.0.1:6379: {e}"))?;
+    Ok(text.to_string())
+}
+
+/// Non-empty, printable, and without braces: the topic's hash tag follows the prefix, and a
+/// brace in the prefix would move every topic into one Cluster slot.
+fn parse_redis_prefix(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 64 {
+        return Err("the Redis prefix must be 1 to 64 characters".to_string());
+    }
+    if text
+        .chars()
+        .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{text:?}: the Redis prefix may not contain braces or spaces"
+        ));
+    }
+    Ok(text.to_string())
+}
+
 fn read_bool(value: &toml::Value) -> Result<bool, String> {
     match value {
         toml::Value::Boolean(b) => Ok(*b),
         other => Err(format!(
             "expected true or false (no quotes), found {}",
+            found(other)
+        )),
+    }
+}
+
+/// A key file named on the command line or in the file: `PATH`, or `KID=PATH` to give the
+/// key the `kid` tokens name it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    pub kid: Option<String>,
+    pub path: PathBuf,
+}
+
+impl fmt::Display for KeyFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kid {
+            Some(kid) => write!(f, "{kid}={}", self.path.display()),
+            None => write!(f, "{}", self.path.display()),
+        }
+    }
+}
+
+/// `PATH` or `KID=PATH`. A kid never holds `/`, so `./a=b.pem` is a path with `=` in it.
+pub fn parse_key_file(text: &str) -> Result<KeyFile, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty key file name".to_string());
+    }
+    let (kid, path) = match text.split_once('=') {
+        Some((kid, path)) if !kid.contains('/') => (Some(kid), path),
+        _ => (None, text),
+    };
+    if kid == Some("") {
+        return Err(format!("{text:?}: empty kid before '='"));
+    }
+    if path.is_empty() {
+        return Err(format!("{text:?}: no path after '='"));
+    }
+    Ok(KeyFile {
+        kid: kid.map(str::to_string),
+        path: PathBuf::from(path),
+    })
+}
+
+fn read_key_files(value: &toml::Value) -> Result<Vec<KeyFile>, String> {
+    let expected = "expected a path, \"KID=PATH\", or an array of them";
+    match value {
+        toml::Value::String(text) => Ok(vec![parse_key_file(text)?]),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::String(text) => parse_key_file(text),
+                other => Err(format!("{expected}, found {} in it", found(other))),
+            })
+            .collect(),
+        other => Err(format!("{expected}, found {}", found(other))),
+    }
+}
+
+fn key_files_value(files: &[KeyFile]) -> Option<toml::Value> {
+    Some(toml::Value::Array(
+        files
+            .iter()
+            .map(|f| toml::Value::String(f.to_string()))
+            .collect(),
+    ))
+}
+
+/// An `aud` or `iss` value: any non-empty text.
+fn parse_claim_value(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("must not be empty".to_string())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+fn read_claim_value(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => parse_claim_value(text),
+        other => Err(format!("expected a string, found {}", found(other))),
+    }
+}
+
+/// A topic pattern for the anonymous rules: valid syntax and no `{sub}` (there is no token).
+fn parse_anonymous_pattern(text: &str) -> Result<String, String> {
+    let pattern = text.trim();
+    match crate::auth::pattern::validate_pattern(pattern) {
+        Ok(false) => Ok(pattern.to_string()),
+        Ok(true) => Err(format!(
+            "{pattern:?}: {{sub}} needs a token; anonymous rules cannot use it"
+        )),
+        Err(e) => Err(format!("{pattern:?} is not a topic pattern: {e}")),
+    }
+}
+
+fn read_patterns(value: &toml::Value) -> Result<Vec<String>, String> {
+    let expected = "expected an array of topic patterns such as [\"news.*\", \"public.>\"]";
+    let toml::Value::Array(items) = value else {
+        return Err(format!("{expected}, found {}", found(value)));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            toml::Value::String(text) => parse_anonymous_pattern(text),
+            other => Err(format!("{expected}, found {} in it", found(other))),
+        })
+        .collect()
+}
+
+fn patterns_value(patterns: &[String]) -> Option<toml::Value> {
+    Some(toml::Value::Array(
+        patterns.iter().cloned().map(toml::Value::String).collect(),
+    ))
+}
+
+fn read_path(value: &toml::Value) -> Result<PathBuf, String> {
+    match value {
+        toml::Value::String(text) if !text.trim().is_empty() => Ok(PathBuf::from(text.trim())),
+        other => Err(format!("expected a file path, found {}", found(other))),
+    }
+}
+
+/// A rate per second: 1 to [`crate::auth::rate::MAX_RATE_PER_SEC`].
+fn parse_rate(text: &str) -> Result<u32, String> {
+    let max = crate::auth::rate::MAX_RATE_PER_SEC;
+    match text.trim().parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a rate per second from 1 to {max}")),
+    }
+}
+
+fn read_rate(value: &toml::Value) -> Result<u32, String> {
+    match value {
+        toml::Value::Integer(n) => parse_rate(&n.to_string()),
+        other => Err(format!(
+            "expected a whole number of events per second, found {}",
             found(other)
         )),
     }
@@ -855,6 +1241,78 @@ mod tests {
             .collect();
         let keys: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
         assert_eq!(ids, keys, "OPTIONS lists every Config field, in order");
+    }
+
+    #[test]
+    fn key_files_take_an_optional_kid() {
+        let plain = parse_key_file("/etc/crier/jwt.pem").unwrap();
+        assert_eq!(
+            (plain.kid, plain.path),
+            (None, PathBuf::from("/etc/crier/jwt.pem"))
+        );
+        let named = parse_key_file("2025-06=/etc/crier/jwt.pem").unwrap();
+        assert_eq!(named.kid.as_deref(), Some("2025-06"));
+        assert_eq!(named.to_string(), "2025-06=/etc/crier/jwt.pem");
+        let odd = parse_key_file("./a=b.pem").unwrap();
+        assert_eq!((odd.kid, odd.path), (None, PathBuf::from("./a=b.pem")));
+        assert!(parse_key_file("=x.pem").is_err());
+        assert!(parse_key_file("k=").is_err());
+        assert!(parse_key_file(" ").is_err());
+    }
+
+    #[test]
+    fn auth_options_default_to_off_and_read_from_the_file() {
+        let config = Config::defaults();
+        assert!(config.jwt_secret_file.is_empty() && config.jwt_public_key_file.is_empty());
+        assert_eq!(config.jwt_leeway, Duration::from_secs(30));
+        assert_eq!(
+            (config.max_publish_rate, config.max_handshake_rate_per_ip),
+            (None, None)
+        );
+        assert_eq!(config.metrics_listen, None);
+
+        let table: toml::Table = toml::from_str(
+            r#"
+            jwt_secret_file = "/s"
+            jwt_public_key_file = ["a=/a.pem", "/b.pem"]
+            jwt_audience = "crier"
+            jwt_leeway = "5s"
+            anonymous_subscribe = ["public.>"]
+            max_publish_rate = 50
+            metrics_listen = "127.0.0.1:9090"
+            "#,
+        )
+        .unwrap();
+        let mut config = Config::defaults();
+        for (key, value) in &table {
+            let option = OPTIONS.iter().find(|o| o.key == key).unwrap();
+            (option.apply)(&mut config, value).unwrap();
+        }
+        assert_eq!(config.jwt_secret_file, [parse_key_file("/s").unwrap()]);
+        assert_eq!(config.jwt_public_key_file[0].kid.as_deref(), Some("a"));
+        assert_eq!(config.jwt_audience.as_deref(), Some("crier"));
+        assert_eq!(config.jwt_leeway, Duration::from_secs(5));
+        assert_eq!(config.anonymous_subscribe, ["public.>"]);
+        assert_eq!(config.max_publish_rate, Some(50));
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn anonymous_rules_and_rates_are_checked() {
+        assert!(parse_anonymous_pattern("news.*").is_ok());
+        assert!(parse_anonymous_pattern("user.{sub}.>")
+            .unwrap_err()
+            .contains("needs a token"));
+        assert!(parse_anonymous_pattern("news*").is_err());
+        assert!(read_patterns(&toml::Value::String("news.*".into())).is_err());
+        assert_eq!(parse_rate("100"), Ok(100));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("-1").is_err());
+        assert!(read_rate(&toml::Value::Integer(2_000_000)).is_err());
+        assert!(read_claim_value(&toml::Value::String(String::new())).is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! crier: a WebSocket pub/sub push broker with one event loop per core.
 //!
 //! The crate is split so the architecture shows in the file tree:
+//! - [`auth`]: who may subscribe and publish (JWT tokens, grants, API keys, rate limits);
+//!   sans-IO like `proto`.
 //! - [`proto`]: the sans-IO protocol core (HTTP heads, the RFC 6455 handshake and framing,
 //!   JSON commands). Pure functions and state machines over bytes; no sockets, threads or clocks.
 //! - [`topic`]: topic names, topic ownership, subscriber indexes and sequence numbers. Pure data
@@ -17,6 +19,7 @@
 //! - [`sys`]: the only `unsafe` code (rlimits, signals, CPU affinity).
 
 pub mod assets;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod engine;

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use crier::config::{self, ConfigError};
+use crier::auth;
+use crier::config::{self, Config, ConfigError};
 use crier::server;
 use crier::sys;
 
@@ -28,6 +29,23 @@ fn main() -> ExitCode {
         eprintln!("crier: configuration read from {}", file.display());
     }
     let config = loaded.config;
+    // Key files are read once, here; a broken one stops start-up like a bad option does.
+    if let Err(e) = auth::load_policy(&config) {
+        eprintln!("crier: {e}");
+        return ExitCode::from(2);
+    }
+    // Rate limits and the metrics listener are not wired yet: refuse to run with them rather
+    // than run unprotected while the operator believes otherwise.
+    if let Some(option) = unenforced_option(&config) {
+        eprintln!(
+            "crier: {option} is configured, but this build does not enforce it yet \
+             (rate limits and --metrics-listen are not wired); refusing to start"
+        );
+        return ExitCode::from(2);
+    }
+    if let Some(warning) = auth::open_access_warning(&config) {
+        eprintln!("crier: {warning}");
+    }
     // Blocked before any thread starts, so every thread inherits the mask and the signals
     // arrive only at `wait_for_shutdown_signal`.
     if let Err(e) = sys::block_shutdown_signals() {
@@ -45,7 +63,11 @@ fn main() -> ExitCode {
         config.drain_delay,
         config.drain_timeout,
     );
-    let handle = match server::start(config) {
+    let supervision = server::Supervision {
+        on_shard_failure: server::OnShardFailure::ExitProcess,
+        fault: injected_fault(),
+    };
+    let handle = match server::start_supervised(config, supervision) {
         Ok(handle) => handle,
         Err(e) => {
             eprintln!("crier: cannot start: {e}");
@@ -88,4 +110,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Debug builds only: `CRIER_FAULT=panic-shard=N` or `stall-shard=N` makes a shard misbehave,
+/// so the tests can check what the binary does then (tests/shard_failure.rs).
+#[cfg(debug_assertions)]
+fn injected_fault() -> server::Fault {
+    std::env::var("CRIER_FAULT")
+        .ok()
+        .and_then(|text| server::Fault::parse(&text))
+        .unwrap_or_default()
+}
+
+#[cfg(not(debug_assertions))]
+fn injected_fault() -> server::Fault {
+    server::Fault::None
+}
+
+/// The first option that is set although the shards do not enforce it yet.
+fn unenforced_option(config: &Config) -> Option<&'static str> {
+    [
+        (config.metrics_listen.is_some(), "--metrics-listen"),
+        (config.max_publish_rate.is_some(), "--max-publish-rate"),
+        (
+            config.max_handshake_rate_per_ip.is_some(),
+            "--max-handshake-rate-per-ip",
+        ),
+    ]
+    .into_iter()
+    .find_map(|(set, name)| set.then_some(name))
 }

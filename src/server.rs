@@ -1,9 +1,11 @@
 //! Starting crier: raise the open-file limit, bind one SO_REUSEPORT listener per shard, wire
 //! the shards' inboxes together and start one thread per shard. The returned
-//! [`ServerHandle`] is what the binary and the tests use alike.
+//! [`ServerHandle`] is what the binary and the tests use alike. Also the process-wide caps'
+//! defaults (derived from physical memory) and what happens when a shard thread dies.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,14 +14,20 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
-use crate::mesh::{self, Mesh, MeshMsg, PeerLink};
+use crate::broker::history::HistoryPolicy;
+use crate::config::{CompressionMode, Config, EngineKind};
+use crate::engine::redis::{self, EngineLink, EngineStatus};
+use crate::engine::InterestFilter;
+use crate::mesh::{self, Mesh, PeerLink};
 use crate::metrics::{render_prometheus, Metric, SharedCounters};
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
+use crate::proto::permessage_deflate::DeflatePolicy;
 use crate::shard::{AddressLimit, Shard, WAKER};
 use crate::shared::Shared;
 use crate::sys;
+
+pub use crate::shared::Fault;
 
 /// The subprotocol `/ws` selects when a client offers it.
 pub const PUBSUB_SUBPROTOCOL: &str = "crier.v1";
@@ -28,8 +36,67 @@ pub const PUBSUB_SUBPROTOCOL: &str = "crier.v1";
 /// client sockets, so that over-limit clients can still be told 503.
 const RESERVED_FILES: u64 = 64;
 
+/// Turns' batches the channel from the shards to the Redis engine's thread holds; past it a
+/// shard's publishes are refused `overloaded` (the thread is behind Redis by that much).
+const ENGINE_QUEUE_BATCHES: usize = 1024;
+
+/// Pause between attempts to reach Redis while it is unreachable.
+const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Listen backlog; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 65_535;
+
+/// RSS one subscription costs with a 256-byte topic name, one subscriber per topic (measured
+/// 1,114 B with `bench/abuse_rss.py subscriptions --name-bytes 256`, rounded up; 387 B with
+/// 10-byte names; docs/configuration.md). The
+/// `--max-subscriptions` default divides a quarter of physical memory by it.
+pub const BYTES_PER_SUBSCRIPTION: u64 = 1_200;
+/// RSS one topic costs with a 256-byte name on top of its first subscription (the owner's
+/// entry and a second index entry); the `--max-topics` default divides an eighth of physical
+/// memory by it.
+pub const BYTES_PER_TOPIC: u64 = 1_200;
+/// Used when /proc/meminfo cannot be read: 1 GiB.
+const FALLBACK_MEMORY_BYTES: u64 = 1 << 30;
+/// The process exit code when a shard thread dies (EX_SOFTWARE, sysexits.h).
+pub const SHARD_FAILURE_EXIT_CODE: i32 = 70;
+
+/// Physical memory, from `MemTotal` in /proc/meminfo.
+pub fn physical_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The `--max-subscriptions` and `--max-topics` defaults for a machine with `memory_bytes`.
+pub fn default_caps(memory_bytes: u64) -> (usize, usize) {
+    let subscriptions = (memory_bytes / 4 / BYTES_PER_SUBSCRIPTION).max(1);
+    let topics = (memory_bytes / 8 / BYTES_PER_TOPIC).max(1);
+    (
+        usize::try_from(subscriptions).unwrap_or(usize::MAX),
+        usize::try_from(topics).unwrap_or(usize::MAX),
+    )
+}
+
+/// What the process does when a shard thread ends with an error or a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnShardFailure {
+    /// The thread ends; `join` reports it (tests: one server among many in a process).
+    #[default]
+    Report,
+    /// The process exits at once with [`SHARD_FAILURE_EXIT_CODE`], so a supervisor restarts
+    /// it, rather than other shards serving without the topics the dead one owned (the
+    /// binary).
+    ExitProcess,
+}
+
+/// How a server is supervised.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Supervision {
+    pub on_shard_failure: OnShardFailure,
+    /// A failure to inject on purpose (tests of this very supervision).
+    pub fault: Fault,
+}
 
 /// A running server.
 #[derive(Debug)]
@@ -39,6 +106,8 @@ pub struct ServerHandle {
     links: Arc<[PeerLink]>,
     shared: Arc<Shared>,
     file_limit: sys::FileLimit,
+    /// The Redis engine's thread (`--engine redis`); it ends once every shard has.
+    engine_thread: Option<JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -81,7 +150,16 @@ impl ServerHandle {
     /// What `GET /metrics` would answer.
     pub fn metrics_text(&self) -> String {
         let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
-        render_prometheus(&snapshots)
+        let mut text = render_prometheus(&snapshots);
+        if let Some(status) = &self.shared.engine_status {
+            status.render(&mut text);
+        }
+        text
+    }
+
+    /// The Redis engine's state, with `--engine redis`.
+    pub fn engine_status(&self) -> Option<&EngineStatus> {
+        self.shared.engine_status.as_deref()
     }
 
     /// Makes `GET /readyz` answer 503 from now on, while everything else goes on as before:
@@ -95,14 +173,13 @@ impl ServerHandle {
     pub fn shutdown(&self) {
         self.stop_being_ready();
         for link in self.links.iter() {
-            // A shard that already stopped cannot be told again; nothing is lost.
-            while !link.send_now(MeshMsg::Shutdown) {
-                if self.threads.iter().all(|t| t.is_finished()) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            link.request_shutdown();
         }
+    }
+
+    /// The resolved `--max-subscriptions` and `--max-topics`.
+    pub fn global_caps(&self) -> (usize, usize) {
+        (self.shared.max_subscriptions, self.shared.max_topics)
     }
 
     /// Waits for every shard thread to end.
@@ -113,6 +190,11 @@ impl ServerHandle {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => result = Err(e),
                 Err(_) => result = Err(io::Error::other("a shard thread panicked")),
+            }
+        }
+        if let Some(thread) = self.engine_thread {
+            if thread.join().is_err() {
+                result = Err(io::Error::other("the engine thread panicked"));
             }
         }
         result
@@ -151,8 +233,13 @@ fn refuse_if_in_use(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// Starts a server with `config`.
+/// Starts a server with `config`; a shard that dies is reported by `join`.
 pub fn start(config: Config) -> io::Result<ServerHandle> {
+    start_supervised(config, Supervision::default())
+}
+
+/// Starts a server with `config` under `supervision`.
+pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<ServerHandle> {
     let file_limit = sys::raise_open_file_limit()?;
     let threads = config
         .threads
@@ -168,6 +255,11 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     let fd_budget = file_limit.soft.saturating_sub(reserve).max(1) as usize;
     let max_connections = config.max_connections.unwrap_or(fd_budget);
 
+    let memory = physical_memory_bytes().unwrap_or(FALLBACK_MEMORY_BYTES);
+    let (default_subscriptions, default_topics) = default_caps(memory);
+    let max_subscriptions = config.max_subscriptions.unwrap_or(default_subscriptions);
+    let max_topics = config.max_topics.unwrap_or(default_topics);
+
     refuse_if_in_use(config.listen)?;
     let first = bind_reuseport(config.listen)?;
     let local_addr = first.local_addr()?;
@@ -182,7 +274,12 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     } else {
         Some(config.allowed_origins.clone())
     };
+    let deflate = (config.compression == CompressionMode::On).then(DeflatePolicy::default);
+    // Key files are read here, once, before any shard starts.
+    let policy = crate::auth::load_policy(&config)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let shared = Arc::new(Shared {
+        policy: Arc::new(policy),
         max_connections,
         open_connections: AtomicUsize::new(0),
         per_address: (config.max_connections_per_ip > 0)
@@ -192,16 +289,25 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
         pubsub_policy: UpgradePolicy {
             allowed_origins: allowed_origins.clone(),
             subprotocols,
+            deflate,
         },
         echo_policy: UpgradePolicy {
             allowed_origins,
             subprotocols: Vec::new(),
+            deflate,
         },
+        compressing_subscribers: Arc::new(AtomicUsize::new(0)),
         head_limits: HeadLimits {
             max_head_bytes: config.max_head_bytes,
             max_headers: config.max_headers,
         },
         started: Instant::now(),
+        max_subscriptions,
+        max_topics,
+        subscriptions: Arc::default(),
+        interest: Arc::new(InterestFilter::new(max_topics)),
+        fault: supervision.fault,
+        engine_status: None,
         config,
     });
 
@@ -211,12 +317,41 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
     for _ in 0..threads {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (link, inbox) = mesh::inbox(shared.config.inbox_capacity, waker);
+        let (link, inbox) = mesh::inbox(shared.config.inbox_budget_bytes, waker);
         polls.push(poll);
         links.push(link);
         inboxes.push(inbox);
     }
     let links: Arc<[PeerLink]> = links.into();
+
+    let mut engine_thread = None;
+    let mut engine_link: Option<EngineLink> = None;
+    let mut shared = shared;
+    if shared.config.engine == EngineKind::Redis {
+        let config = &shared.config;
+        let settings = redis::Settings {
+            urls: if config.redis_url.is_empty() {
+                vec!["redis://127.0.0.1:6379".to_string()]
+            } else {
+                config.redis_url.clone()
+            },
+            cluster: config.redis_cluster,
+            prefix: config.redis_prefix.clone(),
+            history: HistoryPolicy::from_config(config),
+            timeout: config.redis_timeout,
+            reconnect_interval: RECONNECT_INTERVAL,
+            queue_batches: ENGINE_QUEUE_BATCHES,
+            inbox_budget_bytes: config.inbox_budget_bytes,
+        };
+        let handle = redis::start(settings, links.clone(), config.engine_unready_after)?;
+        engine_thread = Some(handle.thread);
+        engine_link = Some(handle.link);
+        let status: Arc<EngineStatus> = handle.status;
+        match Arc::get_mut(&mut shared) {
+            Some(shared) => shared.engine_status = Some(status),
+            None => return Err(io::Error::other("shared state is already in use")),
+        }
+    }
 
     let cpus = sys::allowed_cpus();
     let mut handles = Vec::with_capacity(threads);
@@ -230,14 +365,29 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
             None
         };
         let listener = mio::net::TcpListener::from_std(listener);
-        let shard = Shard::new(id, shared, poll, listener, mesh)?;
+        let shard = Shard::new(id, shared, poll, listener, mesh, engine_link.clone())?;
         let handle = std::thread::Builder::new()
             .name(format!("crier-shard-{id}"))
             .spawn(move || {
-                if let Some(cpu) = pin_to {
-                    sys::pin_current_thread(cpu)?;
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    if let Some(cpu) = pin_to {
+                        sys::pin_current_thread(cpu)?;
+                    }
+                    shard.run()
+                }));
+                let result = match result {
+                    Ok(result) => result,
+                    Err(_panic) => Err(io::Error::other(format!("shard {id} panicked"))),
+                };
+                if let Err(e) = &result {
+                    if supervision.on_shard_failure == OnShardFailure::ExitProcess {
+                        // The other shards would go on without this one's topics and retry
+                        // what they owe it for ever: better a clean restart.
+                        eprintln!("crier: shard {id} failed: {e}; exiting");
+                        std::process::exit(SHARD_FAILURE_EXIT_CODE);
+                    }
                 }
-                shard.run()
+                result
             })?;
         handles.push(handle);
     }
@@ -248,5 +398,6 @@ pub fn start(config: Config) -> io::Result<ServerHandle> {
         links,
         shared,
         file_limit,
+        engine_thread,
     })
 }

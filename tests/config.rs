@@ -189,7 +189,7 @@ fn bad_values_are_refused_with_the_key_and_the_reason() {
             "found the number 1.5",
         ),
         ("threads = 0", "threads", "0 is too small (at least 1)"),
-        ("inbox_capacity = 0", "inbox_capacity", "too small"),
+        ("inbox_budget_bytes = 0", "inbox_budget_bytes", "too small"),
         (
             r#"pin_threads = "yes""#,
             "pin_threads",
@@ -379,6 +379,19 @@ fn the_configuration_guide_documents_every_option_with_key_and_flag() {
             "flag `--{flag}` is documented"
         );
     }
+}
+
+#[test]
+fn the_redis_example_configuration_loads_as_a_redis_node() {
+    let path = repo_file("systemd/crier-redis.toml");
+    let config = load(&["--config", path.to_str().unwrap()]).unwrap();
+    assert_eq!(config.engine, crier::config::EngineKind::Redis);
+    assert_eq!(config.redis_url, ["redis://10.0.0.5:6379"]);
+    assert_eq!(config.redis_prefix, "crier");
+    let bad = TempFile::new("engine = \"redis\"\nredis_prefix = \"a{b\"\n");
+    assert!(crier::config::load(["crier", "--config", bad.path()]).is_err());
+    let bad = TempFile::new("redis_url = \"http://x\"\n");
+    assert!(crier::config::load(["crier", "--config", bad.path()]).is_err());
 }
 
 #[test]

@@ -30,11 +30,20 @@ fn publish_json(addr: std::net::SocketAddr, topic: &str, body: &str) -> (u64, St
     )
 }
 
+/// A subscriber to `topic` (acked): a topic has state, and keeps publishes, only once some
+/// subscriber wanted it (a publish to a topic with no state is unheard).
+fn listener(addr: std::net::SocketAddr, topic: &str) -> Client {
+    let mut client = connect(addr, "/ws");
+    subscribe(&mut client, topic);
+    client
+}
+
 #[test]
 fn history_pages_kept_messages_from_whichever_shard_owns_the_topic() {
     let server = start(&["--threads", "4", "--max-replay-messages", "50"]);
     let addr = server.local_addr();
     let topics: Vec<String> = (0..8).map(|t| format!("room.{t}")).collect();
+    let _listeners: Vec<Client> = topics.iter().map(|t| listener(addr, t)).collect();
     let mut epochs = Vec::new();
     for topic in &topics {
         let mut epoch = String::new();
@@ -88,6 +97,7 @@ fn binary_messages_come_back_in_base64_and_unknown_topics_have_no_epoch() {
     let server = start(&["--threads", "4"]);
     let addr = server.local_addr();
     let payload = [0u8, 1, 2, 0xfe, 0xff];
+    let _listener = listener(addr, "bin");
     let (status, answer) = http_publish(addr, "bin", "application/octet-stream", &payload);
     assert_eq!(status, 200, "{answer}");
     let mut stream = tcp(addr);

@@ -469,6 +469,21 @@ fn history_counters_say_exactly_what_was_kept_and_why_it_left() {
         let (status, answer) = http_publish(addr, topic, "application/json", body.as_bytes());
         assert_eq!(status, 200, "{answer}");
     };
+    // Each topic has state (a subscriber) before its first publish: a publish to a topic with
+    // no state is unheard and kept nowhere.
+    let names: Vec<String> = ["a", "big"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..10).map(|t| format!("c{t}")))
+        .collect();
+    let _listeners: Vec<_> = names
+        .iter()
+        .map(|topic| {
+            let mut client = connect(addr, "/ws");
+            subscribe(&mut client, topic);
+            client
+        })
+        .collect();
     for i in 0..5 {
         publish("a", &i.to_string());
     }
@@ -479,7 +494,8 @@ fn history_counters_say_exactly_what_was_kept_and_why_it_left() {
     assert_eq!(s.total("crier_history_evicted_total{reason=\"budget\"}"), 0);
     assert_eq!(s.total("crier_history_messages"), 3);
     assert!(s.total("crier_history_bytes") > 3 * 3);
-    assert_eq!(s.total("crier_history_incarnations_total"), 1);
+    // Each topic's incarnation started with its first subscriber.
+    assert_eq!(s.total("crier_history_incarnations_total"), 12);
     // Larger than the whole budget: not kept.
     publish("big", &format!("\"{}\"", "x".repeat(25_000)));
     let s = scrape(addr);

@@ -43,6 +43,14 @@ fn resume(client: &mut Client, topic: &str, since: Value) -> Value {
     ack
 }
 
+/// A subscriber of `topic`, acknowledged: a topic starts (gets an epoch and keeps history)
+/// only once somebody listens; a publish to a topic nobody ever listened to is unheard.
+fn first_listener(addr: std::net::SocketAddr, topic: &str) -> Client {
+    let mut client = connect(addr, "/ws");
+    subscribe(&mut client, topic);
+    client
+}
+
 fn seq_of(message: &Value) -> u64 {
     assert_eq!(message["op"], "message", "{message}");
     message["seq"].as_u64().unwrap()
@@ -87,7 +95,9 @@ fn a_topic_with_history_is_sequenced_and_kept_while_nobody_listens() {
     let server = start(&[]);
     let addr = server.local_addr();
     let mut publisher = connect(addr, "/ws");
+    let listener = first_listener(addr, "quiet");
     let (seq, epoch) = publish(&mut publisher, "quiet", json!("a"));
+    drop(listener);
     assert_eq!(seq, 1);
     assert_eq!(
         publish(&mut publisher, "quiet", json!("b")),
@@ -107,8 +117,10 @@ fn wrong_epoch_too_old_and_over_the_cap_are_not_recovered_and_replay_nothing() {
     let server = start(&["--history-size", "5", "--max-replay-messages", "3"]);
     let addr = server.local_addr();
     let mut publisher = connect(addr, "/ws");
-    let mut epoch = String::new();
-    for i in 1..=10 {
+    let listener = first_listener(addr, "news");
+    let mut epoch = publish(&mut publisher, "news", json!(1)).1;
+    drop(listener);
+    for i in 2..=10 {
         epoch = publish(&mut publisher, "news", json!(i)).1;
     }
     let cases = [
@@ -146,7 +158,9 @@ fn past_the_ttl_the_topic_is_gone_and_comes_back_with_a_new_epoch() {
     let server = start(&["--history-ttl", "200ms"]);
     let addr = server.local_addr();
     let mut publisher = connect(addr, "/ws");
+    let listener = first_listener(addr, "news");
     let (_, epoch) = publish(&mut publisher, "news", json!(1));
+    drop(listener);
     std::thread::sleep(Duration::from_millis(600));
     let mut client = connect(addr, "/ws");
     let ack = resume(&mut client, "news", json!({"seq": 0, "epoch": epoch}));
@@ -163,8 +177,13 @@ fn the_byte_budget_evicts_the_oldest_messages_first() {
     let addr = server.local_addr();
     let mut publisher = connect(addr, "/ws");
     let big = "x".repeat(1000);
+    let listener = first_listener(addr, "a");
     let (_, epoch) = publish(&mut publisher, "a", json!(big));
-    for _ in 0..60 {
+    drop(listener);
+    let listener = first_listener(addr, "b");
+    publish(&mut publisher, "b", json!(big));
+    drop(listener);
+    for _ in 1..60 {
         publish(&mut publisher, "b", json!(big));
     }
     let mut client = connect(addr, "/ws");
@@ -190,8 +209,9 @@ fn the_byte_budget_evicts_the_oldest_messages_first() {
 fn a_restarted_broker_answers_with_a_new_epoch() {
     let server = start(&[]);
     let mut publisher = connect(server.local_addr(), "/ws");
+    let listener = first_listener(server.local_addr(), "news");
     let (_, epoch) = publish(&mut publisher, "news", json!(1));
-    drop(publisher);
+    drop((listener, publisher));
     stop(server, ANSWER_TIMEOUT);
     let server = start(&[]);
     let mut client = connect(server.local_addr(), "/ws");
@@ -206,7 +226,9 @@ fn binary_messages_are_replayed_as_the_same_binary_frames() {
     let server = start(&[]);
     let addr = server.local_addr();
     let mut publisher = connect(addr, "/ws");
+    let listener = first_listener(addr, "bin");
     let (_, epoch) = publish(&mut publisher, "bin", json!("first"));
+    drop(listener);
     let mut expected = Vec::new();
     for (i, payload) in [&b"\x00\x01\xff"[..], b"", &[7u8; 70_000]]
         .iter()
@@ -239,8 +261,10 @@ fn the_url_form_resumes_at_connect() {
     let server = start(&[]);
     let addr = server.local_addr();
     let mut publisher = connect(addr, "/ws");
-    let mut epoch = String::new();
-    for i in 1..=4 {
+    let listener = first_listener(addr, "news");
+    let mut epoch = publish(&mut publisher, "news", json!(1)).1;
+    drop(listener);
+    for i in 2..=4 {
         epoch = publish(&mut publisher, "news", json!(i)).1;
     }
     let mut client = connect(addr, &format!("/ws?topic=news&since=news:2:{epoch}"));
@@ -274,7 +298,9 @@ fn readers_dropping_and_resuming_across_shards_under_a_flat_out_publisher_see_ev
     ]);
     let addr = server.local_addr();
     let mut publisher = connect(addr, "/ws");
+    let listener = first_listener(addr, "storm");
     let (_, epoch) = publish(&mut publisher, "storm", json!(0));
+    drop(listener);
     let started = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..READERS)
         .map(|r| {
@@ -402,6 +428,43 @@ fn a_slow_consumer_is_told_exactly_where_it_stopped_and_a_resume_from_there_neve
     assert_eq!(ack["recovered"], true, "{ack}");
     for expected in top - 2..=top {
         assert_eq!(seq_of(&next_json(&mut late)), expected);
+    }
+    stop(server, ANSWER_TIMEOUT);
+}
+
+/// A topic nobody ever listened to has no state: a publish to it is unheard (seq 0, no
+/// epoch) and starts nothing. Once a listener came and went, the kept history holds the topic
+/// alive: publishes from every shard (eight publishers over four shards) are sequenced and
+/// kept, and a page's first load gets all of them.
+#[test]
+fn only_a_topic_with_state_keeps_publishes_from_any_shard() {
+    let server = start(&["--threads", "4"]);
+    let addr = server.local_addr();
+    let mut publishers: Vec<Client> = (0..8).map(|_| connect(addr, "/ws")).collect();
+    send_json(
+        &mut publishers[0],
+        json!({"op": "publish", "topic": "fresh", "data": 0, "id": "p"}),
+    );
+    let ack = next_json(&mut publishers[0]);
+    assert_eq!((&ack["seq"], ack.get("epoch")), (&json!(0), None), "{ack}");
+    let mut page = connect(addr, "/ws");
+    let ack = resume(&mut page, "fresh", json!({"seq": 0}));
+    assert_eq!((&ack["seq"], &ack["recovered"]), (&json!(0), &json!(true)));
+    drop(page);
+
+    let listener = first_listener(addr, "kept");
+    let (first, epoch) = publish(&mut publishers[0], "kept", json!(0));
+    assert_eq!(first, 1);
+    drop(listener);
+    for (i, publisher) in publishers.iter_mut().enumerate() {
+        let (seq, e) = publish(publisher, "kept", json!(i + 1));
+        assert_eq!((seq, &e), (i as u64 + 2, &epoch));
+    }
+    let mut page = connect(addr, "/ws");
+    let ack = resume(&mut page, "kept", json!({"seq": 0}));
+    assert_eq!((&ack["seq"], &ack["recovered"]), (&json!(9), &json!(true)));
+    for seq in 1..=9 {
+        assert_eq!(seq_of(&next_json(&mut page)), seq);
     }
     stop(server, ANSWER_TIMEOUT);
 }

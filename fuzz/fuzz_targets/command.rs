@@ -32,7 +32,9 @@ fn assert_json(frame: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     match parse_command(data) {
         Ok(command) => {
-            assert!(validate_topic_str(command.topic()).is_ok());
+            if let Some(topic) = command.topic() {
+                assert!(validate_topic_str(topic).is_ok());
+            }
             if let Some(id) = command.id() {
                 assert!(matches!(id.get().as_bytes()[0], b'"' | b'-' | b'0'..=b'9'));
                 assert_json(&envelope::ack_frame(id, Some(7)));

@@ -5,6 +5,7 @@
 use crier::proto::handshake::{check_server_response, check_upgrade, UpgradePolicy};
 use crier::proto::http::{parse_request_head, HeadLimits};
 use crier::proto::http_body::{body_framing, request_body, BodyFraming};
+use crier::proto::permessage_deflate::DeflatePolicy;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let policy = UpgradePolicy {
             allowed_origins: Some(vec!["https://crier.example".into()]),
             subprotocols: vec!["crier.v1".into()],
+            deflate: Some(DeflatePolicy::default()),
         };
         if let Ok(accepted) = check_upgrade(&head, &policy) {
             if let Some(protocol) = &accepted.subprotocol {

@@ -55,6 +55,10 @@ pub struct Args {
     /// Publish and expect binary frames instead of JSON text.
     #[arg(long)]
     pub binary: bool,
+    /// Offer permessage-deflate (RFC 7692) on every WebSocket and inflate compressed frames,
+    /// as browsers do: measures what compression costs the broker and saves on the wire.
+    #[arg(long)]
+    pub compression: bool,
     /// Publish with `POST <URL>/publish/<topic>` over HTTP/1.1 keep-alive instead of over
     /// WebSocket (e.g. `http://127.0.0.1:8080`).
     #[arg(long)]

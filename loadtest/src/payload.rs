@@ -19,8 +19,10 @@ pub struct Stamp {
 /// Bytes of the binary stamp: p u32, k u32, n u64, t u64, all little-endian.
 pub const BINARY_STAMP_BYTES: usize = 24;
 
-/// Appends the JSON `data` value for `stamp`, padded with `x` to exactly `size` bytes when
-/// `size` is large enough (otherwise the unpadded minimum, about 60 bytes).
+/// Appends the JSON `data` value for `stamp`, padded to exactly `size` bytes when `size` is
+/// large enough (otherwise the unpadded minimum, about 60 bytes). The padding reads like
+/// market data (symbols and prices that vary per message), not one repeated byte, so
+/// permessage-deflate measurements (`--compression`) see a realistic ratio for JSON.
 pub fn encode_json_data(stamp: &Stamp, size: usize, out: &mut Vec<u8>) {
     use std::io::Write;
     let start = out.len();
@@ -34,7 +36,24 @@ pub fn encode_json_data(stamp: &Stamp, size: usize, out: &mut Vec<u8>) {
     let used = out.len() - start;
     if size >= used + PAD_OVERHEAD {
         out.extend_from_slice(b",\"pad\":\"");
-        out.resize(out.len() + (size - used - PAD_OVERHEAD), b'x');
+        let pad_end = out.len() + (size - used - PAD_OVERHEAD);
+        let mut x = stamp.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        while out.len() < pad_end {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let _ = write!(
+                out,
+                "SYM{} bid {}.{:02} ask {}.{:02} qty {} venue XNAS; ",
+                x % 40,
+                100 + (x >> 8) % 50,
+                (x >> 16) % 100,
+                100 + (x >> 24) % 50,
+                (x >> 32) % 100,
+                (x >> 40) % 1000
+            );
+        }
+        out.truncate(pad_end);
         out.extend_from_slice(b"\"}");
     } else {
         out.push(b'}');

@@ -91,6 +91,7 @@ pub fn prepare(args: &Args) -> Result<Setup, SetupError> {
         ws,
         http,
         binary: args.binary,
+        compression: args.compression,
         size: args.size,
         mode,
         warmup: args.warmup,

@@ -5,7 +5,7 @@
 use crier::proto::frame::OpCode;
 use crier::proto::handshake;
 use crier::proto::prepared::encode_client_frame;
-use crier::proto::session::{Decoded, Event, Role, Session, SessionLimits};
+use crier::proto::session::{Decoded, Event, PeerDeflate, Role, Session, SessionLimits};
 
 /// A rule of RFC 6455 §4.1 the broker's handshake response broke.
 pub use crier::proto::handshake::ClientHandshakeError as HandshakeError;
@@ -24,17 +24,48 @@ pub enum WsEvent<'a> {
     Close { code: Option<u16>, reason: String },
 }
 
-/// The upgrade request for `path_and_query` and the `Sec-WebSocket-Accept` value to expect.
-pub fn upgrade_request(host: &str, path_and_query: &str, key: [u8; 16]) -> (Vec<u8>, String) {
+/// The permessage-deflate offer `--compression` sends (RFC 7692 §7.1.3's simplest one).
+pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// The upgrade request for `path_and_query` and the `Sec-WebSocket-Accept` value to expect;
+/// with `compression`, it offers permessage-deflate.
+pub fn upgrade_request(
+    host: &str,
+    path_and_query: &str,
+    key: [u8; 16],
+    compression: bool,
+) -> (Vec<u8>, String) {
     use base64::Engine;
     let key_base64 = base64::engine::general_purpose::STANDARD.encode(key);
-    let request = handshake::client_request(host, path_and_query, &key_base64, None);
+    let mut request = handshake::client_request(host, path_and_query, &key_base64, None);
+    if compression {
+        // Before the blank line that ends the head.
+        let end = request.len() - 2;
+        let field = format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n");
+        request.splice(end..end, field.into_bytes());
+    }
     (request, handshake::accept_key(key_base64.as_bytes()))
 }
 
-/// Checks the response head in `buf`: the head length once complete, `None` while partial.
-pub fn check_response(buf: &[u8], expected_accept: &str) -> Result<Option<usize>, HandshakeError> {
-    handshake::check_server_response(buf, expected_accept)
+/// Checks the response head in `buf`: the head length once complete, `None` while partial;
+/// with it, whether the broker accepted compression (then `reader` inflates).
+pub fn check_response(
+    buf: &[u8],
+    expected_accept: &str,
+    offered_compression: bool,
+    reader: &mut Reader,
+) -> Result<Option<usize>, HandshakeError> {
+    let checked =
+        handshake::check_server_response_deflate(buf, expected_accept, offered_compression)?;
+    Ok(checked.map(|(len, deflate)| {
+        reader
+            .session
+            .set_peer_deflate(deflate.map(|d| PeerDeflate {
+                window_bits: d.server_max_window_bits,
+                no_context_takeover: d.server_no_context_takeover,
+            }));
+        len
+    }))
 }
 
 /// Appends one masked client frame (RFC 6455 §5.3: every client frame is masked).

@@ -6,6 +6,7 @@
 
 use serde_json::value::RawValue;
 
+use crate::auth::Grants;
 use crate::mesh::ConnRef;
 use crate::topic::Subscriptions;
 
@@ -25,6 +26,9 @@ struct ConnState {
     /// Messages skipped per topic while over the byte budget; the `dropped` notice goes out
     /// before the topic's next message. Rare, so boxed and usually `None`.
     dropped: Option<Box<DroppedCounts>>,
+    /// The grants of the connection's token, if it presented one: boxed so a connection
+    /// without a token pays one pointer.
+    grants: Option<Box<Grants>>,
 }
 
 /// Every connection's pub/sub state on one shard.
@@ -62,6 +66,7 @@ impl Connections {
             return Subscriptions::new();
         };
         slot.open = false;
+        slot.grants = None;
         if slot.dropped.take().is_some() {
             self.with_drops -= 1;
         }
@@ -74,6 +79,37 @@ impl Connections {
             self.slots.shrink_to(self.slots.len() * 2);
         }
         topics
+    }
+
+    /// The grants of `conn`'s token, if it is open and has one.
+    pub(super) fn grants(&self, conn: ConnId) -> Option<&Grants> {
+        self.slots
+            .get(conn)
+            .filter(|s| s.open)
+            .and_then(|s| s.grants.as_deref())
+    }
+
+    /// Replaces `conn`'s grants (a new or refreshed token).
+    pub(super) fn set_grants(&mut self, conn: ConnId, grants: Option<Box<Grants>>) {
+        if let Some(slot) = self.slots.get_mut(conn).filter(|s| s.open) {
+            slot.grants = grants;
+        }
+    }
+
+    /// Open connections whose token has expired at `now_unix_secs`; their grants are taken
+    /// (so each is reported once).
+    pub(super) fn take_expired(&mut self, now_unix_secs: u64, expired: &mut Vec<ConnId>) {
+        for (conn, slot) in self.slots.iter_mut().enumerate() {
+            if slot.open
+                && slot
+                    .grants
+                    .as_ref()
+                    .is_some_and(|g| g.expired(now_unix_secs))
+            {
+                slot.grants = None;
+                expired.push(conn);
+            }
+        }
     }
 
     /// Whether `conn` is open with this generation.
@@ -110,8 +146,8 @@ impl Connections {
         list.iter().find(|(t, _)| &**t == topic).map(|(_, n)| *n)
     }
 
-    /// Counts one more skipped message for `conn` on `topic`.
-    pub(super) fn add_dropped(&mut self, conn: ConnId, topic: &str) {
+    /// Counts `count` more skipped messages for `conn` on `topic`.
+    pub(super) fn add_dropped(&mut self, conn: ConnId, topic: &str, count: u64) {
         let Some(slot) = self.slots.get_mut(conn) else {
             return;
         };
@@ -123,8 +159,8 @@ impl Connections {
             }
         };
         match list.iter_mut().find(|(t, _)| &**t == topic) {
-            Some((_, count)) => *count += 1,
-            None => list.push((topic.into(), 1)),
+            Some((_, skipped)) => *skipped += count,
+            None => list.push((topic.into(), count)),
         }
     }
 
@@ -153,5 +189,5 @@ impl Connections {
 }
 
 /// One slot per slab key of the shard: part of the per-connection memory budget
-/// (docs/architecture.md), 40 bytes on x86_64.
-const _: () = assert!(std::mem::size_of::<ConnState>() <= 40);
+/// (docs/architecture.md), 48 bytes on x86_64 (40 before the token's grants pointer).
+const _: () = assert!(std::mem::size_of::<ConnState>() <= 48);

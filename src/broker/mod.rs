@@ -15,6 +15,7 @@
 //!   [`Broker::on_refused`].
 #![forbid(unsafe_code)]
 
+mod auth;
 mod connections;
 pub mod history;
 mod outputs;
@@ -30,9 +31,13 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::auth::Policy;
 
 use crate::config::SlowConsumerPolicy;
-use crate::engine::{Engine, LocalEngine, PayloadRef};
+use crate::engine::{Engine, HistoryRead, LocalEngine, PayloadRef, Refused};
 use crate::mesh::{ConnRef, MeshMsg, ReplyTo};
 use crate::metrics::Metric;
 use crate::proto::command::{self, Command};
@@ -54,6 +59,47 @@ pub struct Limits {
     pub max_subscriptions_per_connection: usize,
     /// What happens to a subscriber whose queue is over its byte budget.
     pub slow_consumer: SlowConsumerPolicy,
+    /// Subscriptions across the process (every shard's core shares one count).
+    pub max_subscriptions: usize,
+    /// Distinct topics across the process (counted by the engine).
+    pub max_topics: usize,
+}
+
+impl Limits {
+    /// The per-connection limit and policy, with the process-wide caps off.
+    pub fn per_connection(
+        max_subscriptions_per_connection: usize,
+        slow_consumer: SlowConsumerPolicy,
+    ) -> Limits {
+        Limits {
+            max_subscriptions_per_connection,
+            slow_consumer,
+            max_subscriptions: usize::MAX,
+            max_topics: usize::MAX,
+        }
+    }
+}
+
+/// A process-wide cap a subscribe would break: answered `limit_reached`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalLimit {
+    /// `--max-subscriptions`.
+    Subscriptions { max: usize },
+    /// `--max-topics`.
+    Topics { max: usize },
+}
+
+impl fmt::Display for GlobalLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GlobalLimit::Subscriptions { max } => {
+                write!(f, "the server holds its maximum of {max} subscriptions")
+            }
+            GlobalLimit::Topics { max } => {
+                write!(f, "the server holds its maximum of {max} topics")
+            }
+        }
+    }
 }
 
 /// A subscription over `max_subscriptions_per_connection`: the one check, for commands and
@@ -102,6 +148,15 @@ pub struct Broker<E: Engine = LocalEngine> {
     /// Scratch list of subscribers to disconnect after a delivery, each with where it can
     /// resume the topic it fell behind on (kept to reuse its heap).
     slow: Vec<(ConnId, Option<ResumeHint>)>,
+    /// Scratch list of publishes the engine could not hand over at the end of a turn.
+    refused: Vec<(ReplyTo, crate::engine::Refused)>,
+    /// Subscriptions across the process, shared by every shard's core: changed once per
+    /// subscribe and unsubscribe, never per delivery.
+    subscriptions: Arc<AtomicUsize>,
+    /// Who may subscribe and publish (shared, read-only).
+    policy: Arc<Policy>,
+    /// Wall-clock time of the current loop turn, for token expiry (Unix seconds).
+    now_unix_secs: u64,
 }
 
 impl<E: Engine> Broker<E> {
@@ -116,7 +171,49 @@ impl<E: Engine> Broker<E> {
             pending_interest: HashMap::new(),
             resuming: HashMap::new(),
             slow: Vec::new(),
+            refused: Vec::new(),
+            subscriptions: Arc::default(),
+            policy: Arc::new(Policy::open()),
+            now_unix_secs: 0,
         }
+    }
+
+    /// Shares the process-wide subscription count (`--max-subscriptions`) with other cores.
+    pub fn share_subscription_count(mut self, count: Arc<AtomicUsize>) -> Self {
+        self.subscriptions = count;
+        self
+    }
+
+    /// Checks the process-wide caps for subscribing one connection to `topics` (which it does
+    /// not hold yet). The topic count may lag by the subscriptions in flight between shards,
+    /// and concurrent subscribes on other shards may pass the caps by one each.
+    pub fn check_global_limits(&self, topics: &[&str]) -> Result<(), GlobalLimit> {
+        let held = self.subscriptions.load(Ordering::Relaxed);
+        let max = self.limits.max_subscriptions;
+        if held.saturating_add(topics.len()) > max {
+            return Err(GlobalLimit::Subscriptions { max });
+        }
+        let max = self.limits.max_topics;
+        if max != usize::MAX {
+            for topic in topics {
+                let new_here = self.local.subscribers(topic).is_empty();
+                if new_here && self.engine.topic_limit_reached(topic, max) {
+                    return Err(GlobalLimit::Topics { max });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The same core enforcing `policy` (the default is [`Policy::open`]).
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The wall-clock time of this loop turn, for token expiry: the core has no clock.
+    pub fn set_clock(&mut self, now_unix_secs: u64) {
+        self.now_unix_secs = now_unix_secs;
     }
 
     /// Checks that a connection holding `held` topics may take `asked` more.
@@ -179,7 +276,11 @@ impl<E: Engine> Broker<E> {
                 return;
             }
         };
+        if !self.permitted(conn, &command, out) {
+            return;
+        }
         match command {
+            Command::Auth { token, id } => self.auth(conn, token.as_bytes(), id, out),
             Command::Subscribe { topic, id, since } => self.subscribe(conn, &topic, id, since, out),
             Command::Unsubscribe { topic, id } => self.unsubscribe(conn, &topic, id, out),
             Command::Publish { topic, data, id } => {
@@ -203,7 +304,9 @@ impl<E: Engine> Broker<E> {
     pub fn on_binary<O: Outputs>(&mut self, conn: ConnId, payload: &[u8], out: &mut O) {
         match envelope::parse_binary_publish(payload) {
             Ok((topic, body)) => {
-                self.publish(topic, PayloadRef::Binary(body), ReplyTo::Nobody, out)
+                if self.may(conn, topic, auth::Action::Publish, None, out) {
+                    self.publish(topic, PayloadRef::Binary(body), ReplyTo::Nobody, out)
+                }
             }
             Err(error) => {
                 out.count(Metric::CommandErrors, 1);
@@ -217,7 +320,7 @@ impl<E: Engine> Broker<E> {
         match msg {
             MeshMsg::Deliver {
                 topic,
-                frame,
+                frames,
                 epoch,
             } => {
                 // While this shard's interest in the topic waits for its confirmation, a
@@ -225,11 +328,15 @@ impl<E: Engine> Broker<E> {
                 // subscribers who have all left (the engine may since have restarted the
                 // topic's seq), so it must not reach the new ones.
                 if self.pending_interest.is_empty() || !self.pending_interest.contains_key(&topic) {
-                    self.deliver_local(&topic, &frame, Some(epoch), out);
+                    self.deliver_local(&topic, &frames, epoch, out);
                 }
             }
-            MeshMsg::InterestConfirmed { topic } => self.interest_confirmed(&topic, out),
+            MeshMsg::InterestConfirmed { topic, count } => {
+                self.interest_confirmed(&topic, count, out)
+            }
+            MeshMsg::Dropped { topic, count } => self.deliveries_dropped(&topic, count),
             MeshMsg::Published { reply, seq, epoch } => self.answer(reply, seq, epoch, out),
+            MeshMsg::PublishFailed { reply } => self.refuse(reply, Refused::Unavailable, out),
             MeshMsg::Replay {
                 topic,
                 conn,
@@ -241,14 +348,12 @@ impl<E: Engine> Broker<E> {
                     self.finish_resume(key, &topic, id.as_deref(), resumed, out);
                 }
                 if confirms_interest {
-                    self.interest_confirmed(&topic, out);
+                    self.interest_confirmed(&topic, 1, out);
                 }
             }
             MeshMsg::HistoryPage { conn, page } => {
                 out.http_history(conn, HttpHistory::Page(page));
             }
-            // The driver's business, not a pub/sub decision.
-            MeshMsg::Shutdown => {}
             msg @ (MeshMsg::Publish { .. }
             | MeshMsg::Interest { .. }
             | MeshMsg::Resume { .. }
@@ -271,8 +376,10 @@ impl<E: Engine> Broker<E> {
         conn: ConnRef,
         out: &mut O,
     ) {
-        if let Some(page) = self.engine.read_history(topic, after, limit, conn, out) {
-            out.http_history(conn, HttpHistory::Page(page));
+        match self.engine.read_history(topic, after, limit, conn, out) {
+            HistoryRead::Page(page) => out.http_history(conn, HttpHistory::Page(page)),
+            HistoryRead::Forwarded => {}
+            HistoryRead::Unsupported => out.http_history(conn, HttpHistory::Unsupported),
         }
     }
 

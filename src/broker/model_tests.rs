@@ -5,21 +5,22 @@
 //! client may see:
 //! - per topic, seq strictly increasing for every subscriber;
 //! - no delivery after an unsubscribe (or before a subscribe);
-//! - every gap announced: a `dropped` notice whose count covers it, or a close;
+//! - every gap announced: a `dropped` notice whose count covers it exactly, or a close; this
+//!   includes deliveries a full inbox refused (the mesh replaces each by a `Dropped` count);
+//! - the interest filter never says "unheard" for a topic a shard holds confirmed
+//!   subscribers of;
 //! - all state freed when everyone leaves.
-//!
-//! A `Deliver` refused by a full inbox still leaves an unannounced gap (issue 9, item 4); the
-//! model allows exactly those gaps, for the subscribers on the refusing shard, and no others.
 //!
 //! The `resume` module below models clients that disconnect and resume with `since` across
 //! shards, with history on (issue 12).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use proptest::prelude::*;
 
 use super::fake::{frame_text, Recorder};
 use super::*;
+use crate::engine::InterestFilter;
 
 const CONNS: usize = 6;
 const TOPICS: [&str; 3] = ["news", "sport", "x.y"];
@@ -37,8 +38,10 @@ enum Op {
     Read(usize),
     /// Shard `s` hands its outbox to its peers.
     Flush(usize),
-    /// Shard `s`'s flush finds every peer inbox full: data is refused, control kept.
-    FlushFull(usize),
+    /// Shard `s`'s flush finds every peer inbox full after `n` messages: the first `n` per
+    /// peer go, then data is refused (a delivery leaves a drop count in its place) and control
+    /// waits, with everything behind it.
+    FlushSome(usize, usize),
     /// Shard `s` handles its inbox.
     Recv(usize),
 }
@@ -55,7 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => c.clone().prop_map(Op::Close),
         3 => c.prop_map(Op::Read),
         4 => s.clone().prop_map(Op::Flush),
-        1 => s.clone().prop_map(Op::FlushFull),
+        2 => (s.clone(), 0..3usize).prop_map(|(s, n)| Op::FlushSome(s, n)),
         4 => s.prop_map(Op::Recv),
     ]
 }
@@ -69,8 +72,6 @@ struct Client {
     seen: usize,
     /// Per subscribed topic: the last seq seen, and the gap announced since.
     subscribed: BTreeMap<&'static str, (Option<u64>, u64)>,
-    /// Topics on which an unannounced gap is allowed (a refused `Deliver`).
-    gap_allowed: BTreeSet<&'static str>,
 }
 
 struct System {
@@ -79,6 +80,7 @@ struct System {
     outs: Vec<Recorder>,
     inboxes: Vec<VecDeque<MeshMsg>>,
     clients: Vec<Client>,
+    filter: Arc<InterestFilter>,
 }
 
 fn place(c: usize, shards: usize) -> (usize, ConnId) {
@@ -87,15 +89,14 @@ fn place(c: usize, shards: usize) -> (usize, ConnId) {
 
 impl System {
     fn new(shards: usize, policy: SlowConsumerPolicy) -> System {
-        let limits = Limits {
-            max_subscriptions_per_connection: 2,
-            slow_consumer: policy,
-        };
+        let limits = Limits::per_connection(2, policy);
+        let filter = Arc::new(InterestFilter::new(0));
         System {
             shards,
             brokers: (0..shards)
-                .map(|s| Broker::new(s, limits, LocalEngine::new(s, shards)))
+                .map(|s| Broker::new(s, limits, LocalEngine::new(s, shards, filter.clone())))
                 .collect(),
+            filter,
             outs: (0..shards).map(|_| Recorder::new(BUDGET)).collect(),
             inboxes: (0..shards).map(|_| VecDeque::new()).collect(),
             clients: (0..CONNS).map(|_| Client::default()).collect(),
@@ -114,7 +115,6 @@ impl System {
                 client.open = true;
                 client.seen = 0;
                 client.subscribed.clear();
-                client.gap_allowed.clear();
                 self.outs[s].conns.remove(&key);
                 self.brokers[s].open(key, client.generation, &[], &[], &mut self.outs[s]);
             }
@@ -141,7 +141,6 @@ impl System {
                 let text = format!(r#"{{"op":"unsubscribe","topic":"{topic}"}}"#);
                 self.brokers[s].on_text(key, text.as_bytes(), &mut self.outs[s]);
                 self.clients[c].subscribed.remove(topic);
-                self.clients[c].gap_allowed.remove(topic);
             }
             Op::Publish(c, t, with_id) => {
                 if !self.clients[c].open {
@@ -169,16 +168,29 @@ impl System {
                     self.inboxes[to].push_back(msg);
                 }
             }
-            Op::FlushFull(s) => {
+            Op::FlushSome(s, n) => {
                 let mut kept = Vec::new();
+                let mut refused = Vec::new();
+                let mut sent = vec![0usize; self.shards];
                 for (to, msg) in std::mem::take(&mut self.outs[s].peers) {
-                    match msg {
-                        MeshMsg::Deliver { topic, .. } => self.allow_gap(to, &topic),
-                        MeshMsg::Publish { .. } => {
-                            self.brokers[s].on_refused(msg, &mut self.outs[s])
-                        }
-                        other => kept.push((to, other)),
+                    if sent[to] < n {
+                        sent[to] += 1;
+                        self.inboxes[to].push_back(msg);
+                        continue;
                     }
+                    // Full from here on: what the real mesh does past the budget.
+                    sent[to] = usize::MAX;
+                    if let Some(notice) = msg.refusal_notice() {
+                        kept.push((to, notice));
+                    }
+                    if matches!(msg, MeshMsg::Publish { .. } | MeshMsg::Deliver { .. }) {
+                        refused.push((to, msg));
+                    } else {
+                        kept.push((to, msg));
+                    }
+                }
+                for (to, msg) in refused {
+                    self.brokers[s].on_refused(to, msg, &mut self.outs[s]);
                 }
                 // Control messages wait for the next flush, ahead of anything newer.
                 kept.append(&mut self.outs[s].peers);
@@ -192,15 +204,17 @@ impl System {
         }
     }
 
-    /// A `Deliver` of `topic` to shard `to` was refused: its subscribers there may see a gap.
-    fn allow_gap(&mut self, to: usize, topic: &str) {
-        for c in 0..CONNS {
-            if place(c, self.shards).0 != to {
-                continue;
-            }
-            if let Some(&t) = TOPICS.iter().find(|t| **t == topic) {
-                if self.clients[c].subscribed.contains_key(t) {
-                    self.clients[c].gap_allowed.insert(t);
+    /// A shard with subscribers of a topic and no confirmation pending for it: the owner has
+    /// recorded its interest, so the filter must let publishes through.
+    fn check_filter(&self) {
+        for (s, broker) in self.brokers.iter().enumerate() {
+            for topic in TOPICS {
+                let held = !broker.local.subscribers(topic).is_empty();
+                if held && !broker.pending_interest.contains_key(topic) {
+                    assert!(
+                        self.filter.may_be_heard(crate::topic::topic_hash(topic)),
+                        "shard {s} has confirmed subscribers of {topic}, the filter says unheard"
+                    );
                 }
             }
         }
@@ -243,12 +257,10 @@ impl System {
                 if let Some(last) = *last {
                     assert!(seq > last, "client {c}: {topic} seq {seq} after {last}");
                     let gap = seq - last - 1;
-                    if !client.gap_allowed.remove(name) {
-                        assert_eq!(
-                            gap, *announced,
-                            "client {c}: {topic} jumped {last} -> {seq} with {announced} announced"
-                        );
-                    }
+                    assert_eq!(
+                        gap, *announced,
+                        "client {c}: {topic} jumped {last} -> {seq} with {announced} announced"
+                    );
                 }
                 *last = Some(seq);
                 *announced = 0;
@@ -284,6 +296,11 @@ impl System {
             assert!(!b.conns.any_dropped(), "shard {s} dropped counts");
             assert!(self.outs[s].peers.is_empty() && self.inboxes[s].is_empty());
         }
+        assert_eq!(
+            self.filter.topic_count(),
+            0,
+            "the filter forgot every topic"
+        );
     }
 }
 
@@ -292,12 +309,13 @@ fn run(shards: usize, policy: SlowConsumerPolicy, ops: &[Op]) {
     for op in ops {
         let op = match *op {
             Op::Flush(s) => Op::Flush(s % shards),
-            Op::FlushFull(s) => Op::FlushFull(s % shards),
+            Op::FlushSome(s, n) => Op::FlushSome(s % shards, n),
             Op::Recv(s) => Op::Recv(s % shards),
             ref other => other.clone(),
         };
         sys.apply(&op);
         sys.check_clients();
+        sys.check_filter();
     }
     sys.check_all_freed();
 }
@@ -322,34 +340,75 @@ proptest! {
 #[test]
 fn stale_deliveries_do_not_reach_a_resubscriber() {
     use Op::*;
-    // Two shards; connection 1 lives on shard 1. Find a topic shard 0 owns.
-    let t = TOPICS
-        .iter()
-        .position(|t| crate::topic::owner_shard(t, 2) == 0)
-        .expect("a topic owned by shard 0");
+    // Two shards; client c lives on shard c. The owner's keys are random per process, so
+    // the subscriber is put on the shard that does not own the topic.
+    let t = 0;
+    let owner = crate::topic::owner_shard(TOPICS[t], 2);
+    let (sub, publ) = (1 - owner, owner);
     run(
         2,
         SlowConsumerPolicy::Disconnect,
         &[
-            Connect(1),
-            Connect(0),
-            Subscribe(1, t),
-            Flush(1),
-            Recv(0), // the owner records shard 1's interest
-            Publish(0, t, false),
-            Publish(0, t, false),
-            Flush(0),
-            Recv(1), // seq 1 and 2 delivered
-            Unsubscribe(1, t),
-            Publish(0, t, false), // seq 3, sequenced for shard 1 before the owner hears
-            Subscribe(1, t),      // resubscribe: interest false then true are on their way
-            Flush(1),
-            Recv(0), // the owner forgets the topic, then starts it again at seq 1
-            Publish(0, t, false),
-            Flush(0),
-            Recv(1), // the stale seq 3, then seq 1 of the new incarnation
+            Connect(sub),
+            Connect(publ),
+            Subscribe(sub, t),
+            Flush(sub),
+            Recv(publ), // the owner records the subscriber shard's interest
+            Publish(publ, t, false),
+            Publish(publ, t, false),
+            Flush(publ),
+            Recv(sub), // seq 1 and 2 delivered
+            Unsubscribe(sub, t),
+            Publish(publ, t, false), // seq 3, sequenced for the subscriber's shard before the owner hears
+            Subscribe(sub, t),       // resubscribe: interest false then true are on their way
+            Flush(sub),
+            Recv(publ), // the owner forgets the topic, then starts it again at seq 1
+            Publish(publ, t, false),
+            Flush(publ),
+            Recv(sub), // the stale seq 3, then seq 1 of the new incarnation
         ],
     );
+}
+
+/// A delivery refused by a full inbox: the subscriber on the refusing shard hears `dropped`
+/// before the next message, so the gap is announced.
+#[test]
+fn a_refused_delivery_is_announced() {
+    use Op::*;
+    let t = 0;
+    let owner = crate::topic::owner_shard(TOPICS[t], 2);
+    let (sub, publ) = (1 - owner, owner);
+    let mut sys = System::new(2, SlowConsumerPolicy::Disconnect);
+    let ops = [
+        Connect(sub),
+        Connect(publ),
+        Subscribe(sub, t),
+        Flush(sub),
+        Recv(publ),
+        Flush(publ),
+        Recv(sub), // confirmed
+        Publish(publ, t, false),
+        Flush(publ),
+        Recv(sub), // seq 1
+        Read(sub),
+        Publish(publ, t, false),
+        FlushSome(publ, 0), // seq 2 refused
+        Flush(publ),
+        Publish(publ, t, false),
+        Flush(publ),
+        Recv(sub), // the drop count, then seq 3
+    ];
+    for op in &ops {
+        sys.apply(op);
+        sys.check_clients();
+    }
+    let (s, key) = place(sub, 2);
+    let texts = sys.outs[s].texts(key);
+    assert!(
+        texts.iter().any(|t| t.contains(r#""op":"dropped""#)),
+        "{texts:?}"
+    );
+    sys.check_all_freed();
 }
 
 /// Model-based test of resume across shards: clients subscribe with `since`, read, disconnect
@@ -375,11 +434,28 @@ mod resume {
     use super::super::fake::{frame_text, Recorder};
     use super::super::*;
     use crate::broker::history::HistoryPolicy;
+    use crate::engine::InterestFilter;
 
     const CLIENTS: usize = 5;
-    /// Owned away from the shard where two clients follow them, for 2 and 3 shards ("chat":
-    /// shard 1 of 2, 2 of 3; "news": shard 0 of both), so deliveries race replays there.
-    const TOPICS: [&str; 2] = ["chat", "news"];
+    /// Two topics owned away from the shard where two clients follow them, for 2 and 3
+    /// shards (the first: shard 1 of 2, 2 of 3; the second: shard 0 of both), so deliveries
+    /// race replays there. Chosen at run time: ownership hashes with a per-process seed.
+    fn topics() -> &'static [&'static str; 2] {
+        static TOPICS: std::sync::OnceLock<[&'static str; 2]> = std::sync::OnceLock::new();
+        TOPICS.get_or_init(|| {
+            let find = |prefix: &str, of2: usize, of3: usize| -> &'static str {
+                let name = (0..)
+                    .map(|i| format!("{prefix}{i}"))
+                    .find(|t| {
+                        crate::topic::owner_shard(t, 2) == of2
+                            && crate::topic::owner_shard(t, 3) == of3
+                    })
+                    .expect("some name lands on every pair of shards");
+                Box::leak(name.into_boxed_str())
+            };
+            [find("chat", 1, 2), find("news", 0, 0)]
+        })
+    }
     const PUBLISHER_KEY: ConnId = 100;
 
     #[derive(Debug, Clone)]
@@ -396,7 +472,7 @@ mod resume {
         let c = 0..CLIENTS;
         let s = 0..3usize;
         prop_oneof![
-            6 => (s.clone(), 0..TOPICS.len()).prop_map(|(s, t)| Op::Publish(s, t)),
+            6 => (s.clone(), 0..topics().len()).prop_map(|(s, t)| Op::Publish(s, t)),
             2 => c.clone().prop_map(Op::Connect),
             2 => c.clone().prop_map(Op::Disconnect),
             3 => c.prop_map(Op::Read),
@@ -451,18 +527,16 @@ mod resume {
     /// The topics client `c` follows: one, or both.
     fn topics_of(c: usize) -> &'static [&'static str] {
         match c % 3 {
-            0 => &TOPICS[..1],
-            1 => &TOPICS[1..],
-            _ => &TOPICS[..],
+            0 => &topics()[..1],
+            1 => &topics()[1..],
+            _ => &topics()[..],
         }
     }
 
     impl System {
         fn new(shards: usize, window: usize, cap: usize) -> System {
-            let limits = Limits {
-                max_subscriptions_per_connection: 2,
-                slow_consumer: SlowConsumerPolicy::Disconnect,
-            };
+            let limits = Limits::per_connection(2, SlowConsumerPolicy::Disconnect);
+            let filter = Arc::new(InterestFilter::new(0));
             let policy = HistoryPolicy::new(window, std::time::Duration::from_secs(3600), &[], cap);
             let mut sys = System {
                 shards,
@@ -473,6 +547,7 @@ mod resume {
                         let engine = LocalEngine::with_history(
                             s,
                             shards,
+                            filter.clone(),
                             policy.clone(),
                             usize::MAX,
                             s as u64 + 1,
@@ -521,7 +596,7 @@ mod resume {
                     self.published.insert(data, t);
                     let text = format!(
                         r#"{{"op":"publish","topic":"{}","data":{data},"id":{data}}}"#,
-                        TOPICS[t]
+                        topics()[t]
                     );
                     self.brokers[s].on_text(PUBLISHER_KEY, text.as_bytes(), &mut self.outs[s]);
                 }
@@ -633,7 +708,7 @@ mod resume {
                             *last = seq;
                         }
                         view.log.push(seq);
-                        let t = TOPICS.iter().position(|n| *n == topic).unwrap();
+                        let t = topics().iter().position(|n| *n == topic).unwrap();
                         let data = v["data"].as_u64().expect("data");
                         assert_eq!(self.published.get(&data), Some(&t), "{text}");
                         if let Some(&known) = self.truth.get(&(t, seq)) {
@@ -662,6 +737,13 @@ mod resume {
                     assert_eq!(v["op"], "ack", "{text}");
                     let data = v["id"].as_u64().unwrap();
                     let seq = v["seq"].as_u64().unwrap();
+                    if seq == 0 {
+                        // Unheard: the topic had no state (no subscriber yet); not sequenced,
+                        // not kept, no epoch.
+                        assert!(v.get("epoch").is_none(), "{text}");
+                        self.published.remove(&data);
+                        continue;
+                    }
                     let t = self.published[&data];
                     let epoch = v["epoch"].as_str().unwrap().to_string();
                     // A topic that keeps a message is never forgotten here: one epoch.
@@ -708,11 +790,11 @@ mod resume {
                     .filter(|(topic, _)| *topic == t)
                     .map(|(_, seq)| *seq)
                     .collect();
-                assert_eq!(seqs, (1..=*n).collect::<Vec<_>>(), "{} seqs", TOPICS[t]);
+                assert_eq!(seqs, (1..=*n).collect::<Vec<_>>(), "{} seqs", topics()[t]);
             }
             for (c, client) in self.clients.iter().enumerate() {
                 for (topic, view) in &client.topics {
-                    let t = TOPICS.iter().position(|n| n == topic).unwrap();
+                    let t = topics().iter().position(|n| n == topic).unwrap();
                     let top = count[t];
                     let last = view.at.as_ref().map(|(_, last)| *last);
                     assert_eq!(last, Some(top), "client {c} caught up on {topic}");
@@ -760,9 +842,9 @@ mod resume {
         // Three shards: clients 0 and 3 (chat) live on shard 0, clients 1 and 4 (news) on 1.
         let (a, b, t) = [(0, 3, 0), (1, 4, 1)]
             .into_iter()
-            .find(|&(a, _, t)| crate::topic::owner_shard(TOPICS[t], 3) != shard_of(a, 3))
+            .find(|&(a, _, t)| crate::topic::owner_shard(topics()[t], 3) != shard_of(a, 3))
             .expect("a topic owned away from its readers' shard");
-        let owner = crate::topic::owner_shard(TOPICS[t], 3);
+        let owner = crate::topic::owner_shard(topics()[t], 3);
         let here = shard_of(a, 3);
         let mut ops = vec![Connect(a)];
         for _ in 0..2 {

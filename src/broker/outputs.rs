@@ -14,6 +14,7 @@ use crate::metrics::Metric;
 
 use super::history::{Epoch, Page};
 use crate::proto::close;
+use crate::proto::deflate::DeliveryFrames;
 
 /// A connection's key in its shard's slab.
 pub type ConnId = usize;
@@ -26,9 +27,9 @@ pub enum SendKind {
     /// break the protocol. Past the budget the driver stops reading the connection until its
     /// queue halves, so a client that sends but does not read cannot grow it further.
     Reply,
-    /// A pong answering the newest ping, under [`SendKind::Reply`]'s rule; it replaces a pong
-    /// not yet written (RFC 6455 §5.5.3 allows answering only the most recent ping), so a
-    /// ping flood keeps at most one pong queued.
+    /// A pong, under [`SendKind::Reply`]'s rule; past a small number of unwritten pongs it
+    /// replaces the newest (RFC 6455 §5.5.3 allows answering only the most recent ping), so a
+    /// ping flood keeps only a few pongs queued.
     Pong,
     /// A message for a subscriber. Not queued when it would take a non-empty queue past the
     /// budget: the broker core applies the slow-consumer policy instead.
@@ -96,6 +97,9 @@ pub enum CloseReason {
     /// discarded: it is behind and would stay behind. With where it can resume the topic whose
     /// message did not fit (`None`: no epoch, or the topic is too long for a close reason).
     SlowConsumer(Option<ResumeHint>),
+    /// The connection's token expired without an in-band refresh (4001, after a
+    /// `token_expired` error).
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -103,6 +107,8 @@ impl CloseReason {
     pub fn code(&self) -> u16 {
         match self {
             CloseReason::SlowConsumer(_) => close::POLICY_VIOLATION,
+            // RFC 6455 §7.4.2: 4000-4999 are for applications.
+            CloseReason::TokenExpired => 4001,
         }
     }
 
@@ -130,6 +136,7 @@ impl CloseReason {
                 }
             }
             CloseReason::SlowConsumer(None) => SLOW_CONSUMER.to_string(),
+            CloseReason::TokenExpired => "token expired".to_string(),
         }
     }
 
@@ -137,6 +144,7 @@ impl CloseReason {
     pub fn hint_topic(&self) -> Option<&str> {
         match self {
             CloseReason::SlowConsumer(hint) => hint.as_ref().map(|h| &*h.topic),
+            CloseReason::TokenExpired => None,
         }
     }
 
@@ -144,6 +152,8 @@ impl CloseReason {
     pub fn discards_queue(&self) -> bool {
         match self {
             CloseReason::SlowConsumer(_) => true,
+            // The `token_expired` error queued just before must still reach the client.
+            CloseReason::TokenExpired => false,
         }
     }
 }
@@ -159,6 +169,8 @@ pub enum HttpPublished {
     Sequenced(u64, Option<super::history::Epoch>),
     /// The engine refused it (today: the owner shard's inbox was full): 503 `overloaded`.
     Refused,
+    /// The engine's backend (Redis) is unavailable: 503 `engine_unavailable`.
+    Unavailable,
 }
 
 /// The answer to `GET /history/<topic>`.
@@ -168,6 +180,8 @@ pub enum HttpHistory {
     Page(Option<Page<Bytes>>),
     /// The owner could not take the request (its inbox was full): 503 `overloaded`.
     Refused,
+    /// The engine cannot read history over HTTP (`--engine redis`, today): 501.
+    Unsupported,
 }
 
 /// The effects the broker core produces, applied by its driver as they are produced.
@@ -178,6 +192,18 @@ pub trait Outputs {
     /// Queues `frame` on connection `conn` under the budget rules of `kind`. The one way a
     /// frame reaches a connection.
     fn send(&mut self, conn: ConnId, frame: Bytes, kind: SendKind) -> SendStatus;
+
+    /// Queues a delivery on `conn`: the deflated frame when the connection negotiated
+    /// permessage-deflate and the twin fits its window, else the plain one. Same budget rule
+    /// as [`Outputs::send`]; the choice is a field read, never a compression.
+    fn send_delivery(
+        &mut self,
+        conn: ConnId,
+        frames: &DeliveryFrames,
+        kind: SendKind,
+    ) -> SendStatus {
+        self.send(conn, frames.plain.clone(), kind)
+    }
 
     /// Queues a message for another shard (never this one); it leaves at the end of the turn.
     fn to_peer(&mut self, shard: usize, msg: MeshMsg);

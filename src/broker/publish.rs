@@ -2,15 +2,15 @@
 //! sequenced frame to this shard's subscribers under the slow-consumer policy, and answering
 //! publishers (ack, `overloaded`, or the HTTP response).
 
-use bytes::Bytes;
-
 use super::history::Epoch;
 use crate::config::SlowConsumerPolicy;
-use crate::engine::{Engine, PayloadRef, Routed, Sequenced};
+use crate::engine::{Engine, PayloadRef, Refused, Routed, Sequenced};
 use crate::mesh::{MeshMsg, ReplyTo};
 use crate::metrics::Metric;
 use crate::proto::command::ErrorCode;
+use crate::proto::deflate::DeliveryFrames;
 use crate::proto::envelope;
+use crate::proto::http_refusal::ENGINE_UNAVAILABLE_MESSAGE;
 
 use super::connections::Connections;
 use super::{
@@ -30,25 +30,62 @@ impl<E: Engine> Broker<E> {
         match self.engine.publish(topic, payload, reply, out) {
             Routed::Sequenced(sequenced) => self.finish(topic, sequenced, out),
             Routed::Forwarded => {}
-            Routed::Refused(reply) => self.refuse(reply, out),
+            Routed::Refused(reply) => self.refuse(reply, Refused::Overloaded, out),
+            Routed::Unavailable(reply) => self.refuse(reply, Refused::Unavailable, out),
         }
     }
 
-    /// A message this shard sent was refused by a full peer inbox: a refused publish (or
-    /// history read) is answered `overloaded`; a refused delivery is only counted (by the driver).
-    pub fn on_refused<O: Outputs>(&mut self, msg: MeshMsg, out: &mut O) {
-        match msg {
-            MeshMsg::Publish { reply, .. } => self.refuse(reply, out),
-            MeshMsg::HistoryRead { conn, .. } => out.http_history(conn, HttpHistory::Refused),
-            _ => {}
+    /// The end of the shard's turn: the engine hands over what it gathered; publishes it could
+    /// not hand over are answered at once.
+    pub fn flush_engine<O: Outputs>(&mut self, out: &mut O) {
+        if !self.engine.has_pending() {
+            return;
+        }
+        let mut refused = std::mem::take(&mut self.refused);
+        self.engine.flush(&mut refused, out);
+        for (reply, why) in refused.drain(..) {
+            self.refuse(reply, why, out);
+        }
+        self.refused = refused;
+    }
+
+    /// Whether the engine holds work for the end of the turn.
+    pub fn engine_has_pending(&self) -> bool {
+        self.engine.has_pending()
+    }
+
+    /// A message this shard sent to shard `to` was refused by its full inbox: a refused
+    /// publish (or history read) is answered `overloaded`; a refused delivery is announced to the subscribers
+    /// it skipped (the engine's business).
+    pub fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) {
+        if let MeshMsg::HistoryRead { conn, .. } = msg {
+            out.http_history(conn, HttpHistory::Refused);
+            return;
+        }
+        if let Some(reply) = self.engine.on_refused(to, msg, out) {
+            self.refuse(reply, Refused::Overloaded, out);
+        }
+    }
+
+    /// `count` deliveries of `topic` never reached this shard: every local subscriber hears
+    /// of the gap before its next message, like a slow consumer's skipped messages. Ignored
+    /// while this shard's interest waits for confirmation: those deliveries belonged to
+    /// subscribers who have all left.
+    pub(super) fn deliveries_dropped(&mut self, topic: &str, count: u64) {
+        if self.pending_interest.contains_key(topic) {
+            return;
+        }
+        let subscribers = self.local.subscribers(topic);
+        for &conn in subscribers {
+            self.conns.add_dropped(conn, topic, count);
         }
     }
 
     /// The engine sequenced a publish here: deliver it locally, then answer the publisher
     /// (after the deliveries, so a subscribed publisher sees its message before the ack).
     pub(super) fn finish<O: Outputs>(&mut self, topic: &str, sequenced: Sequenced, out: &mut O) {
-        if let Some(frame) = &sequenced.local_frame {
-            self.deliver_local(topic, frame, sequenced.epoch, out);
+        if let Some(frames) = &sequenced.local_frame {
+            self.deliver_local(topic, frames, sequenced.epoch, out);
         }
         self.answer(sequenced.reply, sequenced.seq, sequenced.epoch, out);
     }
@@ -60,14 +97,14 @@ impl<E: Engine> Broker<E> {
     pub(super) fn deliver_local<O: Outputs>(
         &mut self,
         topic: &str,
-        frame: &Bytes,
+        frames: &DeliveryFrames,
         epoch: Option<Epoch>,
         out: &mut O,
     ) {
         let policy = self.limits.slow_consumer;
         let lost = Lost {
             topic,
-            frame,
+            frames,
             epoch,
         };
         let (conns, slow) = (&mut self.conns, &mut self.slow);
@@ -86,7 +123,7 @@ impl<E: Engine> Broker<E> {
         if !conns.any_dropped() {
             // The usual case, kept tight: no skipped counts to announce on this shard.
             for &conn in subscribers {
-                match out.send(conn, frame.clone(), SendKind::Delivery) {
+                match out.send_delivery(conn, frames, SendKind::Delivery) {
                     SendStatus::Queued | SendStatus::QueuedOverBudget => {}
                     SendStatus::Closed => skipped += 1,
                     SendStatus::OverBudget => {
@@ -101,7 +138,7 @@ impl<E: Engine> Broker<E> {
                     // The notice goes out only together with the message after it.
                     let notice = envelope::dropped_frame(topic, count);
                     let kind = SendKind::Notice {
-                        reserve_bytes: frame.len(),
+                        reserve_bytes: frames.plain.len(),
                     };
                     match out.send(conn, notice, kind) {
                         SendStatus::Queued | SendStatus::QueuedOverBudget => {
@@ -118,7 +155,7 @@ impl<E: Engine> Broker<E> {
                         }
                     }
                 }
-                match out.send(conn, frame.clone(), SendKind::Delivery) {
+                match out.send_delivery(conn, frames, SendKind::Delivery) {
                     SendStatus::Queued | SendStatus::QueuedOverBudget => {}
                     SendStatus::Closed => skipped += 1,
                     SendStatus::OverBudget => {
@@ -178,18 +215,34 @@ impl<E: Engine> Broker<E> {
         }
     }
 
-    /// Tells a publisher on this shard that its message was not taken.
-    fn refuse<O: Outputs>(&mut self, reply: ReplyTo, out: &mut O) {
+    /// Tells a publisher on this shard that its message was not taken, and why.
+    pub(super) fn refuse<O: Outputs>(&mut self, reply: ReplyTo, why: Refused, out: &mut O) {
         match reply {
             ReplyTo::Nobody => {}
             ReplyTo::WebSocket { conn, id } => {
                 if let Some(key) = self.resolve(conn) {
-                    let frame =
-                        envelope::error_frame(Some(&id), ErrorCode::Overloaded, OVERLOADED_MESSAGE);
+                    let frame = match why {
+                        Refused::Overloaded => envelope::error_frame(
+                            Some(&id),
+                            ErrorCode::Overloaded,
+                            OVERLOADED_MESSAGE,
+                        ),
+                        Refused::Unavailable => envelope::error_frame(
+                            Some(&id),
+                            ErrorCode::EngineUnavailable,
+                            ENGINE_UNAVAILABLE_MESSAGE,
+                        ),
+                    };
                     let _ = out.send(key, frame, SendKind::Reply);
                 }
             }
-            ReplyTo::Http { conn } => out.http_published(conn, HttpPublished::Refused),
+            ReplyTo::Http { conn } => out.http_published(
+                conn,
+                match why {
+                    Refused::Overloaded => HttpPublished::Refused,
+                    Refused::Unavailable => HttpPublished::Unavailable,
+                },
+            ),
         }
     }
 }
@@ -197,7 +250,7 @@ impl<E: Engine> Broker<E> {
 /// The delivery being made, as a subscriber that cannot take it loses it.
 pub(super) struct Lost<'a> {
     pub(super) topic: &'a str,
-    pub(super) frame: &'a Bytes,
+    pub(super) frames: &'a DeliveryFrames,
     pub(super) epoch: Option<Epoch>,
 }
 
@@ -206,7 +259,7 @@ impl Lost<'_> {
     /// `None` when the topic has no epoch or the hint would not fit a close reason.
     pub(super) fn resume_hint(&self) -> Option<ResumeHint> {
         let epoch = self.epoch?;
-        let seq = envelope::delivery_seq(self.frame, self.topic)?;
+        let seq = envelope::delivery_seq(&self.frames.plain, self.topic)?;
         let hint = ResumeHint {
             topic: self.topic.into(),
             first_lost_seq: seq,
@@ -230,7 +283,7 @@ pub(super) fn over_budget<O: Outputs>(
     match policy {
         SlowConsumerPolicy::Drop => {
             out.count(Metric::SlowConsumerDrops, 1);
-            conns.add_dropped(conn, lost.topic);
+            conns.add_dropped(conn, lost.topic, 1);
         }
         SlowConsumerPolicy::Disconnect => slow.push((conn, lost.resume_hint())),
     }
@@ -250,7 +303,7 @@ fn deliver_except<O: Outputs>(
     slow: &mut Vec<(ConnId, Option<ResumeHint>)>,
     out: &mut O,
 ) -> u64 {
-    let (topic, frame) = (lost.topic, lost.frame);
+    let (topic, frames) = (lost.topic, lost.frames);
     let mut skipped = 0;
     for &conn in subscribers {
         if waiting.contains(&conn) {
@@ -260,7 +313,7 @@ fn deliver_except<O: Outputs>(
         if let Some(count) = conns.dropped(conn, topic) {
             let notice = envelope::dropped_frame(topic, count);
             let kind = SendKind::Notice {
-                reserve_bytes: frame.len(),
+                reserve_bytes: frames.plain.len(),
             };
             match out.send(conn, notice, kind) {
                 SendStatus::Queued | SendStatus::QueuedOverBudget => {
@@ -277,7 +330,7 @@ fn deliver_except<O: Outputs>(
                 }
             }
         }
-        match out.send(conn, frame.clone(), SendKind::Delivery) {
+        match out.send_delivery(conn, frames, SendKind::Delivery) {
             SendStatus::Queued | SendStatus::QueuedOverBudget => {}
             SendStatus::Closed => skipped += 1,
             SendStatus::OverBudget => {

@@ -3,7 +3,9 @@
 //! starts or ends, and holding subscribe acks until the engine confirms that interest (so an
 //! ack means "every message sequenced from now on reaches you").
 
-use bytes::Bytes;
+use std::sync::atomic::Ordering;
+
+use crate::proto::deflate::DeliveryFrames;
 use serde_json::value::RawValue;
 
 use crate::config::SlowConsumerPolicy;
@@ -45,6 +47,13 @@ impl<E: Engine> Broker<E> {
             let _ = out.send(conn, frame, SendKind::Reply);
             return;
         }
+        if let Err(limit) = self.check_global_limits(&[topic]) {
+            out.count(Metric::CommandErrors, 1);
+            out.count(Metric::SubscribeLimitReached, 1);
+            let frame = envelope::error_frame(id, ErrorCode::LimitReached, &limit.to_string());
+            let _ = out.send(conn, frame, SendKind::Reply);
+            return;
+        }
         if let Some(subs) = self.conns.subscriptions_mut(conn) {
             let _inserted = subs.insert(topic);
         }
@@ -71,7 +80,10 @@ impl<E: Engine> Broker<E> {
         };
         let first_on_shard = match self.local.subscribe(topic, conn) {
             SubscribeOutcome::AlreadySubscribed => false,
-            SubscribeOutcome::Added { first_on_shard } => first_on_shard,
+            SubscribeOutcome::Added { first_on_shard } => {
+                self.subscriptions.fetch_add(1, Ordering::Relaxed);
+                first_on_shard
+            }
         };
         let conn_ref = ConnRef {
             shard: self.shard as u16,
@@ -110,7 +122,7 @@ impl<E: Engine> Broker<E> {
         conn: ConnId,
         topic: &str,
         id: Option<&RawValue>,
-        resumed: Resumed<Bytes>,
+        resumed: Resumed<DeliveryFrames>,
         out: &mut O,
     ) {
         let Some(waiting) = self.resuming.get_mut(topic) else {
@@ -137,14 +149,15 @@ impl<E: Engine> Broker<E> {
         let mut sent = 0u64;
         // The replay runs contiguously up to the top: the i-th frame's seq is `first + i`.
         let first = (resumed.top + 1).saturating_sub(resumed.replay.len() as u64);
-        for (i, frame) in resumed.replay.into_iter().enumerate() {
-            match out.send(conn, frame, SendKind::Delivery) {
+        for (i, frames) in resumed.replay.iter().enumerate() {
+            // The kept twin: a compressing subscriber gets the frame deflated at publish time.
+            match out.send_delivery(conn, frames, SendKind::Delivery) {
                 SendStatus::Queued | SendStatus::QueuedOverBudget => sent += 1,
                 SendStatus::Closed => break,
                 SendStatus::OverBudget => match self.limits.slow_consumer {
                     SlowConsumerPolicy::Drop => {
                         out.count(Metric::SlowConsumerDrops, 1);
-                        self.conns.add_dropped(conn, topic);
+                        self.conns.add_dropped(conn, topic, 1);
                     }
                     SlowConsumerPolicy::Disconnect => {
                         let hint = ResumeHint {
@@ -198,7 +211,10 @@ impl<E: Engine> Broker<E> {
     ) {
         let first_on_shard = match self.local.subscribe(topic, conn) {
             SubscribeOutcome::AlreadySubscribed => false,
-            SubscribeOutcome::Added { first_on_shard } => first_on_shard,
+            SubscribeOutcome::Added { first_on_shard } => {
+                self.subscriptions.fetch_add(1, Ordering::Relaxed);
+                first_on_shard
+            }
         };
         if first_on_shard {
             if let Interest::Pending = self.engine.set_interest(topic, true, out) {
@@ -247,21 +263,21 @@ impl<E: Engine> Broker<E> {
                 }
             }
         }
-        if let UnsubscribeOutcome::Removed {
-            last_on_shard: true,
-        } = self.local.unsubscribe(topic, conn)
-        {
-            let _interest = self.engine.set_interest(topic, false, out);
+        if let UnsubscribeOutcome::Removed { last_on_shard } = self.local.unsubscribe(topic, conn) {
+            self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            if last_on_shard {
+                let _interest = self.engine.set_interest(topic, false, out);
+            }
         }
     }
 
-    /// The engine confirmed this shard's interest in `topic`: once every outstanding
-    /// confirmation is in, the waiting subscribe acks go out.
-    pub(super) fn interest_confirmed<O: Outputs>(&mut self, topic: &str, out: &mut O) {
+    /// The engine confirmed `count` of this shard's interests in `topic`: once every
+    /// outstanding confirmation is in, the waiting subscribe acks go out.
+    pub(super) fn interest_confirmed<O: Outputs>(&mut self, topic: &str, count: u32, out: &mut O) {
         let Some(pending) = self.pending_interest.get_mut(topic) else {
             return;
         };
-        pending.outstanding = pending.outstanding.saturating_sub(1);
+        pending.outstanding = pending.outstanding.saturating_sub(count);
         if pending.outstanding > 0 {
             return;
         }

@@ -4,20 +4,37 @@ use bytes::Bytes;
 
 use super::fake::Recorder;
 use super::*;
+use crate::engine::InterestFilter;
 use crate::mesh::Payload;
-use crate::topic::owner_shard;
+use crate::proto::deflate::DeliveryFrames;
+use crate::topic::{owner_shard, topic_hash};
 
 const BUDGET: usize = 1 << 20;
 
+thread_local! {
+    /// The process-wide interest filter, one per test (each test runs on its own thread).
+    static FILTER: Arc<InterestFilter> = Arc::new(InterestFilter::new(0));
+}
+
+fn filter() -> Arc<InterestFilter> {
+    FILTER.with(Arc::clone)
+}
+
+/// What an owner that these tests do not simulate does when it starts holding `topic`.
+fn owner_holds(topic: &str) {
+    filter().gained(topic_hash(topic));
+}
+
 fn limits(policy: SlowConsumerPolicy) -> Limits {
-    Limits {
-        max_subscriptions_per_connection: 2,
-        slow_consumer: policy,
-    }
+    Limits::per_connection(2, policy)
 }
 
 fn broker(shard: usize, shards: usize, policy: SlowConsumerPolicy) -> Broker {
-    Broker::new(shard, limits(policy), LocalEngine::new(shard, shards))
+    Broker::new(
+        shard,
+        limits(policy),
+        LocalEngine::new(shard, shards, filter()),
+    )
 }
 
 /// A topic name that shard `owner` of `shards` owns.
@@ -83,7 +100,7 @@ fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
             1,
             MeshMsg::Interest {
                 interested: true,
-                confirm: true,
+                confirms: 1,
                 shard: 0,
                 ..
             }
@@ -92,12 +109,14 @@ fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
     b.on_peer(
         MeshMsg::InterestConfirmed {
             topic: topic.as_str().into(),
+            count: 1,
         },
         &mut out,
     );
     assert_eq!(out.texts(3), [r#"{"op":"ack","id":"a"}"#]);
 
     // A publish from here goes to the owner, and its answer comes back as `Published`.
+    owner_holds(&topic);
     out.peers.clear();
     let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":9}}"#);
     cmd(&mut out, &mut b, 3, &publish);
@@ -122,7 +141,7 @@ fn a_remote_subscribe_is_acked_only_after_the_owner_confirms() {
             1,
             MeshMsg::Interest {
                 interested: false,
-                confirm: false,
+                confirms: 0,
                 ..
             }
         )]
@@ -141,7 +160,7 @@ fn the_owner_sequences_for_remote_shards_and_confirms_interest() {
             topic: topic.as_str().into(),
             shard: 1,
             interested: true,
-            confirm: true,
+            confirms: 1,
         },
         &mut out,
     );
@@ -159,10 +178,10 @@ fn the_owner_sequences_for_remote_shards_and_confirms_interest() {
         },
         &mut out,
     );
-    let [(1, MeshMsg::Deliver { frame, .. })] = &out.peers[..] else {
+    let [(1, MeshMsg::Deliver { frames, .. })] = &out.peers[..] else {
         panic!("expected one Deliver to shard 1: {:?}", out.peers);
     };
-    assert!(super::fake::frame_text(frame).contains(r#""seq":1"#));
+    assert!(super::fake::frame_text(&frames.plain).contains(r#""seq":1"#));
 }
 
 #[test]
@@ -295,6 +314,7 @@ fn refused_publishes_are_answered_overloaded() {
     let mut out = Recorder::new(BUDGET);
     let topic = topic_owned_by(1, 2);
     let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    owner_holds(&topic);
     b.open(4, 2, &[], &[], &mut out);
     let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":5}}"#);
     cmd(&mut out, &mut b, 4, &publish);
@@ -309,8 +329,8 @@ fn refused_publishes_are_answered_overloaded() {
         ReplyTo::Http { conn: http },
         &mut out,
     );
-    for (_, msg) in std::mem::take(&mut out.peers) {
-        b.on_refused(msg, &mut out);
+    for (to, msg) in std::mem::take(&mut out.peers) {
+        b.on_refused(to, msg, &mut out);
     }
     let texts = out.texts(4);
     assert!(texts[0].contains("overloaded") && texts[0].contains(r#""id":5"#));
@@ -322,6 +342,7 @@ fn answers_for_a_closed_or_reused_connection_are_dropped() {
     let mut out = Recorder::new(BUDGET);
     let topic = topic_owned_by(1, 2);
     let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    owner_holds(&topic);
     b.open(4, 1, &[], &[], &mut out);
     let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":5}}"#);
     cmd(&mut out, &mut b, 4, &publish);
@@ -386,7 +407,7 @@ fn a_history_read_goes_to_the_owner_and_its_page_or_refusal_comes_back() {
     out.history.clear();
     b0.read_history(&topic, 0, 10, http, &mut out);
     let (_, msg) = out.peers.pop().unwrap();
-    b0.on_refused(msg, &mut out);
+    b0.on_refused(1, msg, &mut out);
     assert_eq!(out.history, [(http, HttpHistory::Refused)]);
 }
 
@@ -428,4 +449,144 @@ fn a_slow_consumer_close_reason_fits_the_close_frame_whatever_the_topic() {
         CloseReason::SlowConsumer(None).reason_text(None),
         "slow consumer"
     );
+}
+#[test]
+fn a_publish_to_a_topic_no_owner_holds_is_answered_here() {
+    let mut out = Recorder::new(BUDGET);
+    let topic = topic_owned_by(1, 2);
+    let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    b.open(4, 1, &[], &[], &mut out);
+    let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":1,"id":5}}"#);
+    cmd(&mut out, &mut b, 4, &publish);
+    assert!(
+        out.peers.is_empty(),
+        "nothing crosses the mesh: {:?}",
+        out.peers
+    );
+    assert_eq!(out.texts(4), [r#"{"op":"ack","id":5,"seq":0}"#]);
+    assert_eq!(out.count(Metric::MessagesUnheard), 1);
+}
+
+/// Two shards with one filter: once a subscribe on one is acked, a publish on the other
+/// (whoever owns the topic) crosses to the owner and is delivered.
+#[test]
+fn after_a_subscribe_ack_the_filter_lets_publishes_through_on_every_shard() {
+    for owner in 0..2 {
+        let topic = topic_owned_by(owner, 2);
+        let (mut out0, mut out1) = (Recorder::new(BUDGET), Recorder::new(BUDGET));
+        let mut b0 = broker(0, 2, SlowConsumerPolicy::Disconnect);
+        let mut b1 = broker(1, 2, SlowConsumerPolicy::Disconnect);
+        b0.open(1, 1, &[], &[], &mut out0);
+        b1.open(1, 1, &[], &[], &mut out1);
+        let sub = format!(r#"{{"op":"subscribe","topic":"{topic}","id":"s"}}"#);
+        cmd(&mut out0, &mut b0, 1, &sub);
+        // Route shard 0's interest to the owner and the confirmation back, until acked.
+        for _ in 0..2 {
+            for (to, msg) in std::mem::take(&mut out0.peers) {
+                assert_eq!(to, 1);
+                b1.on_peer(msg, &mut out1);
+            }
+            for (to, msg) in std::mem::take(&mut out1.peers) {
+                assert_eq!(to, 0);
+                b0.on_peer(msg, &mut out0);
+            }
+        }
+        assert_eq!(out0.texts(1), [r#"{"op":"ack","id":"s"}"#]);
+        assert!(filter().may_be_heard(topic_hash(&topic)));
+        let publish = format!(r#"{{"op":"publish","topic":"{topic}","data":7}}"#);
+        cmd(&mut out1, &mut b1, 1, &publish);
+        for (_, msg) in std::mem::take(&mut out1.peers) {
+            b0.on_peer(msg, &mut out0);
+        }
+        for (_, msg) in std::mem::take(&mut out0.peers) {
+            b1.on_peer(msg, &mut out1);
+        }
+        for (_, msg) in std::mem::take(&mut out1.peers) {
+            b0.on_peer(msg, &mut out0);
+        }
+        let texts = out0.texts(1);
+        assert!(texts[1].contains(r#""seq":1"#), "owner {owner}: {texts:?}");
+        // Everyone leaves: the owner forgets the topic, and the filter with it.
+        b0.on_closed(1, &mut out0);
+        for (_, msg) in std::mem::take(&mut out0.peers) {
+            b1.on_peer(msg, &mut out1);
+        }
+        assert_eq!(filter().topic_count(), 0);
+    }
+}
+
+#[test]
+fn refused_deliveries_are_announced_before_the_next_message() {
+    let mut out = Recorder::new(BUDGET);
+    let topic = topic_owned_by(1, 2);
+    let mut b = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    b.open(1, 1, std::slice::from_ref(&topic), &[], &mut out);
+    b.on_peer(
+        MeshMsg::InterestConfirmed {
+            topic: topic.as_str().into(),
+            count: 1,
+        },
+        &mut out,
+    );
+    let frame = |seq: u64| crate::proto::envelope::message_frame(&topic, seq, b"0");
+    b.on_peer(
+        MeshMsg::Deliver {
+            topic: topic.as_str().into(),
+            frames: DeliveryFrames::plain(frame(1)),
+            epoch: None,
+        },
+        &mut out,
+    );
+    b.on_peer(
+        MeshMsg::Dropped {
+            topic: topic.as_str().into(),
+            count: 2,
+        },
+        &mut out,
+    );
+    b.on_peer(
+        MeshMsg::Deliver {
+            topic: topic.as_str().into(),
+            frames: DeliveryFrames::plain(frame(4)),
+            epoch: None,
+        },
+        &mut out,
+    );
+    let texts = out.texts(1);
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert_eq!(
+        texts[1],
+        format!(r#"{{"op":"dropped","topic":"{topic}","count":2}}"#)
+    );
+}
+
+#[test]
+fn global_caps_answer_limit_reached() {
+    let mut out = Recorder::new(BUDGET);
+    let mut limits = limits(SlowConsumerPolicy::Disconnect);
+    limits.max_subscriptions = 3;
+    limits.max_topics = 2;
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut b = Broker::new(0, limits, LocalEngine::new(0, 1, filter()))
+        .share_subscription_count(count.clone());
+    for conn in 0..3 {
+        b.open(conn, 1, &[], &[], &mut out);
+    }
+    let sub = |t: &str| format!(r#"{{"op":"subscribe","topic":"{t}","id":1}}"#);
+    cmd(&mut out, &mut b, 0, &sub("a"));
+    cmd(&mut out, &mut b, 0, &sub("b"));
+    // A third distinct topic: over --max-topics.
+    cmd(&mut out, &mut b, 1, &sub("c"));
+    assert!(out.texts(1)[0].contains(r#""code":"limit_reached""#));
+    // An existing topic is fine, up to --max-subscriptions.
+    cmd(&mut out, &mut b, 1, &sub("a"));
+    assert_eq!(count.load(Ordering::Relaxed), 3);
+    cmd(&mut out, &mut b, 2, &sub("b"));
+    assert!(out.texts(2)[0].contains(r#""code":"limit_reached""#));
+    assert_eq!(out.count(Metric::SubscribeLimitReached), 2);
+    // Leaving gives the room back.
+    b.on_closed(0, &mut out);
+    assert_eq!(count.load(Ordering::Relaxed), 1);
+    cmd(&mut out, &mut b, 2, &sub("c"));
+    assert_eq!(out.texts(2)[1], r#"{"op":"ack","id":1}"#);
 }

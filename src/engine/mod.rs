@@ -20,18 +20,26 @@
 //! - **Refusal**: an engine may refuse a publish, at once ([`Routed::Refused`]) or later (the
 //!   driver hands the refused message to the core's `on_refused`). The publisher hears
 //!   `overloaded` (WebSocket, if it sent an `id`) or HTTP 503; nothing is delivered and no seq
-//!   is used. A `Deliver` that cannot reach a shard is counted; the subscribers see a seq gap.
+//!   is used. A `Deliver` that cannot reach a shard is counted and announced: the shard's
+//!   subscribers of the topic get a `dropped` notice before their next message.
 #![forbid(unsafe_code)]
 
+pub mod interest;
 pub mod local;
+pub mod redis;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::broker::history::{Epoch, Page, Resumed, Since};
+use crate::broker::history::{Epoch, History, Page, Resumed, Since};
 use crate::broker::Outputs;
 use crate::mesh::{ConnRef, MeshMsg, Payload, ReplyTo};
+use crate::proto::deflate::{Deflater, DeliveryFrames};
 use serde_json::value::RawValue;
 
+pub use interest::InterestFilter;
 pub use local::LocalEngine;
 
 /// A publish's payload, borrowed from wherever it arrived (a read buffer, a request body, an
@@ -62,6 +70,36 @@ impl<'a> PayloadRef<'a> {
     }
 }
 
+/// How the shard that sequences a publish builds its deflated twin (permessage-deflate): once
+/// per publish, never per subscriber, and only while some connection on any shard negotiated
+/// compression (`compressing`, a process-wide gauge the shards keep) and the frame's payload
+/// is at least `min_bytes`.
+#[derive(Debug)]
+pub struct DeflateOnce {
+    deflater: Deflater,
+    min_bytes: usize,
+    compressing: Arc<AtomicUsize>,
+}
+
+impl DeflateOnce {
+    /// Deflates at `level` payloads of at least `min_bytes` while `compressing` is above 0.
+    pub fn new(level: u32, min_bytes: usize, compressing: Arc<AtomicUsize>) -> DeflateOnce {
+        DeflateOnce {
+            deflater: Deflater::new(level),
+            min_bytes,
+            compressing,
+        }
+    }
+
+    /// The plain frame and, when worth it, its deflated twin.
+    pub fn frames(&mut self, plain: Bytes) -> DeliveryFrames {
+        // Relaxed: a publish racing a first compressing subscriber may go out plain, which is
+        // always valid.
+        let anyone = self.compressing.load(Ordering::Relaxed) > 0;
+        DeliveryFrames::build(plain, anyone.then_some(&mut self.deflater), self.min_bytes)
+    }
+}
+
 /// A publish the engine sequenced on this shard, for the core to finish: deliver `frame` to
 /// this shard's subscribers (when this shard is interested) and answer `reply` with `seq`.
 #[derive(Debug)]
@@ -70,8 +108,8 @@ pub struct Sequenced {
     pub seq: u64,
     /// The topic incarnation's epoch (none with seq 0).
     pub epoch: Option<Epoch>,
-    /// The prepared frame, when this shard has subscribers of the topic.
-    pub local_frame: Option<Bytes>,
+    /// The prepared frames, when this shard has subscribers of the topic.
+    pub local_frame: Option<DeliveryFrames>,
     /// Who waits for the answer.
     pub reply: ReplyTo,
 }
@@ -86,6 +124,17 @@ pub enum Routed {
     Forwarded,
     /// Refused at once; the publisher must hear `overloaded`.
     Refused(ReplyTo),
+    /// Refused at once: the engine's backend is unavailable (`engine_unavailable`).
+    Unavailable(ReplyTo),
+}
+
+/// Why a publish was not carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Full queues (`overloaded`, HTTP 503).
+    Overloaded,
+    /// The engine's backend is unreachable (`engine_unavailable`, HTTP 503).
+    Unavailable,
 }
 
 /// Whether a shard's new interest in a topic is in effect yet.
@@ -137,12 +186,11 @@ pub trait Engine {
         id: Option<Box<RawValue>>,
         confirms_interest: bool,
         out: &mut O,
-    ) -> Option<Resumed<Bytes>>;
+    ) -> Option<Resumed<DeliveryFrames>>;
 
     /// `GET /history` from connection `conn` of this shard: up to `limit` kept messages of
-    /// `topic` after seq `after`, oldest first. `Some(answer)` when decided here and now
-    /// (`answer` is `None` when the topic has no state); `None` when a `HistoryPage` message
-    /// will bring it from the topic's owner. Reading registers no interest and starts nothing.
+    /// `topic` after seq `after`, oldest first. Reading registers no interest and starts
+    /// nothing.
     fn read_history<O: Outputs>(
         &mut self,
         topic: &str,
@@ -150,11 +198,168 @@ pub trait Engine {
         limit: usize,
         conn: ConnRef,
         out: &mut O,
-    ) -> Option<Option<Page<Bytes>>>;
+    ) -> HistoryRead;
 
     /// The clock moved to `now_ms` (milliseconds, monotonic): expire history.
     fn tick(&mut self, now_ms: u64);
 
+    /// A message this shard sent (`msg`, for shard `to`) was refused by a full inbox. Returns
+    /// the publisher to answer `overloaded`, if it was a publish; a refused delivery must be
+    /// announced to the subscribers it skipped.
+    fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) -> Option<ReplyTo>;
+
+    /// Whether subscribing to `topic` would make more than `max_topics` distinct topics
+    /// (a topic some shard holds already does not count). May lag by the subscriptions in
+    /// flight between shards.
+    fn topic_limit_reached(&self, topic: &str, max_topics: usize) -> bool;
+
     /// Topics this engine instance keeps state for (a gauge).
     fn topic_count(&self) -> usize;
+
+    /// Whether work gathered during the turn waits for [`Engine::flush`].
+    fn has_pending(&self) -> bool {
+        false
+    }
+
+    /// The end of the shard's turn: hand what was gathered to the engine's thread. Publishes
+    /// that could not be handed over go to `refused`, for the core to answer.
+    fn flush<O: Outputs>(&mut self, refused: &mut Vec<(ReplyTo, Refused)>, out: &mut O) {
+        let _ = (refused, out);
+    }
+}
+
+/// What [`Engine::read_history`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryRead {
+    /// Answered here and now (`None`: the topic has no state: no epoch, top 0).
+    Page(Option<Page<Bytes>>),
+    /// Asked of the topic's owner: a `HistoryPage` message brings the answer.
+    Forwarded,
+    /// This engine cannot read history over HTTP (`--engine redis`, today).
+    Unsupported,
+}
+
+/// The engine a shard runs, chosen by `--engine`: a plain enum, so the shard loop and the
+/// broker core stay generic over one type and the call is a predictable branch.
+#[derive(Debug)]
+// One per shard, made once: the size difference costs nothing, a box would cost a pointer
+// chase on every publish of the default engine.
+#[allow(clippy::large_enum_variant)]
+pub enum AnyEngine {
+    Local(LocalEngine),
+    Redis(redis::RedisEngine),
+}
+
+impl AnyEngine {
+    /// The kept history of this shard, for its metrics (`None`: Redis keeps it).
+    pub fn history(&self) -> Option<&History<DeliveryFrames>> {
+        match self {
+            AnyEngine::Local(e) => Some(e.history()),
+            AnyEngine::Redis(_) => None,
+        }
+    }
+}
+
+impl Engine for AnyEngine {
+    fn publish<O: Outputs>(
+        &mut self,
+        topic: &str,
+        payload: PayloadRef<'_>,
+        reply: ReplyTo,
+        out: &mut O,
+    ) -> Routed {
+        match self {
+            AnyEngine::Local(e) => e.publish(topic, payload, reply, out),
+            AnyEngine::Redis(e) => e.publish(topic, payload, reply, out),
+        }
+    }
+
+    fn set_interest<O: Outputs>(&mut self, topic: &str, interested: bool, out: &mut O) -> Interest {
+        match self {
+            AnyEngine::Local(e) => e.set_interest(topic, interested, out),
+            AnyEngine::Redis(e) => e.set_interest(topic, interested, out),
+        }
+    }
+
+    fn on_message<O: Outputs>(
+        &mut self,
+        msg: MeshMsg,
+        out: &mut O,
+    ) -> Option<(Box<str>, Sequenced)> {
+        match self {
+            AnyEngine::Local(e) => e.on_message(msg, out),
+            AnyEngine::Redis(e) => e.on_message(msg, out),
+        }
+    }
+
+    fn topic_count(&self) -> usize {
+        match self {
+            AnyEngine::Local(e) => e.topic_count(),
+            AnyEngine::Redis(e) => e.topic_count(),
+        }
+    }
+
+    fn resume<O: Outputs>(
+        &mut self,
+        topic: &str,
+        since: Since,
+        conn: ConnRef,
+        id: Option<Box<RawValue>>,
+        confirms_interest: bool,
+        out: &mut O,
+    ) -> Option<Resumed<DeliveryFrames>> {
+        match self {
+            AnyEngine::Local(e) => e.resume(topic, since, conn, id, confirms_interest, out),
+            AnyEngine::Redis(e) => e.resume(topic, since, conn, id, confirms_interest, out),
+        }
+    }
+
+    fn read_history<O: Outputs>(
+        &mut self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        conn: ConnRef,
+        out: &mut O,
+    ) -> HistoryRead {
+        match self {
+            AnyEngine::Local(e) => e.read_history(topic, after, limit, conn, out),
+            AnyEngine::Redis(e) => e.read_history(topic, after, limit, conn, out),
+        }
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        match self {
+            AnyEngine::Local(e) => e.tick(now_ms),
+            AnyEngine::Redis(e) => e.tick(now_ms),
+        }
+    }
+
+    fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) -> Option<ReplyTo> {
+        match self {
+            AnyEngine::Local(e) => e.on_refused(to, msg, out),
+            AnyEngine::Redis(e) => e.on_refused(to, msg, out),
+        }
+    }
+
+    fn topic_limit_reached(&self, topic: &str, max_topics: usize) -> bool {
+        match self {
+            AnyEngine::Local(e) => e.topic_limit_reached(topic, max_topics),
+            AnyEngine::Redis(e) => e.topic_limit_reached(topic, max_topics),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        match self {
+            AnyEngine::Local(e) => e.has_pending(),
+            AnyEngine::Redis(e) => e.has_pending(),
+        }
+    }
+
+    fn flush<O: Outputs>(&mut self, refused: &mut Vec<(ReplyTo, Refused)>, out: &mut O) {
+        match self {
+            AnyEngine::Local(e) => e.flush(refused, out),
+            AnyEngine::Redis(e) => e.flush(refused, out),
+        }
+    }
 }

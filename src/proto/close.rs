@@ -13,8 +13,6 @@ pub const INVALID_PAYLOAD: u16 = 1007;
 pub const POLICY_VIOLATION: u16 = 1008;
 /// A message was too big to process.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
-/// We hit an unexpected condition.
-pub const INTERNAL_ERROR: u16 = 1011;
 
 /// Whether `code` may appear in a received Close frame (RFC 6455 §7.4.1-§7.4.2): 1000-1003,
 /// 1007-1011, 1012-1014 (registered with IANA since; Autobahn accepts either) and 3000-4999.
@@ -48,7 +46,6 @@ mod tests {
             INVALID_PAYLOAD,
             POLICY_VIOLATION,
             MESSAGE_TOO_BIG,
-            INTERNAL_ERROR,
         ] {
             assert!(is_valid_received_code(sent));
         }

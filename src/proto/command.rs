@@ -45,15 +45,21 @@ pub enum Command<'a> {
         data: &'a RawValue,
         id: Option<&'a RawValue>,
     },
+    /// `{"op":"auth","token":T}`: a connection token, first or refreshed. Never logged.
+    Auth {
+        token: Cow<'a, str>,
+        id: Option<&'a RawValue>,
+    },
 }
 
 impl<'a> Command<'a> {
-    /// The (validated) topic name.
-    pub fn topic(&self) -> &str {
+    /// The (validated) topic name; `auth` has none.
+    pub fn topic(&self) -> Option<&str> {
         match self {
             Command::Subscribe { topic, .. }
             | Command::Unsubscribe { topic, .. }
-            | Command::Publish { topic, .. } => topic,
+            | Command::Publish { topic, .. } => Some(topic),
+            Command::Auth { .. } => None,
         }
     }
 
@@ -62,7 +68,8 @@ impl<'a> Command<'a> {
         match self {
             Command::Subscribe { id, .. }
             | Command::Unsubscribe { id, .. }
-            | Command::Publish { id, .. } => *id,
+            | Command::Publish { id, .. }
+            | Command::Auth { id, .. } => *id,
         }
     }
 }
@@ -84,13 +91,26 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// Unsubscribe from a topic the connection is not subscribed to.
     NotSubscribed,
-    /// The broker's inbox is full; the command was not carried out.
+    /// The topic's shard is over its inbox budget; the command was not carried out.
     Overloaded,
+    /// The engine's backend (Redis) is unreachable; the publish was not carried out.
+    EngineUnavailable,
+    /// A process-wide cap (`--max-subscriptions`, `--max-topics`) is reached.
+    LimitReached,
+    /// Authentication is on and the connection has no valid token for this (or the token in
+    /// an `auth` command was refused).
+    Unauthorized,
+    /// The connection's token does not grant this topic.
+    Forbidden,
+    /// Over `--max-publish-rate`.
+    RateLimited,
+    /// The connection's token expired without a refresh; the connection closes (4001).
+    TokenExpired,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidCommand,
         ErrorCode::UnknownOp,
@@ -99,6 +119,12 @@ impl ErrorCode {
         ErrorCode::MessageTooLarge,
         ErrorCode::NotSubscribed,
         ErrorCode::Overloaded,
+        ErrorCode::EngineUnavailable,
+        ErrorCode::LimitReached,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::TokenExpired,
     ];
 
     /// The code as sent on the wire (`snake_case`, plain ASCII: never needs escaping).
@@ -112,20 +138,12 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::Overloaded => "overloaded",
-        }
-    }
-
-    /// The HTTP status for this error on the HTTP publish endpoint (the one place it is mapped).
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::InvalidJson
-            | ErrorCode::InvalidCommand
-            | ErrorCode::UnknownOp
-            | ErrorCode::InvalidTopic => 400,
-            ErrorCode::NotSubscribed => 409,
-            ErrorCode::MessageTooLarge => 413,
-            ErrorCode::TooManySubscriptions => 429,
-            ErrorCode::Overloaded => 503,
+            ErrorCode::EngineUnavailable => "engine_unavailable",
+            ErrorCode::LimitReached => "limit_reached",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TokenExpired => "token_expired",
         }
     }
 }
@@ -207,6 +225,14 @@ pub fn parse_command(text: &[u8]) -> Result<Command<'_>, CommandError> {
         "subscribe" => Op::Subscribe,
         "unsubscribe" => Op::Unsubscribe,
         "publish" => Op::Publish,
+        "auth" => {
+            let token = match fields.token {
+                Field::Missing => return Err(invalid(id, "missing field \"token\"")),
+                Field::Duplicate => return Err(invalid(id, "duplicate field \"token\"")),
+                Field::Once(raw) => json_str(raw, id, "token")?,
+            };
+            return Ok(Command::Auth { token, id });
+        }
         other => {
             let shown: String = other.chars().take(64).collect();
             return Err(CommandError::new(
@@ -329,6 +355,7 @@ struct Fields<'a> {
     data: Field<'a>,
     id: Field<'a>,
     since: Field<'a>,
+    token: Field<'a>,
 }
 
 impl<'de> Deserialize<'de> for Fields<'de> {
@@ -357,6 +384,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 Key::Data => fields.data.set(value),
                 Key::Id => fields.id.set(value),
                 Key::Since => fields.since.set(value),
+                Key::Token => fields.token.set(value),
                 Key::Other => {}
             }
         }
@@ -371,6 +399,7 @@ enum Key {
     Data,
     Id,
     Since,
+    Token,
     Other,
 }
 
@@ -389,6 +418,7 @@ impl<'de> Deserialize<'de> for Key {
                     "data" => Key::Data,
                     "id" => Key::Id,
                     "since" => Key::Since,
+                    "token" => Key::Token,
                     _ => Key::Other,
                 })
             }
@@ -417,7 +447,7 @@ mod tests {
     fn parses_the_three_commands() {
         let cmd = parse_command(br#"{"op":"subscribe","topic":"news"}"#).unwrap();
         assert!(matches!(cmd, Command::Subscribe { id: None, .. }));
-        assert!(matches!(cmd.topic(), "news"));
+        assert!(cmd.topic() == Some("news"));
         assert!(matches!(
             cmd,
             Command::Subscribe {
@@ -461,7 +491,7 @@ mod tests {
     #[test]
     fn escaped_topics_are_decoded() {
         let cmd = parse_command(br#"{"op":"subscribe","topic":"a\"b\\c\u00e9"}"#).unwrap();
-        assert_eq!(cmd.topic(), "a\"b\\cé");
+        assert_eq!(cmd.topic(), Some("a\"b\\cé"));
         assert!(matches!(
             cmd,
             Command::Subscribe {
@@ -572,7 +602,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(text in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             if let Ok(cmd) = parse_command(&text) {
-                proptest::prop_assert!(validate_topic_str(cmd.topic()).is_ok());
+                proptest::prop_assert!(cmd.topic().is_none_or(|t| validate_topic_str(t).is_ok()));
             }
         }
 
@@ -596,7 +626,7 @@ mod tests {
             match parse_command(&text) {
                 Ok(cmd) => {
                     prop_assert!(validate_topic_str(&topic).is_ok());
-                    prop_assert_eq!(cmd.topic(), topic.as_str());
+                    prop_assert_eq!(cmd.topic(), Some(topic.as_str()));
                     let got: Option<serde_json::Value> =
                         cmd.id().map(|raw| serde_json::from_str(raw.get()).unwrap());
                     prop_assert_eq!(got, id);
@@ -627,8 +657,6 @@ mod tests {
             );
             assert!(seen.insert(s));
             assert_eq!(code.to_string(), s);
-            assert!((400..600).contains(&code.http_status()));
         }
-        assert_eq!(ErrorCode::Overloaded.http_status(), 503);
     }
 }

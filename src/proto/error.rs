@@ -13,8 +13,13 @@ pub enum ProtocolError {
     UnmaskedFrame,
     /// Client role: a server frame arrived masked (RFC 6455 §5.1).
     MaskedFrame,
-    /// RSV1-3 set although no extension was negotiated (RFC 6455 §5.2).
+    /// An RSV bit that no negotiated extension defines for this frame (RFC 6455 §5.2): any RSV
+    /// bit without permessage-deflate; with it, RSV2/RSV3, or RSV1 on a control frame or a
+    /// continuation (RFC 7692 §6.1).
     ReservedBitsSet,
+    /// A compressed message that is not a valid DEFLATE stream (RFC 7692 §8: fail the
+    /// connection). Mapped to 1007: the payload is inconsistent with the message's type.
+    InvalidCompressedData,
     /// Opcode 0x3-0x7 or 0xB-0xF (RFC 6455 §5.2).
     ReservedOpcode,
     /// A control frame with a payload over 125 bytes (RFC 6455 §5.5).
@@ -48,7 +53,7 @@ impl ProtocolError {
     pub fn close_code(&self) -> u16 {
         use ProtocolError::*;
         match self {
-            InvalidUtf8 | InvalidCloseReason => close::INVALID_PAYLOAD,
+            InvalidUtf8 | InvalidCloseReason | InvalidCompressedData => close::INVALID_PAYLOAD,
             MessageTooLarge => close::MESSAGE_TOO_BIG,
             MessageTimeout => close::POLICY_VIOLATION,
             UnmaskedFrame
@@ -72,7 +77,8 @@ impl fmt::Display for ProtocolError {
         f.write_str(match self {
             UnmaskedFrame => "client frame is not masked",
             MaskedFrame => "server frame is masked",
-            ReservedBitsSet => "reserved bits set without a negotiated extension",
+            ReservedBitsSet => "reserved bits set that no negotiated extension defines",
+            InvalidCompressedData => "compressed message is not valid deflate data",
             ReservedOpcode => "reserved opcode",
             ControlFrameTooLong => "control frame payload over 125 bytes",
             FragmentedControlFrame => "fragmented control frame",

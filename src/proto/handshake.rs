@@ -8,6 +8,9 @@ use sha1::{Digest, Sha1};
 use std::fmt;
 
 use super::http::{list_elements, trim_ows, RequestHead};
+use super::permessage_deflate::{
+    negotiate, parse_server_response, DeflatePolicy, Negotiated, ServerAccepted,
+};
 use super::response::response;
 
 /// The GUID appended to the client key (RFC 6455 §1.3).
@@ -33,6 +36,8 @@ pub struct UpgradePolicy {
     pub allowed_origins: Option<Vec<String>>,
     /// Subprotocols we speak, case-sensitive (RFC 6455 §4.1 lists them as tokens compared exactly).
     pub subprotocols: Vec<String>,
+    /// permessage-deflate (RFC 7692) on these terms; `None` declines every offer.
+    pub deflate: Option<DeflatePolicy>,
 }
 
 /// The outcome of a valid upgrade request.
@@ -42,6 +47,8 @@ pub struct Accepted {
     pub accept_key: String,
     /// The subprotocol we chose, always one the client offered.
     pub subprotocol: Option<String>,
+    /// The permessage-deflate offer we accepted, if any (RFC 7692 §5).
+    pub deflate: Option<Negotiated>,
 }
 
 /// A rule of RFC 6455 §4.2.1 the upgrade request broke, or our origin policy.
@@ -169,9 +176,15 @@ pub fn check_upgrade(
                 .find(|ours| ours.as_bytes() == offered)
                 .cloned()
         });
+    // A bad or unsupported offer only means no compression (RFC 7692 §5), never a refusal.
+    let deflate = policy
+        .deflate
+        .as_ref()
+        .and_then(|deflate| negotiate(head.headers("sec-websocket-extensions"), deflate));
     Ok(Accepted {
         accept_key: accept_key(key),
         subprotocol,
+        deflate,
     })
 }
 
@@ -185,6 +198,10 @@ pub fn switching_protocols(accepted: &Accepted) -> Vec<u8> {
     if let Some(protocol) = &accepted.subprotocol {
         out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         out.extend_from_slice(protocol.as_bytes());
+    }
+    if let Some(deflate) = &accepted.deflate {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(deflate.response.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
     out
@@ -254,6 +271,17 @@ pub fn check_server_response(
     buf: &[u8],
     expected_accept: &str,
 ) -> Result<Option<usize>, ClientHandshakeError> {
+    Ok(check_server_response_deflate(buf, expected_accept, false)?.map(|(len, _)| len))
+}
+
+/// Like [`check_server_response`] for a request that offered `permessage-deflate;
+/// client_max_window_bits` (when `offered_deflate`): also returns what the server accepted,
+/// `None` if it declined (RFC 7692 §7.1). A response we cannot accept is `UnexpectedExtension`.
+pub fn check_server_response_deflate(
+    buf: &[u8],
+    expected_accept: &str,
+    offered_deflate: bool,
+) -> Result<Option<(usize, Option<ServerAccepted>)>, ClientHandshakeError> {
     let window = &buf[..buf.len().min(MAX_RESPONSE_HEAD_BYTES)];
     let mut fields = [httparse::EMPTY_HEADER; 32];
     let mut parsed = httparse::Response::new(&mut fields);
@@ -294,10 +322,15 @@ pub fn check_server_response(
         (Some(accept), None) if accept == expected_accept.as_bytes() => {}
         _ => return Err(ClientHandshakeError::AcceptMismatch),
     }
-    if values("sec-websocket-extensions").next().is_some() {
-        return Err(ClientHandshakeError::UnexpectedExtension);
-    }
-    Ok(Some(head_len))
+    let mut extensions = values("sec-websocket-extensions");
+    let deflate = match (extensions.next(), extensions.next()) {
+        (None, _) => None,
+        (Some(value), None) if offered_deflate => {
+            Some(parse_server_response(value).ok_or(ClientHandshakeError::UnexpectedExtension)?)
+        }
+        _ => return Err(ClientHandshakeError::UnexpectedExtension),
+    };
+    Ok(Some((head_len, deflate)))
 }
 
 #[cfg(test)]
@@ -350,6 +383,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         let policy = UpgradePolicy {
             allowed_origins: None,
             subprotocols: vec!["chat".into(), "superchat".into()],
+            deflate: None,
         };
         let fields = valid_fields()
             + "Sec-WebSocket-Protocol: v9, superchat\r\nSec-WebSocket-Protocol: chat\r\n";
@@ -372,6 +406,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         let policy = UpgradePolicy {
             allowed_origins: Some(vec!["https://crier.example".into()]),
             subprotocols: vec![],
+            deflate: None,
         };
         let valid = valid_fields().replace("http://example.com", "HTTPS://crier.example");
         assert!(check_upgrade(&head_with(&valid), &policy).is_ok());
@@ -478,6 +513,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         let policy = UpgradePolicy {
             allowed_origins: None,
             subprotocols: vec!["chat".into()],
+            deflate: None,
         };
         let accepted = check_upgrade(&head, &policy).unwrap();
         let mut response = switching_protocols(&accepted);

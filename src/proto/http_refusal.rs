@@ -9,6 +9,14 @@ use super::error::HttpError;
 use super::handshake::HandshakeError;
 use super::response::response;
 
+/// What an `engine_unavailable` answer says, on WebSocket and HTTP alike.
+pub const ENGINE_UNAVAILABLE_MESSAGE: &str =
+    "the engine's backend (Redis) is unavailable; the message was not published; retry later";
+
+/// What `GET /history` answers under an engine that cannot read history over HTTP.
+pub const HISTORY_UNSUPPORTED_MESSAGE: &str =
+    "history reads are not available with --engine redis yet";
+
 /// The label of a refusal in `crier_refusals_total{reason="..."}`: a small fixed set, so the
 /// metric has bounded cardinality whatever a client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +53,23 @@ pub enum RefusalReason {
     InvalidJson,
     /// The topic's owner could not take an HTTP publish (503).
     Overloaded,
+    /// The engine's backend (Redis) was unavailable for an HTTP publish (503).
+    EngineUnavailable,
     /// A connection accepted over `--max-connections` (503 at accept).
     MaxConnections,
     /// A connection accepted over `--max-connections-per-ip` (503 at accept).
     MaxConnectionsPerIp,
+    /// A `/ws?topic=` upgrade over `--max-subscriptions` or `--max-topics` (503).
+    LimitReached,
+    /// Authentication is on and the request has no valid token or API key (401).
+    Unauthorized,
+    /// A valid token that does not grant a topic of the request (403).
+    Forbidden,
 }
 
 impl RefusalReason {
     /// Every reason, in declaration order (the index is `reason as usize`).
-    pub const ALL: [RefusalReason; 17] = [
+    pub const ALL: [RefusalReason; 21] = [
         RefusalReason::Malformed,
         RefusalReason::HeadTooLarge,
         RefusalReason::Framing,
@@ -69,8 +85,12 @@ impl RefusalReason {
         RefusalReason::UnsupportedMediaType,
         RefusalReason::InvalidJson,
         RefusalReason::Overloaded,
+        RefusalReason::EngineUnavailable,
         RefusalReason::MaxConnections,
         RefusalReason::MaxConnectionsPerIp,
+        RefusalReason::LimitReached,
+        RefusalReason::Unauthorized,
+        RefusalReason::Forbidden,
     ];
 
     /// How many reasons there are.
@@ -94,8 +114,12 @@ impl RefusalReason {
             RefusalReason::UnsupportedMediaType => "unsupported_media_type",
             RefusalReason::InvalidJson => "invalid_json",
             RefusalReason::Overloaded => "overloaded",
+            RefusalReason::EngineUnavailable => "engine_unavailable",
             RefusalReason::MaxConnections => "max_connections",
             RefusalReason::MaxConnectionsPerIp => "max_connections_per_ip",
+            RefusalReason::LimitReached => "limit_reached",
+            RefusalReason::Unauthorized => "unauthorized",
+            RefusalReason::Forbidden => "forbidden",
         }
     }
 }
@@ -138,10 +162,33 @@ pub enum Refusal {
     /// The topic's owner could not take a history read (its inbox was full) (503, JSON
     /// `overloaded`).
     HistoryOverloaded(String),
+    /// `GET /history` without the subscribe permission: no valid token or API key, and the
+    /// anonymous rules do not cover the topic; the text says why (401, JSON `unauthorized`).
+    HistoryUnauthorized(&'static str),
+    /// `GET /history` with a token that does not grant subscribing to the topic (403, JSON
+    /// `forbidden`).
+    HistoryForbidden,
+    /// The engine cannot read history over HTTP (`--engine redis`, today) (501, JSON
+    /// `engine_unavailable`).
+    HistoryUnsupported,
+    /// The engine's backend (Redis) is unavailable (503, JSON `engine_unavailable`).
+    PublishEngineUnavailable,
     /// Accepted over `--max-connections`: answered at accept time, before any request (503).
     TooManyConnections,
     /// Accepted over `--max-connections-per-ip` (503).
     TooManyConnectionsFromAddress,
+    /// A `/ws?topic=` upgrade whose subscriptions would pass `--max-subscriptions` or
+    /// `--max-topics`; the text says which (503).
+    LimitReached(String),
+    /// A `/ws` upgrade without a valid token for its `?topic=` list; the short reason
+    /// (`token expired`, `bad signature`...) is the body (401, `WWW-Authenticate: Bearer`).
+    Unauthorized(&'static str),
+    /// A `/ws` upgrade whose valid token does not grant one of its `?topic=` (403).
+    Forbidden(String),
+    /// `POST /publish` without an accepted API key or token (401, `WWW-Authenticate: Bearer`, JSON).
+    PublishUnauthorized(&'static str),
+    /// `POST /publish` with a valid token that does not grant the topic (403, JSON).
+    PublishForbidden,
 }
 
 impl Refusal {
@@ -161,8 +208,15 @@ impl Refusal {
             Refusal::PublishMediaType => 415,
             Refusal::PublishOverloaded(_)
             | Refusal::HistoryOverloaded(_)
+            | Refusal::PublishEngineUnavailable
             | Refusal::TooManyConnections
-            | Refusal::TooManyConnectionsFromAddress => 503,
+            | Refusal::TooManyConnectionsFromAddress
+            | Refusal::LimitReached(_) => 503,
+            Refusal::Unauthorized(_)
+            | Refusal::PublishUnauthorized(_)
+            | Refusal::HistoryUnauthorized(_) => 401,
+            Refusal::Forbidden(_) | Refusal::PublishForbidden | Refusal::HistoryForbidden => 403,
+            Refusal::HistoryUnsupported => 501,
         }
     }
 
@@ -193,8 +247,17 @@ impl Refusal {
             Refusal::PublishOverloaded(_) | Refusal::HistoryOverloaded(_) => {
                 RefusalReason::Overloaded
             }
+            Refusal::PublishEngineUnavailable => RefusalReason::EngineUnavailable,
             Refusal::TooManyConnections => RefusalReason::MaxConnections,
             Refusal::TooManyConnectionsFromAddress => RefusalReason::MaxConnectionsPerIp,
+            Refusal::LimitReached(_) => RefusalReason::LimitReached,
+            Refusal::Unauthorized(_)
+            | Refusal::PublishUnauthorized(_)
+            | Refusal::HistoryUnauthorized(_) => RefusalReason::Unauthorized,
+            Refusal::Forbidden(_) | Refusal::PublishForbidden | Refusal::HistoryForbidden => {
+                RefusalReason::Forbidden
+            }
+            Refusal::HistoryUnsupported => RefusalReason::EngineUnavailable,
         }
     }
 
@@ -209,6 +272,9 @@ impl Refusal {
                 | Refusal::PublishBody(_)
                 | Refusal::PublishJson(_)
                 | Refusal::PublishOverloaded(_)
+                | Refusal::PublishUnauthorized(_)
+                | Refusal::PublishForbidden
+                | Refusal::PublishEngineUnavailable
         )
     }
 
@@ -217,7 +283,12 @@ impl Refusal {
     pub fn is_history(&self) -> bool {
         matches!(
             self,
-            Refusal::HistoryTopic(_) | Refusal::HistoryQuery(_) | Refusal::HistoryOverloaded(_)
+            Refusal::HistoryTopic(_)
+                | Refusal::HistoryQuery(_)
+                | Refusal::HistoryOverloaded(_)
+                | Refusal::HistoryUnauthorized(_)
+                | Refusal::HistoryForbidden
+                | Refusal::HistoryUnsupported
         )
     }
 
@@ -234,6 +305,10 @@ impl Refusal {
             Refusal::TooManyConnections | Refusal::TooManyConnectionsFromAddress => {
                 &[("Retry-After", "1")]
             }
+            // RFC 6750 §3: a 401 names the scheme the client should use.
+            Refusal::Unauthorized(_)
+            | Refusal::PublishUnauthorized(_)
+            | Refusal::HistoryUnauthorized(_) => &[("WWW-Authenticate", "Bearer")],
             _ => &[],
         };
         let message = self.message();
@@ -265,6 +340,13 @@ impl Refusal {
             Refusal::PublishOverloaded(_) | Refusal::HistoryOverloaded(_) => ErrorCode::Overloaded,
             Refusal::HistoryTopic(_) => ErrorCode::InvalidTopic,
             Refusal::HistoryQuery(_) => ErrorCode::InvalidCommand,
+            Refusal::PublishUnauthorized(_) => ErrorCode::Unauthorized,
+            Refusal::PublishForbidden => ErrorCode::Forbidden,
+            Refusal::PublishEngineUnavailable | Refusal::HistoryUnsupported => {
+                ErrorCode::EngineUnavailable
+            }
+            Refusal::HistoryUnauthorized(_) => ErrorCode::Unauthorized,
+            Refusal::HistoryForbidden => ErrorCode::Forbidden,
             _ => return None,
         })
     }
@@ -277,7 +359,8 @@ impl Refusal {
             Refusal::InvalidTopicQuery(why)
             | Refusal::PublishOverloaded(why)
             | Refusal::HistoryQuery(why)
-            | Refusal::HistoryOverloaded(why) => why.clone(),
+            | Refusal::HistoryOverloaded(why)
+            | Refusal::LimitReached(why) => why.clone(),
             Refusal::TooManyTopics { asked, max } => {
                 format!("{asked} topics asked for; at most {max} per connection")
             }
@@ -291,8 +374,20 @@ impl Refusal {
             }
             Refusal::PublishJson(why) => format!("body is not valid JSON: {why}"),
             Refusal::TooManyConnections => "too many connections; try again later".to_string(),
+            Refusal::PublishEngineUnavailable => ENGINE_UNAVAILABLE_MESSAGE.to_string(),
             Refusal::TooManyConnectionsFromAddress => {
                 "too many connections from your address; try again later".to_string()
+            }
+            Refusal::Unauthorized(why)
+            | Refusal::PublishUnauthorized(why)
+            | Refusal::HistoryUnauthorized(why) => why.to_string(),
+            Refusal::HistoryForbidden => {
+                "the token does not grant subscribing to this topic".to_string()
+            }
+            Refusal::HistoryUnsupported => HISTORY_UNSUPPORTED_MESSAGE.to_string(),
+            Refusal::Forbidden(topic) => format!("the token does not grant topic {topic:?}"),
+            Refusal::PublishForbidden => {
+                "the token does not grant publishing to this topic".to_string()
             }
         }
     }
@@ -365,8 +460,12 @@ mod tests {
             Refusal::HistoryTopic("empty".into()),
             Refusal::HistoryQuery("limit".into()),
             Refusal::HistoryOverloaded("inbox full".into()),
+            Refusal::HistoryUnauthorized("token required"),
+            Refusal::HistoryForbidden,
+            Refusal::HistoryUnsupported,
             Refusal::TooManyConnections,
             Refusal::TooManyConnectionsFromAddress,
+            Refusal::LimitReached("the server holds its maximum of 5 topics".into()),
         ];
         for refusal in &all {
             let (status, fields, body) = parsed(&refusal.response());

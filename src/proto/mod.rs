@@ -15,6 +15,10 @@
 //! | `utf8.rs` | incremental, fail-fast UTF-8 validation |
 //! | `close.rs` | close codes: valid received codes and the ones crier sends |
 //! | `prepared.rs` | complete server frames in one `Bytes`, control frames, client frames |
+//! | `extension.rs` | the `Sec-WebSocket-Extensions` grammar (RFC 6455 §9.1) |
+//! | `permessage_deflate.rs` | permessage-deflate negotiation (RFC 7692 §7.1) |
+//! | `deflate.rs` | one message deflated once into a ready RSV1 frame (RFC 7692 §7.2.1) |
+//! | `inflate.rs` | inflating received messages under a limit on the inflated size (RFC 7692 §7.2.2) |
 //! | `session.rs` | the per-connection decoder state machine |
 //! | `command.rs` | pub/sub JSON commands and their error codes |
 //! | `envelope.rs` | deliveries, acks, errors and notices as prepared frames |
@@ -25,15 +29,19 @@
 
 pub mod close;
 pub mod command;
+pub mod deflate;
 pub mod envelope;
 pub mod epoch;
 pub mod error;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod http_body;
 pub mod http_refusal;
+pub mod inflate;
 pub mod mask;
+pub mod permessage_deflate;
 pub mod prepared;
 pub mod query;
 pub mod response;

@@ -3,12 +3,15 @@
 //! the rest spills into a lazily allocated buffer that is freed once the message is delivered.
 //! Sends nothing and decides no replies (pong, close): the caller does, from the events.
 //! Keeps no clock: the caller passes `now_ms` in and asks whether a message is overdue.
+//! With permessage-deflate (RFC 7692) compressed messages are inflated into the spill under the
+//! same message limit, applied to the inflated size.
 
 use std::fmt;
 
 use super::close::is_valid_received_code;
 use super::error::ProtocolError;
 use super::frame::{OpCode, MAX_HEADER_BYTES};
+use super::inflate::{inflater_heap_estimate, InflateError, Inflater};
 use super::mask::apply_mask;
 use super::prepared::MAX_CONTROL_PAYLOAD;
 use super::utf8::Utf8Validator;
@@ -22,11 +25,22 @@ pub enum Role {
     Client,
 }
 
+/// How the peer compresses, as negotiated (RFC 7692 §7.1): what our inflater needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerDeflate {
+    /// The peer's LZ77 window (8..=15); we inflate with at least this window (9 at minimum).
+    pub window_bits: u8,
+    /// The peer compresses each message from an empty window, so our inflate state lives only
+    /// while a compressed message is being received.
+    pub no_context_takeover: bool,
+}
+
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLimits {
     /// The largest message (sum of its fragments' payloads) we accept, checked against the
-    /// declared lengths before any payload is buffered.
+    /// declared lengths before any payload is buffered and, for a compressed message, against
+    /// the inflated size as it is produced.
     pub max_message_bytes: usize,
 }
 
@@ -89,6 +103,10 @@ struct Spill {
     /// Sum of the declared payload lengths of the current message's frames so far.
     declared: usize,
     utf8: Utf8Validator,
+    /// The inflate stream of a peer that compresses. Created by its first compressed message;
+    /// with no context takeover it goes with the rest of the spill once the connection is idle,
+    /// with context takeover it stays (the spill box then keeps only this).
+    inflater: Option<Box<Inflater>>,
 }
 
 /// The decoder state of one WebSocket connection. See `decode` for the calling convention.
@@ -110,6 +128,10 @@ pub struct Session {
     message_started_ms: u32,
     masked: bool,
     closed: bool,
+    /// Set when permessage-deflate was negotiated: RSV1 marks a compressed message.
+    peer_deflate: Option<PeerDeflate>,
+    /// The message in progress is compressed (RSV1 on its first frame, RFC 7692 §6).
+    compressed: bool,
 }
 
 impl fmt::Debug for Session {
@@ -128,6 +150,8 @@ impl fmt::Debug for Session {
 /// A parsed frame header.
 struct Header {
     fin: bool,
+    /// RSV1 on a first data frame with permessage-deflate: the message is compressed.
+    compressed: bool,
     opcode: OpCode,
     mask: Option<[u8; 4]>,
     len: u64,
@@ -170,7 +194,20 @@ impl Session {
             message_started_ms: 0,
             masked: false,
             closed: false,
+            peer_deflate: None,
+            compressed: false,
         }
+    }
+
+    /// Accepts compressed messages from now on (call right after the handshake negotiated
+    /// permessage-deflate); `None` refuses RSV1 again.
+    pub fn set_peer_deflate(&mut self, peer: Option<PeerDeflate>) {
+        self.peer_deflate = peer;
+    }
+
+    /// What was negotiated with `set_peer_deflate`.
+    pub fn peer_deflate(&self) -> Option<PeerDeflate> {
+        self.peer_deflate
     }
 
     /// Whether a Close frame was received; after it, input is ignored (RFC 6455 §5.5.1).
@@ -187,7 +224,12 @@ impl Session {
     /// frame plus the spill bookkeeping.
     pub fn heap_bytes(&self) -> usize {
         self.spill.as_ref().map_or(0, |s| {
-            std::mem::size_of::<Spill>() + s.message.capacity() + s.control.capacity()
+            std::mem::size_of::<Spill>()
+                + s.message.capacity()
+                + s.control.capacity()
+                + s.inflater
+                    .as_ref()
+                    .map_or(0, |i| inflater_heap_estimate(i.window_bits()))
         })
     }
 
@@ -243,8 +285,7 @@ impl Session {
             return Ok(none(input.len()));
         }
         if self.message.is_none() && self.frame == Frame::Header {
-            // Idle between messages: an idle connection holds no heap.
-            self.spill = None;
+            self.release_idle_spill();
         }
         let mut pos = 0;
         let ready = loop {
@@ -287,19 +328,44 @@ impl Session {
         })
     }
 
+    /// Idle between messages: an idle server-side connection holds no heap, except the inflate
+    /// window of a peer that compresses with context takeover (RFC 7692 §7.1.1.2), which must
+    /// survive.
+    fn release_idle_spill(&mut self) {
+        let Some(spill) = self.spill.as_mut() else {
+            return;
+        };
+        // A client (the load generator) keeps its inflater: few connections, many messages,
+        // and allocating a 32 KiB window per message would dominate its CPU. It is reset
+        // after each message all the same when the peer takes over no context.
+        let keep_inflater = spill.inflater.is_some()
+            && (self.role == Role::Client
+                || self.peer_deflate.is_some_and(|p| !p.no_context_takeover));
+        if keep_inflater {
+            spill.message = Vec::new();
+            spill.control = Vec::new();
+        } else {
+            self.spill = None;
+        }
+    }
+
     /// Parses a header from the start of `bytes`, completing one kept from earlier reads.
     /// Returns `None` after absorbing all of `bytes` when the header is still incomplete.
     fn read_header(&mut self, bytes: &[u8]) -> Result<Option<(Header, usize)>, ProtocolError> {
         let old = usize::from(self.header_len);
         if old == 0 {
-            if let Some(parsed) = parse_header(bytes, self.role)? {
+            if let Some(parsed) = parse_header(bytes, self.role, self.peer_deflate.is_some())? {
                 return Ok(Some(parsed));
             }
         }
         // Only reached with fewer bytes than a complete header, so they fit in 14.
         let take = (MAX_HEADER_BYTES - old).min(bytes.len());
         self.header[old..old + take].copy_from_slice(&bytes[..take]);
-        match parse_header(&self.header[..old + take], self.role)? {
+        match parse_header(
+            &self.header[..old + take],
+            self.role,
+            self.peer_deflate.is_some(),
+        )? {
             Some((header, len)) => {
                 self.header_len = 0;
                 Ok(Some((header, len.saturating_sub(old))))
@@ -371,7 +437,10 @@ impl Session {
             return Err(ProtocolError::MessageTooLarge);
         }
         let len = header.len as usize;
-        if !continuation && header.fin && available >= len {
+        if !continuation {
+            self.compressed = header.compressed;
+        }
+        if !continuation && header.fin && available >= len && !header.compressed {
             // Fast path: a whole unfragmented message in this read, delivered in place.
             let start = *pos;
             *pos += len;
@@ -412,15 +481,46 @@ impl Session {
         self.unmask(chunk);
         let kind = self.message.unwrap_or(Kind::Binary);
         let spill = self.spill.get_or_insert_with(Box::default);
-        if kind == Kind::Text {
-            // Fail fast, per chunk and across fragments (Autobahn 6.4.x).
-            spill
-                .utf8
-                .feed(chunk)
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        let limit = self.limits.max_message_bytes;
+        if self.compressed {
+            let peer = self.peer_deflate.unwrap_or(PeerDeflate {
+                window_bits: 15,
+                no_context_takeover: false,
+            });
+            let inflater = spill
+                .inflater
+                .get_or_insert_with(|| Box::new(Inflater::new(peer.window_bits)));
+            let before = spill.message.len();
+            inflater
+                .feed(chunk, &mut spill.message, limit)
+                .map_err(inflate_error)?;
+            if self.remaining == n && fin {
+                // RFC 7692 §7.2.2: the message ends; append the removed 00 00 FF FF.
+                inflater
+                    .finish(&mut spill.message, limit)
+                    .map_err(inflate_error)?;
+                if peer.no_context_takeover {
+                    inflater.reset();
+                }
+            }
+            if kind == Kind::Text {
+                // Fail fast on the inflated bytes, as for plain messages.
+                spill
+                    .utf8
+                    .feed(&spill.message[before..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        } else {
+            if kind == Kind::Text {
+                // Fail fast, per chunk and across fragments (Autobahn 6.4.x).
+                spill
+                    .utf8
+                    .feed(chunk)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            reserve_bounded(&mut spill.message, n, spill.declared);
+            spill.message.extend_from_slice(chunk);
         }
-        reserve_bounded(&mut spill.message, n, spill.declared);
-        spill.message.extend_from_slice(chunk);
         *pos += n;
         self.remaining -= n;
         if self.remaining > 0 {
@@ -468,6 +568,13 @@ impl Session {
     }
 }
 
+fn inflate_error(error: InflateError) -> ProtocolError {
+    match error {
+        InflateError::TooLarge => ProtocolError::MessageTooLarge,
+        InflateError::Corrupt => ProtocolError::InvalidCompressedData,
+    }
+}
+
 fn none<'a>(consumed: usize) -> Decoded<'a> {
     Decoded {
         consumed,
@@ -491,15 +598,27 @@ fn reserve_bounded(buf: &mut Vec<u8>, additional: usize, bound: usize) {
 
 /// Parses one frame header (RFC 6455 §5.2), checking every stateless rule as soon as the
 /// bytes that carry it are present. `Ok(None)`: more bytes are needed.
-fn parse_header(bytes: &[u8], role: Role) -> Result<Option<(Header, usize)>, ProtocolError> {
+fn parse_header(
+    bytes: &[u8],
+    role: Role,
+    deflate: bool,
+) -> Result<Option<(Header, usize)>, ProtocolError> {
     let Some(&b0) = bytes.first() else {
         return Ok(None);
     };
-    // RFC 6455 §5.2: RSV1-3 MUST be 0 unless an extension defines them; we negotiate none.
-    if b0 & 0x70 != 0 {
+    // RFC 6455 §5.2: RSV1-3 MUST be 0 unless an extension defines them; permessage-deflate
+    // defines RSV1 only (RFC 7692 §6).
+    let rsv_allowed = if deflate { 0x40 } else { 0 };
+    if b0 & 0x70 & !rsv_allowed != 0 {
         return Err(ProtocolError::ReservedBitsSet);
     }
     let opcode = OpCode::from_u8(b0 & 0x0F).ok_or(ProtocolError::ReservedOpcode)?;
+    let compressed = b0 & 0x40 != 0;
+    // RFC 7692 §6.1: RSV1 only on the first frame of a data message, never on control frames
+    // or continuations.
+    if compressed && (opcode.is_control() || opcode == OpCode::Continuation) {
+        return Err(ProtocolError::ReservedBitsSet);
+    }
     let fin = b0 & 0x80 != 0;
     // RFC 6455 §5.5: control frames MUST NOT be fragmented.
     if opcode.is_control() && !fin {
@@ -554,6 +673,7 @@ fn parse_header(bytes: &[u8], role: Role) -> Result<Option<(Header, usize)>, Pro
     Ok(Some((
         Header {
             fin,
+            compressed,
             opcode,
             mask,
             len,
@@ -856,11 +976,9 @@ mod tests {
     fn error_of(session: &mut Session, bytes: &[u8]) -> ProtocolError {
         let whole = decode_one(session, bytes).unwrap_err();
         let (role, limits) = (session.role, session.limits);
-        assert_eq!(
-            bytewise(&mut Session::new(role, limits), bytes),
-            Err(whole),
-            "bytewise"
-        );
+        let mut fresh = Session::new(role, limits);
+        fresh.set_peer_deflate(session.peer_deflate);
+        assert_eq!(bytewise(&mut fresh, bytes), Err(whole), "bytewise");
         whole
     }
 
@@ -1124,5 +1242,269 @@ mod tests {
         let ping = frame(true, OpCode::Ping, b"hello");
         assert_eq!(decode_at(&mut session, &ping[..8], 0), vec![]);
         assert_eq!(session.check_message_deadline(1_000_000, 500), Ok(()));
+    }
+
+    fn deflating_server(no_context_takeover: bool, limit: usize) -> Session {
+        let mut session = Session::new(
+            Role::Server,
+            SessionLimits {
+                max_message_bytes: limit,
+            },
+        );
+        session.set_peer_deflate(Some(PeerDeflate {
+            window_bits: 15,
+            no_context_takeover,
+        }));
+        session
+    }
+
+    /// A compressed client message in frames of `fragment` compressed bytes (RSV1 on the first).
+    fn compressed_frames(opcode: OpCode, compressed: &[u8], fragment: usize) -> Vec<u8> {
+        use crate::proto::deflate::encode_compressed_client_frame;
+        let mut out = Vec::new();
+        let pieces: Vec<&[u8]> = if compressed.is_empty() {
+            vec![&[]]
+        } else {
+            compressed.chunks(fragment).collect()
+        };
+        for (i, piece) in pieces.iter().enumerate() {
+            let op = if i == 0 { opcode } else { OpCode::Continuation };
+            encode_compressed_client_frame(i == 0, i + 1 == pieces.len(), piece, op, KEY, &mut out);
+        }
+        out
+    }
+
+    fn deflated(payload: &[u8]) -> Vec<u8> {
+        crate::proto::deflate::Deflater::new(6)
+            .payload(payload, 15)
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn rfc7692_section_7_2_3_compressed_messages() {
+        // §7.2.3.1 "Hello" as one compressed text frame, whole and byte by byte.
+        let hello = compressed_frames(
+            OpCode::Text,
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+            100,
+        );
+        assert_eq!(
+            decode_one(&mut deflating_server(true, 100), &hello),
+            Ok(vec![OwnedEvent::Text(b"Hello".to_vec())])
+        );
+        assert_eq!(
+            bytewise(&mut deflating_server(true, 100), &hello),
+            Ok(vec![OwnedEvent::Text(b"Hello".to_vec())])
+        );
+        // §7.2.3.1 fragmented: f2 48 cd | c9 c9 07 00, RSV1 on the first frame only.
+        let fragmented =
+            compressed_frames(OpCode::Text, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 3);
+        assert_eq!(
+            decode_one(&mut deflating_server(true, 100), &fragmented),
+            Ok(vec![OwnedEvent::Text(b"Hello".to_vec())])
+        );
+        // §7.2.3.2: the second "Hello" refers back into the first (context takeover): the
+        // window survives the idle point between the two messages, and only the window.
+        let mut session = deflating_server(false, 100);
+        assert_eq!(
+            decode_one(&mut session, &hello),
+            Ok(vec![OwnedEvent::Text(b"Hello".to_vec())])
+        );
+        let kept = session.heap_bytes();
+        assert!(kept > 32 * 1024, "the inflate window is kept: {kept}");
+        let second = compressed_frames(OpCode::Text, &[0xf2, 0x00, 0x11, 0x00, 0x00], 100);
+        assert_eq!(
+            decode_one(&mut session, &second),
+            Ok(vec![OwnedEvent::Text(b"Hello".to_vec())])
+        );
+        assert_eq!(session.heap_bytes(), kept);
+        // Without context takeover the same second message has nothing to refer to.
+        let mut session = deflating_server(true, 100);
+        decode_one(&mut session, &hello).unwrap();
+        assert_eq!(session.heap_bytes(), 0, "no inflate state between messages");
+        assert_eq!(
+            decode_one(&mut session, &second),
+            Err(ProtocolError::InvalidCompressedData)
+        );
+        // §7.2.3.3 and §7.2.3.5: a stored block, and a final block.
+        for body in [
+            &[
+                0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+            ][..],
+            &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00][..],
+        ] {
+            assert_eq!(
+                decode_one(
+                    &mut deflating_server(false, 100),
+                    &compressed_frames(OpCode::Binary, body, 100)
+                ),
+                Ok(vec![OwnedEvent::Binary(b"Hello".to_vec())])
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_keeps_its_inflater_a_server_does_not() {
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut wire = vec![0xc1, hello.len() as u8];
+        wire.extend_from_slice(&hello);
+        let peer = Some(PeerDeflate {
+            window_bits: 15,
+            no_context_takeover: true,
+        });
+        let mut client = Session::new(Role::Client, LIMITS);
+        client.set_peer_deflate(peer);
+        for _ in 0..2 {
+            assert_eq!(
+                decode_one(&mut client, &wire),
+                Ok(vec![OwnedEvent::Text(b"Hello".to_vec())])
+            );
+            assert!(client.heap_bytes() > 32 * 1024, "kept, reset per message");
+        }
+        let mut server = deflating_server(true, 100);
+        let masked = compressed_frames(OpCode::Text, &hello, 100);
+        assert_eq!(
+            decode_one(&mut server, &masked),
+            Ok(vec![OwnedEvent::Text(b"Hello".to_vec())])
+        );
+        assert_eq!(server.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn fragmented_compressed_messages_with_control_frames_between() {
+        let payload: Vec<u8> = "{\"topic\":\"prices\",\"data\":[1,2,3]} "
+            .repeat(200)
+            .into_bytes();
+        let compressed = deflated(&payload);
+        let frames = compressed_frames(OpCode::Text, &compressed, 37);
+        // Put a ping after every data frame.
+        let mut wire = Vec::new();
+        let mut rest = &frames[..];
+        let mut pings = 0;
+        while !rest.is_empty() {
+            let len = usize::from(rest[1] & 0x7f);
+            let (one, tail) = rest.split_at(2 + 4 + len);
+            wire.extend_from_slice(one);
+            wire.extend(frame(true, OpCode::Ping, b"p"));
+            pings += 1;
+            rest = tail;
+        }
+        wire.extend(frame(true, OpCode::Binary, b"plain"));
+        let mut expected = vec![OwnedEvent::Ping(b"p".to_vec()); pings - 1];
+        expected.push(OwnedEvent::Text(payload.clone()));
+        expected.push(OwnedEvent::Ping(b"p".to_vec()));
+        expected.push(OwnedEvent::Binary(b"plain".to_vec()));
+        for split in [1, 5, 64, wire.len()] {
+            let reads: Vec<Vec<u8>> = wire.chunks(split).map(<[u8]>::to_vec).collect();
+            let mut session = deflating_server(true, 1 << 20);
+            assert_eq!(
+                decode_reads(&mut session, &reads, |_| {}),
+                Ok(expected.clone()),
+                "split {split}"
+            );
+            assert_eq!(session.heap_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn a_zip_bomb_closes_with_1009_before_it_costs_memory() {
+        // 16 MiB of zeros deflate to about 16 KiB: well under the 64 KiB limit on the wire.
+        let bomb = deflated(&vec![0u8; 16 << 20]);
+        assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+        for fragment in [bomb.len(), 1000] {
+            let wire = compressed_frames(OpCode::Binary, &bomb, fragment);
+            let mut session = deflating_server(true, 64 * 1024);
+            let mut peak = 0;
+            let reads: Vec<Vec<u8>> = wire.chunks(4096).map(<[u8]>::to_vec).collect();
+            let result = decode_reads(&mut session, &reads, |s| peak = peak.max(s.heap_bytes()));
+            assert_eq!(result, Err(ProtocolError::MessageTooLarge));
+            assert_eq!(ProtocolError::MessageTooLarge.close_code(), 1009);
+            // Peak heap: the limit (plus one byte), the inflater and the spill bookkeeping.
+            assert!(peak < 64 * 1024 + 48 * 1024, "peak {peak}");
+        }
+        // Exactly at the limit is fine.
+        let exact = deflated(&vec![b'x'; 64 * 1024]);
+        assert_eq!(
+            decode_one(
+                &mut deflating_server(true, 64 * 1024),
+                &compressed_frames(OpCode::Binary, &exact, 500)
+            ),
+            Ok(vec![OwnedEvent::Binary(vec![b'x'; 64 * 1024])])
+        );
+    }
+
+    #[test]
+    fn compressed_framing_rules() {
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let cases: Vec<(Session, Vec<u8>, ProtocolError)> = vec![
+            // RSV1 without the extension.
+            (
+                server(),
+                compressed_frames(OpCode::Text, &hello, 100),
+                ProtocolError::ReservedBitsSet,
+            ),
+            // RSV2 and RSV3 stay reserved with it.
+            (
+                deflating_server(true, 100),
+                vec![0xA1, 0x80, 0, 0, 0, 0],
+                ProtocolError::ReservedBitsSet,
+            ),
+            (
+                deflating_server(true, 100),
+                vec![0x91, 0x80, 0, 0, 0, 0],
+                ProtocolError::ReservedBitsSet,
+            ),
+            // RSV1 on a control frame or a continuation (RFC 7692 §6.1).
+            (
+                deflating_server(true, 100),
+                vec![0xC9, 0x80, 0, 0, 0, 0],
+                ProtocolError::ReservedBitsSet,
+            ),
+            (
+                deflating_server(true, 100),
+                [
+                    frame(false, OpCode::Text, b"a"),
+                    vec![0xC0, 0x80, 0, 0, 0, 0],
+                ]
+                .concat(),
+                ProtocolError::ReservedBitsSet,
+            ),
+            // Not a deflate stream: reserved block type 3.
+            (
+                deflating_server(true, 100),
+                compressed_frames(OpCode::Binary, &[0xff, 0xff, 0xff], 100),
+                ProtocolError::InvalidCompressedData,
+            ),
+            // Inflates to invalid UTF-8 in a text message.
+            (
+                deflating_server(true, 100),
+                compressed_frames(
+                    OpCode::Text,
+                    &deflated(
+                        &[b'a'; 40]
+                            .iter()
+                            .copied()
+                            .chain([0xff])
+                            .collect::<Vec<u8>>(),
+                    ),
+                    100,
+                ),
+                ProtocolError::InvalidUtf8,
+            ),
+        ];
+        for (mut session, bytes, expected) in cases {
+            assert_eq!(error_of(&mut session, &bytes), expected, "{bytes:x?}");
+        }
+        assert_eq!(ProtocolError::InvalidCompressedData.close_code(), 1007);
+        // An uncompressed message on a compressing connection is still delivered in place.
+        let mut session = deflating_server(true, 100);
+        let mut buf = MASKED_HELLO;
+        let base = buf.as_ptr() as usize;
+        let decoded = session.decode(&mut buf, 0).unwrap();
+        let Some(Event::Text(text)) = decoded.event else {
+            panic!("{:?}", decoded.event);
+        };
+        assert_eq!((text, text.as_ptr() as usize), (&b"Hello"[..], base + 6));
     }
 }

@@ -53,6 +53,17 @@ pub struct WebSocketPhase {
     /// `None` only while the shard is decoding this connection's input.
     pub session: Option<Session>,
     pub route: Route,
+    /// The server window negotiated for permessage-deflate (9..=15), 0 without it: which of a
+    /// delivery's frames this connection takes (`DeliveryFrames::for_window`).
+    pub deflate_bits: u8,
+}
+
+impl WebSocketPhase {
+    /// Counted in `Shared::compressing_subscribers` while open: a `/ws` connection that
+    /// negotiated permessage-deflate.
+    pub fn is_compressing_subscriber(&self) -> bool {
+        self.route == Route::PubSub && self.deflate_bits != 0
+    }
 }
 
 /// Where a connection is in its life.

@@ -4,10 +4,12 @@
 
 use crate::broker::history::{parse_url_since, Epoch, Since};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use crate::auth::{Access, Grants, HttpPublishAccess, TokenError};
 use crate::broker::{HttpHistory, SendKind, OVERLOADED_MESSAGE};
 use crate::engine::PayloadRef;
 use crate::mesh::ReplyTo;
@@ -19,7 +21,7 @@ use crate::proto::http_body::{request_body, BodyFraming, BodyReader};
 use crate::proto::http_refusal::{Refusal, RefusalReason};
 use crate::proto::query::{percent_decode, query_values};
 use crate::proto::response::{not_modified, response, response_head, status};
-use crate::proto::session::{Role, Session, SessionLimits};
+use crate::proto::session::{PeerDeflate, Role, Session, SessionLimits};
 use crate::topic::validate_topic;
 
 use super::connection::{flags, HttpPhase, PendingBody, Phase, Route, WebSocketPhase};
@@ -185,7 +187,20 @@ impl Shard {
                 Flow::Continue
             }
             Target::Readyz => {
-                let bytes = if self.shared.draining.load(Ordering::Relaxed) {
+                let engine_unready = self
+                    .shared
+                    .engine_status
+                    .as_ref()
+                    .is_some_and(|status| !status.is_ready());
+                let bytes = if engine_unready {
+                    response(
+                        status::SERVICE_UNAVAILABLE,
+                        &[],
+                        "text/plain; charset=utf-8",
+                        b"engine unavailable\n",
+                        keep_alive,
+                    )
+                } else if self.shared.draining.load(Ordering::Relaxed) {
                     response(
                         status::SERVICE_UNAVAILABLE,
                         &[],
@@ -210,7 +225,10 @@ impl Shard {
                 self.copy_history_stats();
                 self.shared.counters[self.id].publish(&self.counters);
                 let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
-                let text = render_prometheus(&snapshots);
+                let mut text = render_prometheus(&snapshots);
+                if let Some(status) = &self.shared.engine_status {
+                    status.render(&mut text);
+                }
                 let bytes = response(
                     status::OK,
                     &[],
@@ -316,7 +334,20 @@ impl Shard {
                 let (asked, max) = (limit.asked, limit.max);
                 return self.refuse(key, Refusal::TooManyTopics { asked, max });
             }
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            if let Err(limit) = self.broker.check_global_limits(&names) {
+                self.counters.incr(Metric::SubscribeLimitReached);
+                return self.refuse(key, Refusal::LimitReached(limit.to_string()));
+            }
         }
+        let grants = if route == Route::PubSub && self.shared.policy.tokens_required() {
+            match self.check_upgrade_token(head, &topics) {
+                Ok(grants) => grants,
+                Err(refusal) => return self.refuse(key, refusal),
+            }
+        } else {
+            None
+        };
         let limits = SessionLimits {
             max_message_bytes: self.shared.config.max_message_bytes,
         };
@@ -324,16 +355,34 @@ impl Shard {
             Some(http) => std::mem::take(&mut http.buf),
             None => return Flow::Stop,
         };
-        self.conns[key].phase = Phase::WebSocket(WebSocketPhase {
-            session: Some(Session::new(Role::Server, limits)),
+        let mut session = Session::new(Role::Server, limits);
+        let deflate = accepted.deflate.as_ref().map(|n| n.params);
+        session.set_peer_deflate(deflate.map(|p| PeerDeflate {
+            window_bits: p.client_max_window_bits,
+            no_context_takeover: p.client_no_context_takeover,
+        }));
+        let ws = WebSocketPhase {
+            session: Some(session),
             route,
-        });
+            deflate_bits: deflate.map_or(0, |p| p.server_max_window_bits),
+        };
+        if ws.is_compressing_subscriber() {
+            self.shared
+                .compressing_subscribers
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.conns[key].phase = Phase::WebSocket(ws);
         self.counters.add(Metric::WebSocketsOpen, 1);
         let accept = Bytes::from(handshake::switching_protocols(&accepted));
         let _ = self.send(key, accept, SendKind::Reply);
         if route == Route::PubSub {
             let generation = self.conns[key].generation;
-            self.with_broker(|broker, out| broker.open(key, generation, &topics, &resumes, out));
+            self.with_broker(|broker, out| {
+                broker.open(key, generation, &topics, &resumes, out);
+                if let Some(grants) = grants {
+                    broker.authenticated(key, grants);
+                }
+            });
         }
         if leftover.is_empty() {
             Flow::Continue
@@ -341,6 +390,46 @@ impl Shard {
             let mut leftover = leftover;
             self.on_websocket_bytes(key, &mut leftover)
         }
+    }
+
+    /// The token of a `/ws` upgrade (`?token=` or `Authorization: Bearer`), verified, and
+    /// the URL's topics checked against it before the 101: a presented token that fails, or
+    /// a topic without the right, refuses the upgrade (401 / 403).
+    fn check_upgrade_token(
+        &mut self,
+        head: &RequestHead,
+        topics: &[String],
+    ) -> Result<Option<Box<Grants>>, Refusal> {
+        let policy = Arc::clone(&self.shared.policy);
+        let now = super::unix_now_secs();
+        let from_query = head
+            .query()
+            .and_then(|query| query_values(query, "token").next())
+            .map(|raw| percent_decode(raw, true).unwrap_or_default());
+        let token = from_query.or_else(|| bearer(head).map(<[u8]>::to_vec));
+        let grants = match token {
+            Some(token) => match policy.authenticate(&token, now) {
+                Ok(grants) => {
+                    self.counters.incr(Metric::AuthTokensAccepted);
+                    Some(Box::new(grants))
+                }
+                Err(error) => {
+                    self.counters.incr(Metric::AuthTokensRefused);
+                    return Err(Refusal::Unauthorized(error.reason()));
+                }
+            },
+            None => None,
+        };
+        for topic in topics {
+            match policy.may_subscribe(grants.as_deref(), topic, now) {
+                Access::Allowed => {}
+                Access::Unauthorized => {
+                    return Err(Refusal::Unauthorized(TokenError::Missing.reason()))
+                }
+                Access::Forbidden => return Err(Refusal::Forbidden(topic.clone())),
+            }
+        }
+        Ok(grants)
     }
 
     /// `POST /publish/<topic>`: checks the request and starts reading its body.
@@ -376,6 +465,17 @@ impl Shard {
                     .trim()
                     .to_ascii_lowercase()
             });
+        match self
+            .shared
+            .policy
+            .may_publish_http(bearer(head), &topic, super::unix_now_secs())
+        {
+            HttpPublishAccess::Allowed => {}
+            HttpPublishAccess::Unauthorized(why) => {
+                return self.refuse(key, Refusal::PublishUnauthorized(why))
+            }
+            HttpPublishAccess::Forbidden => return self.refuse(key, Refusal::PublishForbidden),
+        }
         let binary = match media_type.as_deref() {
             Some("application/json") => false,
             Some("application/octet-stream") => true,
@@ -439,11 +539,11 @@ impl Shard {
     pub(super) fn finish_http_publish(
         &mut self,
         key: usize,
-        result: Result<(u64, Option<Epoch>), &str>,
+        result: Result<(u64, Option<Epoch>), Refusal>,
     ) {
         let answer = match result {
             Ok((seq, epoch)) => Ok(envelope::publish_reply_body(seq, epoch)),
-            Err(message) => Err(Refusal::PublishOverloaded(message.to_string())),
+            Err(refusal) => Err(refusal),
         };
         self.finish_awaited(key, answer);
     }
@@ -460,6 +560,7 @@ impl Shard {
             )),
             HttpHistory::Page(None) => Ok(envelope::history_body(None, 0, [])),
             HttpHistory::Refused => Err(Refusal::HistoryOverloaded(OVERLOADED_MESSAGE.into())),
+            HttpHistory::Unsupported => Err(Refusal::HistoryUnsupported),
         };
         self.finish_awaited(key, answer);
     }
@@ -519,8 +620,19 @@ impl Shard {
             Ok(limit) => limit.map_or(max, |l| usize::try_from(l).unwrap_or(usize::MAX).min(max)),
             Err(why) => return self.refuse(key, Refusal::HistoryQuery(why)),
         };
-        // Issue 11 (auth): the subscribe permission check for `topic` (API key or token) goes
-        // here, and only here: every history read passes this point before the owner is asked.
+        // The subscribe permission for `topic`, here and only here: every history read passes
+        // this point before the owner is asked.
+        match self
+            .shared
+            .policy
+            .may_read_history_http(bearer(head), &topic, super::unix_now_secs())
+        {
+            HttpPublishAccess::Allowed => {}
+            HttpPublishAccess::Unauthorized(why) => {
+                return self.refuse(key, Refusal::HistoryUnauthorized(why))
+            }
+            HttpPublishAccess::Forbidden => return self.refuse(key, Refusal::HistoryForbidden),
+        }
         let conn = self.connection_ref(key);
         let Some(http) = self.http_mut(key) else {
             return Flow::Stop;
@@ -599,9 +711,26 @@ fn handshake_failure_metric(reason: RefusalReason) -> Option<Metric> {
         RefusalReason::UnsupportedMediaType
         | RefusalReason::InvalidJson
         | RefusalReason::Overloaded
+        | RefusalReason::EngineUnavailable
         | RefusalReason::MaxConnections
-        | RefusalReason::MaxConnectionsPerIp => return None,
+        | RefusalReason::MaxConnectionsPerIp
+        | RefusalReason::LimitReached
+        | RefusalReason::Unauthorized
+        | RefusalReason::Forbidden => return None,
     })
+}
+
+/// The credentials of `Authorization: Bearer <credentials>` (RFC 6750 §2.1; the scheme is
+/// case-insensitive).
+fn bearer(head: &RequestHead) -> Option<&[u8]> {
+    let value = head.header("authorization")?;
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ')?;
+    let end = rest.iter().rposition(|b| *b != b' ')? + 1;
+    Some(&rest[start..end])
 }
 
 /// HTTP/1.1 keeps connections open unless told otherwise; HTTP/1.0 only when asked.

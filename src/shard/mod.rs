@@ -30,13 +30,16 @@ use crate::broker::history::{self, EpochGen, HistoryPolicy};
 use crate::broker::{
     Broker, HttpHistory, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE,
 };
-use crate::engine::{LocalEngine, PayloadRef};
-use crate::mesh::{ConnRef, Mesh, MeshMsg, ReplyTo};
+use crate::config::CompressionMode;
+use crate::engine::redis::{EngineLink, RedisEngine};
+use crate::engine::{AnyEngine, DeflateOnce, LocalEngine, PayloadRef};
+use crate::mesh::{ConnRef, Mesh, ReplyTo};
 use crate::metrics::{EvictionReason, Metric, ShardCounters};
 use crate::proto::close;
+use crate::proto::deflate::Deflater;
 use crate::proto::http_refusal::Refusal;
 use crate::proto::prepared;
-use crate::shared::Shared;
+use crate::shared::{Fault, Shared};
 
 use connection::{elapsed_ms, flags, Connection, Phase};
 use output::Effects;
@@ -67,6 +70,10 @@ const EVENTS_PER_POLL: usize = 1024;
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a connection may linger in Closing when not draining.
 const CLOSE_LINGER_MS: u32 = 2_000;
+/// How soon to retry control messages a peer's full inbox did not take, when nothing else is
+/// pending: soon enough that a subscribe ack is barely delayed, late enough that a stalled
+/// peer costs this shard almost no CPU (a zero timeout would spin).
+const MESH_RETRY_INTERVAL: Duration = Duration::from_millis(1);
 
 /// What handling some input decided about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +92,9 @@ pub struct Shard {
     next_generation: u32,
     read_buf: Vec<u8>,
     /// Every pub/sub decision: subscriber index, subscriptions, pending acks, slow consumers.
-    broker: Broker<LocalEngine>,
+    broker: Broker<AnyEngine>,
+    /// Deflates `/echo` replies for connections that negotiated permessage-deflate.
+    echo_deflater: Deflater,
     mesh: Mesh,
     /// HTTP publish answers the broker produced, finished once it returns.
     http_answers: Vec<(ConnRef, HttpPublished)>,
@@ -119,6 +128,7 @@ impl Shard {
         poll: Poll,
         listener: TcpListener,
         mesh: Mesh,
+        engine: Option<EngineLink>,
     ) -> io::Result<Shard> {
         let mut listener = listener;
         poll.registry()
@@ -133,16 +143,34 @@ impl Shard {
         let limits = Limits {
             max_subscriptions_per_connection: config.max_subscriptions_per_connection,
             slow_consumer: config.slow_consumer,
+            max_subscriptions: shared.max_subscriptions,
+            max_topics: shared.max_topics,
         };
         let shards = mesh.shard_count();
-        let engine = LocalEngine::with_history(
-            id,
-            shards,
-            HistoryPolicy::from_config(config),
-            history::shard_budget_bytes(config.max_history_bytes, shards),
-            EpochGen::os_seed() ^ (id as u64),
-        );
-        let broker = Broker::new(id, limits, engine);
+        let engine = match engine {
+            Some(link) => AnyEngine::Redis(RedisEngine::new(id, link, shared.interest.clone())),
+            None => {
+                let mut local = LocalEngine::with_history(
+                    id,
+                    shards,
+                    shared.interest.clone(),
+                    HistoryPolicy::from_config(config),
+                    history::shard_budget_bytes(config.max_history_bytes, shards),
+                    EpochGen::os_seed() ^ (id as u64),
+                );
+                if config.compression == CompressionMode::On {
+                    local = local.with_deflate(DeflateOnce::new(
+                        config.compression_level,
+                        config.compression_min_bytes,
+                        shared.compressing_subscribers.clone(),
+                    ));
+                }
+                AnyEngine::Local(local)
+            }
+        };
+        let broker = Broker::new(id, limits, engine)
+            .share_subscription_count(shared.subscriptions.clone())
+            .with_policy(Arc::clone(&shared.policy));
         Ok(Shard {
             id,
             poll,
@@ -151,6 +179,7 @@ impl Shard {
             next_generation: 0,
             read_buf: vec![0; READ_BUFFER_BYTES],
             broker,
+            echo_deflater: Deflater::new(config.compression_level),
             mesh,
             http_answers: Vec::new(),
             history_answers: Vec::new(),
@@ -174,6 +203,9 @@ impl Shard {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
+            if self.shared.fault != Fault::None {
+                self.inject_fault();
+            }
             let timeout = self.poll_timeout();
             let will_sleep = timeout != Some(Duration::ZERO);
             if will_sleep && !self.mesh.prepare_to_sleep() {
@@ -192,6 +224,10 @@ impl Shard {
             // History keeps its own 64-bit clock: its TTLs are compared without wrapping.
             let history_ms = turn_start.duration_since(self.started).as_millis() as u64;
             self.broker.tick(history_ms);
+            if self.shared.policy.tokens_required() {
+                // Token expiry is in wall-clock seconds (`exp`); one clock read per turn.
+                self.broker.set_clock(unix_now_secs());
+            }
 
             for event in events.iter() {
                 match event.token() {
@@ -233,6 +269,8 @@ impl Shard {
             self.counters
                 .set(Metric::TopicsOwned, self.broker.engine_topic_count() as u64);
             self.copy_history_stats();
+            self.counters
+                .set(Metric::MeshInboxBytes, self.mesh.inbox_bytes() as u64);
             self.shared.counters[self.id].publish(&self.counters);
 
             if let Some(deadline) = self.drain_deadline_ms {
@@ -247,7 +285,9 @@ impl Shard {
     /// Copies the history log's counters (kept by the topics' owner, this shard's engine) into
     /// the shard's metrics.
     pub(super) fn copy_history_stats(&mut self) {
-        let history = self.broker.engine().history();
+        let Some(history) = self.broker.engine().history() else {
+            return;
+        };
         let stats = history.stats();
         let c = &mut self.counters;
         c.set(Metric::HistoryStored, stats.stored);
@@ -266,7 +306,8 @@ impl Shard {
 
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.again.is_empty()
-            || self.mesh.has_pending()
+            || self.mesh.has_fresh()
+            || self.broker.engine_has_pending()
             || !self.dirty.is_empty()
             || self.accept_more
         {
@@ -278,7 +319,28 @@ impl Shard {
         } else {
             until_sweep
         };
-        Some(Duration::from_millis(until_sweep as u64))
+        let timeout = Duration::from_millis(until_sweep as u64);
+        if self.mesh.has_pending() {
+            // Only retries wait (a peer's inbox is full): back off instead of spinning.
+            return Some(timeout.min(MESH_RETRY_INTERVAL));
+        }
+        Some(timeout)
+    }
+
+    /// Misbehaves on purpose (`Fault`), to test the process's supervision.
+    #[cold]
+    fn inject_fault(&mut self) {
+        match self.shared.fault {
+            Fault::PanicShard(shard) if shard == self.id => {
+                panic!("injected fault: shard {shard} panics")
+            }
+            Fault::StallShard(shard) if shard == self.id => {
+                while !self.shared.draining.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Fault::None | Fault::PanicShard(_) | Fault::StallShard(_) => {}
+        }
     }
 
     fn connection_ref(&self, key: usize) -> ConnRef {
@@ -537,7 +599,7 @@ impl Shard {
     /// publishes and history reads it answered.
     fn with_broker<R>(
         &mut self,
-        f: impl FnOnce(&mut Broker<LocalEngine>, &mut Effects<'_>) -> R,
+        f: impl FnOnce(&mut Broker<AnyEngine>, &mut Effects<'_>) -> R,
     ) -> R {
         let close_deadline_ms = self.close_deadline_ms();
         let mut effects = Effects {
@@ -545,6 +607,7 @@ impl Shard {
             dirty: &mut self.dirty,
             mesh: &mut self.mesh,
             counters: &mut self.counters,
+            compressing_subscribers: &self.shared.compressing_subscribers,
             http_answers: &mut self.http_answers,
             history_answers: &mut self.history_answers,
             max_backlog_bytes: self.shared.config.max_backlog_bytes,
@@ -561,8 +624,12 @@ impl Shard {
                     HttpPublished::Sequenced(seq, epoch) => {
                         self.finish_http_publish(key, Ok((seq, epoch)))
                     }
-                    HttpPublished::Refused => {
-                        self.finish_http_publish(key, Err(OVERLOADED_MESSAGE))
+                    HttpPublished::Refused => self.finish_http_publish(
+                        key,
+                        Err(Refusal::PublishOverloaded(OVERLOADED_MESSAGE.to_string())),
+                    ),
+                    HttpPublished::Unavailable => {
+                        self.finish_http_publish(key, Err(Refusal::PublishEngineUnavailable))
                     }
                 }
             }
@@ -632,6 +699,9 @@ impl Shard {
     }
 
     fn flush_mesh(&mut self) {
+        if self.broker.engine_has_pending() {
+            self.with_broker(|broker, out| broker.flush_engine(out));
+        }
         if !self.mesh.has_pending() {
             return;
         }
@@ -641,9 +711,9 @@ impl Shard {
         self.counters
             .add(Metric::MeshMessagesSent, outcome.messages_sent);
         self.counters.add(Metric::MeshInboxFull, outcome.inbox_full);
-        for refused in outcome.refused {
+        for (to, refused) in outcome.refused {
             self.counters.incr(Metric::MeshDropped);
-            self.with_broker(|broker, out| broker.on_refused(refused, out));
+            self.with_broker(|broker, out| broker.on_refused(to, refused, out));
         }
     }
 
@@ -656,6 +726,7 @@ impl Shard {
             &mut self.conns,
             &mut self.dirty,
             &mut self.counters,
+            &self.shared.compressing_subscribers,
             key,
             deadline,
             last_words,
@@ -694,6 +765,11 @@ impl Shard {
             return;
         };
         let pubsub = ws.route == Route::PubSub;
+        if ws.is_compressing_subscriber() {
+            self.shared
+                .compressing_subscribers
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         conn.phase = Phase::Closing {
             deadline_ms: self.now_ms,
         };
@@ -772,6 +848,8 @@ impl Shard {
         for key in done_closing {
             self.doom(key);
         }
+        // Tokens that expired without a refresh: `token_expired`, then close 4001.
+        self.with_broker(|broker, out| broker.expire_tokens(out));
         if self.accept_paused {
             self.accept();
         }
@@ -813,14 +891,21 @@ impl Shard {
     }
 
     fn drain_inbox(&mut self) {
+        if self.mesh.shutdown_requested() {
+            self.begin_drain();
+        }
         while let Some(batch) = self.mesh.try_recv() {
-            for msg in batch {
-                if let MeshMsg::Shutdown = msg {
-                    self.begin_drain();
-                } else {
-                    self.with_broker(|broker, out| broker.on_peer(msg, out));
-                }
+            for msg in batch.msgs {
+                self.with_broker(|broker, out| broker.on_peer(msg, out));
             }
+            self.mesh.release(batch.weight);
         }
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it), the unit of JWT `exp`.
+pub(crate) fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -4,6 +4,7 @@
 //! for peers and closes while it decides.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use slab::Slab;
@@ -13,6 +14,7 @@ use crate::broker::{
 };
 use crate::mesh::{ConnRef, Mesh, MeshMsg};
 use crate::metrics::{Metric, ShardCounters};
+use crate::proto::deflate::DeliveryFrames;
 use crate::proto::envelope;
 use crate::proto::prepared;
 
@@ -58,6 +60,7 @@ pub(super) fn begin_closing(
     conns: &mut Slab<Connection>,
     dirty: &mut VecDeque<usize>,
     counters: &mut ShardCounters,
+    compressing_subscribers: &AtomicUsize,
     key: usize,
     deadline_ms: u32,
     last_words: Option<Bytes>,
@@ -65,8 +68,11 @@ pub(super) fn begin_closing(
     let Some(conn) = conns.get_mut(key) else {
         return;
     };
-    if matches!(conn.phase, Phase::WebSocket(_)) {
+    if let Phase::WebSocket(ws) = &conn.phase {
         counters.sub(Metric::WebSocketsOpen, 1);
+        if ws.is_compressing_subscriber() {
+            compressing_subscribers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
     conn.phase = Phase::Closing { deadline_ms };
     conn.clear(flags::READ_PAUSED);
@@ -94,6 +100,8 @@ pub(super) struct Effects<'a> {
     pub(super) dirty: &'a mut VecDeque<usize>,
     pub(super) mesh: &'a mut Mesh,
     pub(super) counters: &'a mut ShardCounters,
+    /// `Shared::compressing_subscribers`.
+    pub(super) compressing_subscribers: &'a AtomicUsize,
     /// HTTP publish answers, finished by the shard once the core returns.
     pub(super) http_answers: &'a mut Vec<(ConnRef, HttpPublished)>,
     /// `GET /history` answers, finished by the shard once the core returns.
@@ -111,6 +119,27 @@ impl Outputs for Effects<'_> {
             self.dirty,
             conn,
             frame,
+            kind,
+            self.max_backlog_bytes,
+        )
+    }
+
+    #[inline]
+    fn send_delivery(
+        &mut self,
+        conn: ConnId,
+        frames: &DeliveryFrames,
+        kind: SendKind,
+    ) -> SendStatus {
+        let window_bits = match self.conns.get(conn).map(|c| &c.phase) {
+            Some(Phase::WebSocket(ws)) => ws.deflate_bits,
+            _ => 0,
+        };
+        send(
+            self.conns,
+            self.dirty,
+            conn,
+            frames.for_window(window_bits).clone(),
             kind,
             self.max_backlog_bytes,
         )
@@ -138,6 +167,7 @@ impl Outputs for Effects<'_> {
             self.conns,
             self.dirty,
             self.counters,
+            self.compressing_subscribers,
             conn,
             self.close_deadline_ms,
             Some(frame),

@@ -53,7 +53,7 @@ impl Shard {
         // Replies are always queued; past the budget `send` pauses reading this connection.
         match event {
             Event::Ping(payload) => {
-                // RFC 6455 §5.5.3: answering the latest ping is enough; a flood keeps one pong.
+                // RFC 6455 §5.5.3: answering the latest ping is enough; a flood keeps a few pongs.
                 let _ = self.send(key, prepared::pong_frame(payload), SendKind::Pong);
             }
             Event::Pong(_) => {}
@@ -69,10 +69,7 @@ impl Shard {
             Event::Text(payload) => {
                 self.counters.incr(Metric::MessagesReceived);
                 match route {
-                    Route::Echo => {
-                        let echo = prepared::prepared_frame(OpCode::Text, payload);
-                        let _ = self.send(key, echo, SendKind::Reply);
-                    }
+                    Route::Echo => self.echo(key, OpCode::Text, payload),
                     Route::PubSub => {
                         self.with_broker(|broker, out| broker.on_text(key, payload, out))
                     }
@@ -81,10 +78,7 @@ impl Shard {
             Event::Binary(payload) => {
                 self.counters.incr(Metric::MessagesReceived);
                 match route {
-                    Route::Echo => {
-                        let echo = prepared::prepared_frame(OpCode::Binary, payload);
-                        let _ = self.send(key, echo, SendKind::Reply);
-                    }
+                    Route::Echo => self.echo(key, OpCode::Binary, payload),
                     Route::PubSub => {
                         self.with_broker(|broker, out| broker.on_binary(key, payload, out))
                     }
@@ -92,6 +86,25 @@ impl Shard {
             }
         }
         Flow::Continue
+    }
+
+    /// `/echo`: the message comes back, deflated (with the connection's negotiated window)
+    /// whenever the connection negotiated permessage-deflate, even when that is not smaller,
+    /// so conformance tests exercise the compressed path both ways. Per message, per
+    /// connection: this is an echo, not a publish.
+    fn echo(&mut self, key: usize, opcode: OpCode, payload: &[u8]) {
+        let window_bits = match &self.conns[key].phase {
+            Phase::WebSocket(ws) => ws.deflate_bits,
+            _ => 0,
+        };
+        let deflated = (window_bits != 0)
+            .then(|| {
+                self.echo_deflater
+                    .frame_always(opcode, payload, window_bits)
+            })
+            .flatten();
+        let echo = deflated.unwrap_or_else(|| prepared::prepared_frame(opcode, payload));
+        let _ = self.send(key, echo, SendKind::Reply);
     }
 
     /// Closes a WebSocket with a close frame carrying `code` and `reason` (cut to fit a

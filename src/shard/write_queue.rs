@@ -36,6 +36,12 @@ const _: () = assert!(std::mem::size_of::<Bytes>() <= FRAME_OVERHEAD_BYTES / 2);
 const _: () =
     assert!(crate::broker::history::policy::REPLAY_FRAME_OVERHEAD_BYTES == FRAME_OVERHEAD_BYTES);
 
+/// Pongs that may wait unwritten on one connection. A burst of pings read in one turn is
+/// answered ping for ping (as Autobahn's case 2.10 expects, though RFC 6455 does not ask it),
+/// and past this a newer pong replaces the newest waiting one (RFC 6455 §5.5.3 allows
+/// answering only the most recent ping), so a ping flood holds at most this many.
+const MAX_PENDING_PONGS: usize = 16;
+
 /// First byte of an unfragmented Pong (FIN, opcode 0xA; RFC 6455 §5.2): how the queue tells
 /// its pending pong from the other frames without keeping an index.
 const PONG_FIRST_BYTE: u8 = 0x8A;
@@ -98,15 +104,17 @@ impl WriteQueue {
         self.frames.push_back(frame);
     }
 
-    /// Queues a Pong so that at most one is ever waiting unwritten: RFC 6455 §5.5.3 lets us
-    /// answer only the most recent Ping, so a newer pong replaces a pending one. The pending
-    /// pong sits at the front of the frames not yet started (a control frame may go between
-    /// whole frames, RFC 6455 §5.4, and every queued frame is whole), behind anything that is
-    /// not a WebSocket frame (the 101 response). Finding it is then O(1) with no extra field.
+    /// Queues a Pong so that at most [`MAX_PENDING_PONGS`] ever wait unwritten: past that a
+    /// newer pong replaces the newest waiting one (RFC 6455 §5.5.3 lets us answer only the
+    /// most recent Ping). Waiting pongs sit together, in order, at the front of the frames
+    /// not yet started (a control frame may go between whole frames, RFC 6455 §5.4, and every
+    /// queued frame is whole), behind anything that is not a WebSocket frame of ours (the 101
+    /// response). Finding them needs no extra field.
     fn push_pong(&mut self, pong: Bytes) {
         debug_assert_eq!(pong.first(), Some(&PONG_FIRST_BYTE));
         let mut at = usize::from(self.head_written > 0);
-        // RSV bits set: not a frame of ours (HTTP bytes); a pong must never jump them.
+        // RSV bits set: not a plain frame of ours (HTTP bytes, or a compressed message); a
+        // pong never jumps them.
         while self
             .frames
             .get(at)
@@ -114,16 +122,20 @@ impl WriteQueue {
         {
             at += 1;
         }
+        let waiting = self
+            .frames
+            .range(at..)
+            .take_while(|f| f.first() == Some(&PONG_FIRST_BYTE))
+            .take(MAX_PENDING_PONGS)
+            .count();
         self.queued_bytes += pong.len();
-        match self.frames.get_mut(at) {
-            Some(pending) if pending.first() == Some(&PONG_FIRST_BYTE) => {
-                self.queued_bytes -= pending.len();
-                *pending = pong;
-            }
-            _ => {
-                self.queued_bytes += FRAME_OVERHEAD_BYTES;
-                self.frames.insert(at, pong);
-            }
+        if waiting == MAX_PENDING_PONGS {
+            let newest = &mut self.frames[at + waiting - 1];
+            self.queued_bytes -= newest.len();
+            *newest = pong;
+        } else {
+            self.queued_bytes += FRAME_OVERHEAD_BYTES;
+            self.frames.insert(at + waiting, pong);
         }
     }
 
@@ -455,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn pings_answered_while_unwritten_leave_one_pong_with_the_newest_payload() {
+    fn a_ping_flood_leaves_at_most_the_cap_of_pongs_the_last_with_the_newest_payload() {
         let mut queue = WriteQueue::default();
         let upgrade = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
         queue.push(Bytes::from_static(upgrade));
@@ -464,15 +476,30 @@ mod tests {
         }
         queue.push(Bytes::from_static(b"\x81\x02hi"));
         queue.push_pong(pong(b"newest"));
-        assert_eq!(queue.frames.len(), 3);
-        let expected_len = upgrade.len() + 8 + 4;
+        assert_eq!(queue.frames.len(), 2 + MAX_PENDING_PONGS);
+        let pongs_len = (MAX_PENDING_PONGS - 1) * 6 + 8;
         assert_eq!(
             queue.queued_bytes(),
-            expected_len + 3 * FRAME_OVERHEAD_BYTES
+            upgrade.len() + pongs_len + 4 + (2 + MAX_PENDING_PONGS) * FRAME_OVERHEAD_BYTES
         );
-        // The 101 stays first; the pong goes before the data frame, with the newest payload.
+        // The 101 stays first; the pongs go in order before the data frame: the first pings'
+        // answers, then the newest payload in the last place.
         let mut expected = upgrade.to_vec();
+        for i in 0..MAX_PENDING_PONGS as u32 - 1 {
+            expected.extend_from_slice(b"\x8a\x04");
+            expected.extend_from_slice(&i.to_be_bytes());
+        }
         expected.extend_from_slice(b"\x8a\x06newest\x81\x02hi");
+        assert_eq!(drain(&mut queue), expected);
+    }
+
+    #[test]
+    fn a_burst_of_pings_under_the_cap_is_answered_ping_for_ping() {
+        let mut queue = WriteQueue::default();
+        for i in 0..10u8 {
+            queue.push_pong(pong(&[i]));
+        }
+        let expected: Vec<u8> = (0..10u8).flat_map(|i| [0x8a, 1, i]).collect();
         assert_eq!(drain(&mut queue), expected);
     }
 
@@ -488,15 +515,22 @@ mod tests {
             calls: 0,
         };
         assert_eq!(queue.flush(&mut sink).unwrap().0, Flushed::Blocked);
-        // "first" is half written: a new pong goes behind it, ahead of the text frame, and
-        // a third replaces that second one.
-        queue.push_pong(pong(b"second"));
+        // "first" is half written: new pongs go behind it, ahead of the text frame; past the
+        // cap the newest waiting one is replaced.
+        for _ in 0..MAX_PENDING_PONGS {
+            queue.push_pong(pong(b"second"));
+        }
         queue.push_pong(pong(b"third"));
-        assert_eq!(queue.frames.len(), 3);
+        assert_eq!(queue.frames.len(), 2 + MAX_PENDING_PONGS);
         sink.total_left = usize::MAX;
         assert_eq!(queue.flush(&mut sink).unwrap().0, Flushed::All);
         assert_eq!(queue.queued_bytes(), 0);
-        assert_eq!(sink.out, b"\x8a\x05first\x8a\x05third\x81\x01x");
+        let mut expected = b"\x8a\x05first".to_vec();
+        for _ in 0..MAX_PENDING_PONGS - 1 {
+            expected.extend_from_slice(b"\x8a\x06second");
+        }
+        expected.extend_from_slice(b"\x8a\x05third\x81\x01x");
+        assert_eq!(sink.out, expected);
         // Once written, the next pong is queued afresh.
         queue.push_pong(pong(b"again"));
         assert_eq!(drain(&mut queue), b"\x8a\x05again");

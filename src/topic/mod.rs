@@ -20,8 +20,8 @@ pub mod owner;
 
 pub use local::{ConnId, LocalIndex, SubscribeOutcome, Subscriptions, UnsubscribeOutcome};
 pub use name::{validate_topic, validate_topic_str, TopicError, MAX_TOPIC_BYTES};
-pub use owned::{OwnedTopics, MAX_SHARDS};
-pub use owner::owner_shard;
+pub use owned::{InterestChange, OwnedTopics, MAX_SHARDS};
+pub use owner::{owner_of_hash, owner_shard, topic_hash};
 
 #[cfg(test)]
 mod model_tests;

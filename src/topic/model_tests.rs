@@ -82,7 +82,9 @@ impl System {
 
     fn tell_owner(&mut self, topic: &str, shard: usize, interested: bool) {
         let owner = owner_shard(topic, self.shards);
-        let changed = self.owned[owner].set_interest(topic, shard, interested);
+        let changed = self.owned[owner]
+            .set_interest(topic, shard, interested)
+            .changed();
         assert!(
             changed,
             "owner already knew: {topic} shard {shard} {interested}"

@@ -26,6 +26,27 @@ struct OwnedTopic {
     next_seq: u64,
 }
 
+/// What one [`OwnedTopics::set_interest`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum InterestChange {
+    /// Nothing: the shard was already (or already not) in the interest set.
+    Unchanged,
+    /// The interest set changed; the topic was held before and still is.
+    Changed,
+    /// The topic was not held and now is (its first interested shard).
+    Created,
+    /// The topic's last interested shard left: it and its seq are forgotten.
+    Forgotten,
+}
+
+impl InterestChange {
+    /// Whether the interest set changed.
+    pub fn changed(self) -> bool {
+        self != InterestChange::Unchanged
+    }
+}
+
 /// The topics this shard owns that at least one shard is interested in.
 #[derive(Debug, Default)]
 pub struct OwnedTopics {
@@ -39,40 +60,44 @@ impl OwnedTopics {
     }
 
     /// Records that `shard` now has (`interested`) or no longer has a local subscriber to
-    /// `topic`. Idempotent. Returns whether the interest set changed. When the set becomes
-    /// empty the topic and its sequence counter are freed.
+    /// `topic`. Idempotent. Says whether the interest set changed, and whether the topic was
+    /// created or forgotten by it. When the set becomes empty the topic and its sequence
+    /// counter are freed.
     ///
     /// `shard` must be below [`MAX_SHARDS`]; larger ids are a caller bug (debug assertion) and
     /// are ignored in release builds.
-    pub fn set_interest(&mut self, topic: &str, shard: usize, interested: bool) -> bool {
+    pub fn set_interest(&mut self, topic: &str, shard: usize, interested: bool) -> InterestChange {
         debug_assert!(shard < MAX_SHARDS, "shard id {shard} does not fit in u16");
         let Ok(shard) = u16::try_from(shard) else {
-            return false;
+            return InterestChange::Unchanged;
         };
         if interested {
+            let mut change = InterestChange::Changed;
             let entry = match self.topics.get_mut(topic) {
                 Some(entry) => entry,
-                None => self
-                    .topics
-                    .entry(topic.into())
-                    .or_insert_with(|| OwnedTopic {
-                        shards: Vec::with_capacity(1),
-                        next_seq: 1,
-                    }),
+                None => {
+                    change = InterestChange::Created;
+                    self.topics
+                        .entry(topic.into())
+                        .or_insert_with(|| OwnedTopic {
+                            shards: Vec::with_capacity(1),
+                            next_seq: 1,
+                        })
+                }
             };
             match entry.shards.binary_search(&shard) {
-                Ok(_) => false,
+                Ok(_) => InterestChange::Unchanged,
                 Err(at) => {
                     entry.shards.insert(at, shard);
-                    true
+                    change
                 }
             }
         } else {
             let Some(entry) = self.topics.get_mut(topic) else {
-                return false;
+                return InterestChange::Unchanged;
             };
             let Ok(at) = entry.shards.binary_search(&shard) else {
-                return false;
+                return InterestChange::Unchanged;
             };
             entry.shards.remove(at);
             if entry.shards.is_empty() {
@@ -82,8 +107,9 @@ impl OwnedTopics {
                 {
                     self.topics.shrink_to(self.topics.len() * 2);
                 }
+                return InterestChange::Forgotten;
             }
-            true
+            InterestChange::Changed
         }
     }
 
@@ -126,19 +152,19 @@ mod tests {
     #[test]
     fn sequence_counts_from_one_and_restarts_after_no_interest() {
         let mut owned = OwnedTopics::new();
-        assert!(owned.set_interest("news", 3, true));
-        assert!(!owned.set_interest("news", 3, true));
-        assert!(owned.set_interest("news", 0, true));
+        assert!(owned.set_interest("news", 3, true).changed());
+        assert!(!owned.set_interest("news", 3, true).changed());
+        assert!(owned.set_interest("news", 0, true).changed());
         assert_eq!(owned.sequence("news"), Some((1, &[0u16, 3][..])));
         assert_eq!(owned.sequence("news"), Some((2, &[0u16, 3][..])));
-        assert!(owned.set_interest("news", 3, false));
-        assert!(!owned.set_interest("news", 3, false));
-        assert!(!owned.set_interest("other", 3, false));
+        assert!(owned.set_interest("news", 3, false).changed());
+        assert!(!owned.set_interest("news", 3, false).changed());
+        assert!(!owned.set_interest("other", 3, false).changed());
         assert_eq!(owned.sequence("news"), Some((3, &[0u16][..])));
-        assert!(owned.set_interest("news", 0, false));
+        assert!(owned.set_interest("news", 0, false).changed());
         assert_eq!(owned.topic_count(), 0);
         assert_eq!(owned.sequence("news"), None);
-        assert!(owned.set_interest("news", 1, true));
+        assert!(owned.set_interest("news", 1, true).changed());
         assert_eq!(owned.sequence("news"), Some((1, &[1u16][..])));
     }
 
@@ -147,12 +173,12 @@ mod tests {
         let mut owned = OwnedTopics::new();
         // Insert in a scrambled order; the set stays sorted and duplicate-free.
         for i in 0..1024usize {
-            assert!(owned.set_interest("wide", (i * 389) % 1024, true));
+            assert!(owned.set_interest("wide", (i * 389) % 1024, true).changed());
         }
         let expected: Vec<u16> = (0..1024).collect();
         assert_eq!(owned.interested_shards("wide"), &expected[..]);
         for shard in (0..1024).rev() {
-            assert!(owned.set_interest("wide", shard, false));
+            assert!(owned.set_interest("wide", shard, false).changed());
         }
         assert_eq!(owned.topic_count(), 0);
         assert!(owned.interested_shards("wide").is_empty());

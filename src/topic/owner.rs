@@ -1,38 +1,24 @@
-//! Which shard owns a topic: a fixed, seedless hash of the name, so every shard (and every
-//! process and version that keeps this function) computes the same owner with no coordination.
-//! Never replace it with std's randomly seeded `SipHash`: shards would disagree.
+//! Which shard owns a topic, and the topic hash the in-process engine keys on: SipHash with
+//! keys drawn once per process (std's `RandomState`), so every shard of a process computes
+//! the same owner with no coordination, while a client, who cannot know the keys, cannot
+//! pick names that all land on one shard (or one slot of the interest filter).
+//!
+//! Ownership is a property of one process only: nothing outside it may depend on it.
 
-/// FNV-1a 64-bit offset basis (Fowler–Noll–Vo, draft-eastlake-fnv §2).
-const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-/// FNV-1a 64-bit prime.
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
 
-/// FNV-1a 64 of `bytes`: for each byte, `h ^= byte; h *= FNV_PRIME` (wrapping).
-pub fn fnv1a_64(bytes: &[u8]) -> u64 {
-    let mut h = FNV_OFFSET_BASIS;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h
+/// The process's hash keys, drawn on first use and the same for every shard afterwards.
+fn process_keys() -> &'static RandomState {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new)
 }
 
-/// MurmurHash3's 64-bit finalizer (`fmix64`): spreads every input bit over the whole word.
-/// FNV-1a alone leaves its low bits weak (the lowest bit is the parity of the bytes' lowest
-/// bits), and the range reduction below reads the high bits, so we mix once at the end.
-fn fmix64(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    h
-}
-
-/// The hash that decides topic ownership: `fmix64(fnv1a_64(topic))`. Part of the cluster's
-/// wire-level contract: changing it moves every topic to another shard.
+/// The keyed hash of a topic name, the same on every shard of this process and unpredictable
+/// from outside it.
 pub fn topic_hash(topic: &str) -> u64 {
-    fmix64(fnv1a_64(topic.as_bytes()))
+    process_keys().hash_one(topic.as_bytes())
 }
 
 /// The shard (in `0..shards`) that owns `topic`: `(topic_hash(topic) * shards) >> 64`
@@ -40,8 +26,13 @@ pub fn topic_hash(topic: &str) -> u64 {
 /// far beyond what a machine has). `shards` must be at least 1; 0 is treated as 1.
 pub fn owner_shard(topic: &str, shards: usize) -> usize {
     debug_assert!(shards >= 1, "a server has at least one shard");
+    owner_of_hash(topic_hash(topic), shards)
+}
+
+/// [`owner_shard`] for a hash already computed.
+pub fn owner_of_hash(hash: u64, shards: usize) -> usize {
     let shards = shards.max(1) as u128;
-    ((u128::from(topic_hash(topic)) * shards) >> 64) as usize
+    ((u128::from(hash) * shards) >> 64) as usize
 }
 
 #[cfg(test)]
@@ -49,27 +40,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fnv1a_64_reference_vectors() {
-        // From the FNV reference test suite (draft-eastlake-fnv, test vectors).
-        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
+    fn every_shard_of_a_process_agrees() {
+        let names: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+        let here: Vec<usize> = names.iter().map(|t| owner_shard(t, 7)).collect();
+        let there =
+            std::thread::spawn(move || names.iter().map(|t| owner_shard(t, 7)).collect::<Vec<_>>())
+                .join()
+                .expect("thread");
+        assert_eq!(here, there);
     }
 
     #[test]
-    fn ownership_is_pinned() {
-        // Pinned outputs (cross-checked with an independent Python implementation): if this
-        // test changes, every deployed topic moves to another shard.
-        let owners: Vec<usize> = ["news", "sport", "a", "日本語"]
-            .iter()
-            .map(|t| owner_shard(t, 7))
-            .collect();
-        assert_eq!(owners, PINNED_OWNERS_7);
-        assert_eq!(topic_hash("news"), PINNED_HASH_NEWS);
+    fn the_keys_differ_between_processes() {
+        // Two independently drawn key pairs (what two processes get) disagree on some names.
+        let (a, b) = (RandomState::new(), RandomState::new());
+        let differ = (0..64).any(|i| {
+            let name = format!("t{i}");
+            a.hash_one(name.as_bytes()) != b.hash_one(name.as_bytes())
+        });
+        assert!(differ, "RandomState draws fresh keys per instance");
     }
-
-    const PINNED_OWNERS_7: [usize; 4] = [2, 2, 3, 6];
-    const PINNED_HASH_NEWS: u64 = 0x5125_38bf_a8bf_202f;
 
     #[test]
     fn one_shard_owns_everything_and_results_are_in_range() {

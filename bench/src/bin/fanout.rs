@@ -22,7 +22,7 @@ use crier::broker::{
     Broker, CloseReason, ConnId, HttpHistory, HttpPublished, Limits, Outputs, SendKind, SendStatus,
 };
 use crier::config::SlowConsumerPolicy;
-use crier::engine::{LocalEngine, PayloadRef};
+use crier::engine::{InterestFilter, LocalEngine, PayloadRef};
 use crier::mesh::{ConnRef, MeshMsg, ReplyTo};
 use crier::metrics::Metric;
 use crier::proto::envelope::message_frame;
@@ -146,11 +146,9 @@ struct Phase {
 
 impl Shard {
     fn new(subscribers: usize) -> Shard {
-        let limits = Limits {
-            max_subscriptions_per_connection: 1,
-            slow_consumer: SlowConsumerPolicy::Disconnect,
-        };
-        let mut broker = Broker::new(0, limits, LocalEngine::new(0, 1));
+        let limits = Limits::per_connection(1, SlowConsumerPolicy::Disconnect);
+        let filter = std::sync::Arc::new(InterestFilter::new(1));
+        let mut broker = Broker::new(0, limits, LocalEngine::new(0, 1, filter));
         let mut queues = Queues {
             subs: (0..subscribers).map(|_| Subscriber::default()).collect(),
             dirty: Vec::new(),

@@ -41,6 +41,7 @@ fn main() {
     let policy = UpgradePolicy {
         allowed_origins: Some(vec!["https://www.example.com".to_string()]),
         subprotocols: vec!["crier.v1".to_string()],
+        deflate: None,
     };
     // Checked once outside the timing: the benchmark must measure a successful handshake.
     let (head, _) = parse_request_head(BROWSER_REQUEST, &limits)

@@ -190,7 +190,8 @@ impl Worker {
             ),
             (Role::Publisher(_), _) => cfg.ws.path_and_query.clone(),
         };
-        let (request, accept) = ws::upgrade_request(&cfg.ws.host_header, &path, key);
+        let (request, accept) =
+            ws::upgrade_request(&cfg.ws.host_header, &path, key, cfg.compression);
         conn.expected_accept = accept;
         conn.out.extend_from_slice(&request);
         if let Err(e) = conn.flush() {

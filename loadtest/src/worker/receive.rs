@@ -169,7 +169,12 @@ impl Worker {
         let target = self.cfg.ws.addr;
         let conn = &mut self.conns[i];
         conn.head.extend_from_slice(bytes);
-        let checked = ws::check_response(&conn.head, &conn.expected_accept);
+        let checked = ws::check_response(
+            &conn.head,
+            &conn.expected_accept,
+            self.cfg.compression,
+            &mut conn.reader,
+        );
         let head_len = match checked {
             Ok(Some(n)) => n,
             Ok(None) => return Ok(None),

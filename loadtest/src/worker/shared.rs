@@ -28,6 +28,8 @@ pub struct RunConfig {
     pub ws: Target,
     pub http: Option<Target>,
     pub binary: bool,
+    /// Offer permessage-deflate and inflate compressed deliveries (`--compression`).
+    pub compression: bool,
     pub size: usize,
     pub mode: PublishMode,
     pub warmup: Duration,

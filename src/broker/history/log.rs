@@ -21,6 +21,7 @@ use super::resume::{decide, TailView};
 use super::ring::{Entry, Ring, StoredFrame};
 use crate::proto::epoch::{Epoch, EpochGen};
 use crate::proto::since::Since;
+use crate::topic::topic_hash;
 
 /// One live topic incarnation.
 #[derive(Debug)]
@@ -94,6 +95,9 @@ pub struct Page<F> {
 /// The topic logs of one shard.
 #[derive(Debug)]
 pub struct History<F> {
+    /// Topics started (`true`) and forgotten (`false`) since the last `drain_lifecycle`, as
+    /// name hashes: the local engine keeps the process-wide interest filter in step with them.
+    lifecycle: Vec<(u64, bool)>,
     policy: HistoryPolicy,
     /// This shard's share of `--max-history-bytes`.
     budget_bytes: usize,
@@ -139,6 +143,7 @@ impl<F: StoredFrame> History<F> {
             kept: 0,
             epochs: EpochGen::new(seed),
             stats: HistoryStats::default(),
+            lifecycle: Vec::new(),
         }
     }
 
@@ -161,6 +166,7 @@ impl<F: StoredFrame> History<F> {
             ring: Ring::default(),
         }) as u32;
         self.names.insert(topic.into(), slot);
+        self.lifecycle.push((topic_hash(topic), true));
         slot
     }
 
@@ -172,6 +178,7 @@ impl<F: StoredFrame> History<F> {
         }
         let log = self.topics.remove(slot as usize);
         self.names.remove(&log.name);
+        self.lifecycle.push((topic_hash(&log.name), false));
         if self.names.capacity() >= 64 && self.names.len() * 4 < self.names.capacity() {
             self.names.shrink_to(self.names.len() * 2);
         }
@@ -244,7 +251,7 @@ impl<F: StoredFrame> History<F> {
                     .ring
                     .front()
                     .map_or(0, |e| e.at_ms);
-                if oldest.map_or(true, |(best, _, _)| at_ms < best) {
+                if oldest.is_none_or(|(best, _, _)| at_ms < best) {
                     oldest = Some((at_ms, class, record));
                 }
             }
@@ -318,8 +325,8 @@ impl<F: StoredFrame> History<F> {
     }
 
     /// Sequences a publish to `topic` at `now_ms`: the next seq, the frame `build(seq)` makes,
-    /// kept when the topic keeps history. `None` when the topic has no listener and keeps no
-    /// history: nothing is sequenced or kept (the message goes to no one).
+    /// kept when the topic keeps history. `None` when the topic has no state (no listener and
+    /// no kept message): nothing is sequenced or kept (the message goes to no one).
     pub fn publish(
         &mut self,
         topic: &str,
@@ -328,17 +335,10 @@ impl<F: StoredFrame> History<F> {
     ) -> Option<Published<F>> {
         // A topic whose kept messages all passed their TTL while nobody listened is gone: the
         // publish starts its next incarnation (checking the ring's front costs one compare).
-        let live = self.live_slot(topic, now_ms);
-        let slot = match live {
-            Some(slot) => slot,
-            None => {
-                let policy = self.policy.for_topic(topic);
-                if policy.size == 0 {
-                    return None;
-                }
-                self.start(topic, policy)
-            }
-        };
+        // A topic with no state (no listener, nothing kept) is not started by a publish:
+        // nobody hears it, and publishes to names nobody uses must cost nothing (a client
+        // could otherwise fill the history with them).
+        let slot = self.live_slot(topic, now_ms)?;
         let log = &mut self.topics[slot as usize];
         let seq = log.next_seq;
         log.next_seq += 1;
@@ -500,6 +500,11 @@ impl<F: StoredFrame> History<F> {
         }
         self.compact_if_needed();
         dropped
+    }
+
+    /// Topics started and forgotten since the last call, as `(name hash, started)`.
+    pub fn drain_lifecycle(&mut self) -> std::vec::Drain<'_, (u64, bool)> {
+        self.lifecycle.drain(..)
     }
 
     /// Live topic incarnations.

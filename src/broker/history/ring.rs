@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::proto::deflate::DeliveryFrames;
+
 /// What a ring can keep: a cheaply clonable frame (or set of frames) that knows its size.
 pub trait StoredFrame: Clone {
     /// Bytes this frame holds on the heap, counted against `--max-history-bytes`.
@@ -17,6 +19,14 @@ pub trait StoredFrame: Clone {
 impl StoredFrame for Bytes {
     fn stored_bytes(&self) -> usize {
         self.len()
+    }
+}
+
+/// A delivery with its deflated twin (permessage-deflate): both are kept, so a replay hands
+/// each subscriber the frame it negotiated without deflating again.
+impl StoredFrame for DeliveryFrames {
+    fn stored_bytes(&self) -> usize {
+        self.plain.len() + self.deflated.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -49,7 +59,7 @@ impl<F: StoredFrame> Ring<F> {
     /// Appends the newest message. `seq` must be above every kept one (debug assertion): the
     /// topic's sequencer is the only writer.
     pub fn push(&mut self, seq: u64, at_ms: u64, frame: F) {
-        debug_assert!(self.entries.back().map_or(true, |last| last.seq < seq));
+        debug_assert!(self.entries.back().is_none_or(|last| last.seq < seq));
         self.entries.push_back(Entry { seq, at_ms, frame });
     }
 

@@ -23,9 +23,42 @@ fn frame(topic: &str, seq: u64) -> Bytes {
     Bytes::from(format!("{topic}#{seq}"))
 }
 
+/// Publishes to `topic`. A topic with no state yet is started the way a real one is, when it
+/// keeps history: a listener comes, the message is kept, the listener leaves; the history then
+/// keeps the topic alive with nobody listening. (A publish alone never starts a topic: see
+/// `a_publish_to_a_topic_with_no_state_is_unheard_and_starts_nothing`.)
 fn publish(h: &mut History<Bytes>, topic: &str, now_ms: u64) -> Option<(u64, Epoch)> {
-    h.publish(topic, now_ms, |seq| frame(topic, seq))
-        .map(|p| (p.seq, p.epoch))
+    publish_with(h, topic, now_ms, |seq| frame(topic, seq)).map(|p| (p.seq, p.epoch))
+}
+
+/// [`publish`] with the frame built by `build`.
+fn publish_with(
+    h: &mut History<Bytes>,
+    topic: &str,
+    now_ms: u64,
+    build: impl FnOnce(u64) -> Bytes,
+) -> Option<Published<Bytes>> {
+    let start = h.incarnation(topic).is_none() && h.policy().for_topic(topic).size > 0;
+    if start {
+        let _ = h.set_interest(topic, true, now_ms);
+    }
+    let published = h.publish(topic, now_ms, build);
+    if start {
+        let _ = h.set_interest(topic, false, now_ms);
+    }
+    published
+}
+
+#[test]
+fn a_publish_to_a_topic_with_no_state_is_unheard_and_starts_nothing() {
+    let mut h = history(10);
+    assert!(h.publish("news", 0, |seq| frame("news", seq)).is_none());
+    assert_eq!((h.topic_count(), h.kept_count()), (0, 0));
+    assert!(h
+        .resume("news", since(0, Epoch::parse("aaaaaaaa").unwrap()), 0)
+        .is_none());
+    let lifecycle: Vec<_> = h.drain_lifecycle().collect();
+    assert!(lifecycle.is_empty(), "nothing started: {lifecycle:?}");
 }
 
 fn since(seq: u64, epoch: Epoch) -> Since {
@@ -43,7 +76,7 @@ fn replayed(r: &Resumed<Bytes>) -> Vec<String> {
 }
 
 #[test]
-fn a_publish_with_nobody_listening_is_sequenced_and_kept() {
+fn a_publish_with_nobody_listening_to_a_topic_with_state_is_sequenced_and_kept() {
     let mut h = history(10);
     let (seq1, epoch) = publish(&mut h, "news", 0).unwrap();
     let (seq2, epoch2) = publish(&mut h, "news", 1).unwrap();
@@ -136,9 +169,7 @@ fn size_keeps_the_newest_and_older_resumes_are_not_recovered() {
 #[test]
 fn replays_hand_out_the_stored_buffers() {
     let mut h = history(3);
-    let p = h
-        .publish("bin", 0, |_| Bytes::from(vec![0x82, 1, 0xff]))
-        .unwrap();
+    let p = publish_with(&mut h, "bin", 0, |_| Bytes::from(vec![0x82, 1, 0xff])).unwrap();
     let r = h.resume("bin", since(0, p.epoch), 0).unwrap();
     assert_eq!(r.replay[0].as_ptr(), p.frame.as_ptr());
     let page = h.read("bin", 0, 10, 0).unwrap();
@@ -187,13 +218,13 @@ fn the_budget_evicts_the_oldest_message_of_the_shard_first_and_counts_it() {
     let budget = 2 * meta + 4 * one;
     let mut h: History<Bytes> = History::new(policy(100, 300), budget, 1);
     let pad = |topic: &str, seq: u64| Bytes::from(format!("{topic}#{seq:04}")); // 6 bytes
-    h.publish("a", 0, |s| pad("a", s));
-    h.publish("b", 1, |s| pad("b", s));
-    h.publish("a", 2, |s| pad("a", s));
-    h.publish("b", 3, |s| pad("b", s));
+    let _ = publish_with(&mut h, "a", 0, |s| pad("a", s));
+    let _ = publish_with(&mut h, "b", 1, |s| pad("b", s));
+    let _ = publish_with(&mut h, "a", 2, |s| pad("a", s));
+    let _ = publish_with(&mut h, "b", 3, |s| pad("b", s));
     assert_eq!(h.stats().evicted_budget, 0);
     assert_eq!(h.used_bytes(), budget);
-    h.publish("b", 4, |s| pad("b", s));
+    let _ = publish_with(&mut h, "b", 4, |s| pad("b", s));
     assert_eq!(h.stats().evicted_budget, 1);
     assert!(h.used_bytes() <= budget);
     let page = h.read("a", 0, 10, 4).unwrap();
@@ -202,11 +233,11 @@ fn the_budget_evicts_the_oldest_message_of_the_shard_first_and_counts_it() {
         [2],
         "a#1 went first"
     );
-    h.publish("b", 5, |s| pad("b", s)); // b#1 (time 1) goes
+    let _ = publish_with(&mut h, "b", 5, |s| pad("b", s)); // b#1 (time 1) goes
     assert_eq!(h.stats().evicted_budget, 2);
-    h.publish("b", 6, |s| pad("b", s)); // a#2 (time 2) goes
-                                        // a's last message went, and nobody listens to a: its incarnation is forgotten, and its
-                                        // metadata no longer charged.
+    let _ = publish_with(&mut h, "b", 6, |s| pad("b", s)); // a#2 (time 2) goes
+                                                           // a's last message went, and nobody listens to a: its incarnation is forgotten, and its
+                                                           // metadata no longer charged.
     assert!(h.read("a", 0, 10, 6).is_none());
     assert_eq!(h.topic_count(), 1);
     let page = h.read("b", 0, 10, 6).unwrap();
@@ -215,7 +246,7 @@ fn the_budget_evicts_the_oldest_message_of_the_shard_first_and_counts_it() {
         [2, 3, 4, 5]
     );
     assert_eq!(h.used_bytes(), meta + 4 * one);
-    h.publish("b", 7, |s| pad("b", s)); // fits in what a's metadata gave back
+    let _ = publish_with(&mut h, "b", 7, |s| pad("b", s)); // fits in what a's metadata gave back
     assert_eq!(h.stats().evicted_budget, 3);
     assert_eq!(h.kept_count(), 5);
 }
@@ -236,10 +267,10 @@ fn the_budget_evicts_by_age_across_ttl_classes() {
         1,
     );
     let pad = |seq: u64| Bytes::from(format!("msg#{seq:04}")); // 8 bytes
-    h.publish("long.x", 0, pad);
-    h.publish("shrt.x", 1, pad);
-    h.publish("long.x", 2, pad);
-    h.publish("shrt.x", 3, pad); // over: the oldest (long.x #1, time 0) goes
+    let _ = publish_with(&mut h, "long.x", 0, pad);
+    let _ = publish_with(&mut h, "shrt.x", 1, pad);
+    let _ = publish_with(&mut h, "long.x", 2, pad);
+    let _ = publish_with(&mut h, "shrt.x", 3, pad); // over: the oldest (long.x #1, time 0) goes
     assert_eq!(h.stats().evicted_budget, 1);
     assert_eq!(h.read("long.x", 0, 10, 3).unwrap().messages[0].0, 2);
     assert_eq!(h.read("shrt.x", 0, 10, 3).unwrap().messages.len(), 2);
