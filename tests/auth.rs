@@ -333,3 +333,57 @@ fn without_keys_everything_stays_open() {
     assert_eq!(upgrade(addr, "/ws?topic=anything", "").0, 101);
     assert_eq!(publish_with(addr, "anything", None).0, 200);
 }
+
+/// `GET /history/<topic>` with an optional bearer: (status, head, body).
+fn history_with(addr: std::net::SocketAddr, topic: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut stream = tcp(addr);
+    let auth = bearer
+        .map(|b| format!("Authorization: Bearer {b}\r\n"))
+        .unwrap_or_default();
+    let head = format!("GET /history/{topic} HTTP/1.1\r\nHost: test\r\n{auth}\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let (status, head, body) = read_response_with_head(&mut stream);
+    if status == 401 {
+        assert_eq!(header(&head, "www-authenticate"), Some("Bearer"), "{head}");
+    }
+    (status, body)
+}
+
+#[test]
+fn http_history_needs_the_subscribe_permission() {
+    let dir = std::env::temp_dir().join(format!("crier-auth-history-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("api-keys");
+    std::fs::write(&keys, "backend-key-0123456789\n").unwrap();
+    let keys = keys.to_string_lossy().into_owned();
+    let server = auth_server(&["--api-key-file", &keys, "--anonymous-subscribe", "public.*"]);
+    let addr = server.0.local_addr();
+    let reader = hs(json!({ "exp": now() + 60, "subscribe": ["news.*"], "publish": ["x"] }));
+    let (status, body) = history_with(addr, "news.a", Some(&reader));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        json!({"epoch": null, "top": 0, "messages": []})
+    );
+    let (status, body) = history_with(addr, "x", Some(&reader));
+    assert_eq!(
+        status, 403,
+        "a publish grant is not a subscribe grant: {body}"
+    );
+    assert!(body.contains(r#""code":"forbidden""#), "{body}");
+    let (status, body) = history_with(addr, "news.a", None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains(r#""code":"unauthorized""#), "{body}");
+    assert_eq!(
+        history_with(addr, "public.a", None).0,
+        200,
+        "anonymous rules"
+    );
+    assert_eq!(
+        history_with(addr, "news.a", Some("backend-key-0123456789")).0,
+        200,
+        "an API key reads any topic"
+    );
+    assert_eq!(history_with(addr, "news.a", Some("guess")).0, 401);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -325,7 +325,14 @@ fn counters_show_exactly_the_traffic_that_happened() {
     };
     let close = close.expect("a close frame with a code");
     assert_eq!(u16::from(close.code), 1008);
-    assert_eq!(close.reason.as_str(), "slow consumer");
+    assert!(
+        close
+            .reason
+            .as_str()
+            .starts_with("slow consumer; resume firehose:"),
+        "{}",
+        close.reason
+    );
     drop(stalled);
 
     let expected = [
@@ -440,5 +447,85 @@ fn healthz_is_200_and_readyz_turns_503_once_draining() {
     second.write_all(b"\r\n").unwrap();
     assert_eq!(read_response(&mut second), (200, "ok\n".to_string()));
     drop(stream);
+    stop(server, ANSWER_TIMEOUT);
+}
+
+#[test]
+fn history_counters_say_exactly_what_was_kept_and_why_it_left() {
+    // One shard, so every topic is owned by the shard that answers the scrape; a 20,000-byte
+    // budget holds about six 3,000-byte messages.
+    let server = start(&[
+        "--threads",
+        "1",
+        "--history-size",
+        "3",
+        "--history-ttl",
+        "1s",
+        "--max-history-bytes",
+        "20000",
+    ]);
+    let addr = server.local_addr();
+    let publish = |topic: &str, body: &str| {
+        let (status, answer) = http_publish(addr, topic, "application/json", body.as_bytes());
+        assert_eq!(status, 200, "{answer}");
+    };
+    // Each topic has state (a subscriber) before its first publish: a publish to a topic with
+    // no state is unheard and kept nowhere.
+    let names: Vec<String> = ["a", "big"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..10).map(|t| format!("c{t}")))
+        .collect();
+    let _listeners: Vec<_> = names
+        .iter()
+        .map(|topic| {
+            let mut client = connect(addr, "/ws");
+            subscribe(&mut client, topic);
+            client
+        })
+        .collect();
+    for i in 0..5 {
+        publish("a", &i.to_string());
+    }
+    let s = scrape(addr);
+    assert_eq!(s.total("crier_history_stored_total"), 5);
+    assert_eq!(s.total("crier_history_evicted_total{reason=\"size\"}"), 2);
+    assert_eq!(s.total("crier_history_evicted_total{reason=\"ttl\"}"), 0);
+    assert_eq!(s.total("crier_history_evicted_total{reason=\"budget\"}"), 0);
+    assert_eq!(s.total("crier_history_messages"), 3);
+    assert!(s.total("crier_history_bytes") > 3 * 3);
+    // Each topic's incarnation started with its first subscriber.
+    assert_eq!(s.total("crier_history_incarnations_total"), 12);
+    // Larger than the whole budget: not kept.
+    publish("big", &format!("\"{}\"", "x".repeat(25_000)));
+    let s = scrape(addr);
+    assert_eq!(s.total("crier_history_too_large_total"), 1);
+    assert_eq!(s.total("crier_history_stored_total"), 5);
+    // Ten 3,000-byte messages on ten topics: the oldest leave to stay within the budget.
+    let payload = format!("\"{}\"", "y".repeat(3_000));
+    for t in 0..10 {
+        publish(&format!("c{t}"), &payload);
+    }
+    let s = scrape(addr);
+    let stored = s.total("crier_history_stored_total");
+    let by_size = s.total("crier_history_evicted_total{reason=\"size\"}");
+    let by_budget = s.total("crier_history_evicted_total{reason=\"budget\"}");
+    let kept = s.total("crier_history_messages");
+    assert_eq!(stored, 15);
+    assert_eq!(by_size, 2);
+    assert!(by_budget >= 4, "{by_budget} evicted by the budget");
+    assert_eq!(
+        kept + by_size + by_budget,
+        stored,
+        "every stored message is counted once"
+    );
+    assert!(s.total("crier_history_bytes") <= 20_000);
+    assert_eq!(s.total("crier_history_incarnations_total"), 12);
+    // Past the TTL everything left goes, and the gauges come back to zero.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let s = scrape(addr);
+    assert_eq!(s.total("crier_history_evicted_total{reason=\"ttl\"}"), kept);
+    assert_eq!(s.total("crier_history_messages"), 0);
+    assert_eq!(s.total("crier_history_bytes"), 0);
     stop(server, ANSWER_TIMEOUT);
 }

@@ -224,3 +224,30 @@ fn a_subscribed_publisher_sees_its_message_before_the_ack_and_http_gets_the_epoc
     stop(a, ANSWER_TIMEOUT);
     stop(b, ANSWER_TIMEOUT);
 }
+
+/// `GET /history` is not built for the Redis engine yet: a typed 501 refusal in JSON, not a
+/// page that would wrongly say the topic has no messages.
+#[test]
+fn http_history_reads_are_refused_with_501_under_the_redis_engine() {
+    use std::io::Write;
+    let redis = Redis::start(&[]);
+    let a = node(&redis, &[]);
+    let mut client = connect(a.local_addr(), "/ws");
+    subscribe(&mut client, "kept");
+    let (status, _) = http_publish(a.local_addr(), "kept", "application/json", b"1");
+    assert_eq!(status, 200);
+    let mut stream = tcp(a.local_addr());
+    stream
+        .write_all(b"GET /history/kept HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let (status, body) = read_response(&mut stream);
+    assert_eq!(status, 501, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "code": "engine_unavailable",
+            "message": "history reads are not available with --engine redis yet"
+        })
+    );
+}

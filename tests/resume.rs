@@ -356,6 +356,82 @@ fn readers_dropping_and_resuming_across_shards_under_a_flat_out_publisher_see_ev
     stop(server, ANSWER_TIMEOUT);
 }
 
+#[test]
+fn a_slow_consumer_is_told_exactly_where_it_stopped_and_a_resume_from_there_never_duplicates() {
+    let server = start(&["--max-backlog-bytes", "65536", "--history-size", "5000"]);
+    let addr = server.local_addr();
+    let mut stalled = connect(addr, "/ws?topic=firehose");
+    subscribe(&mut connect(addr, "/ws"), "sync"); // the URL subscription is in place
+                                                  // Publish 8 KiB messages until the stalled reader is disconnected, then a few more.
+    let mut publisher = tcp(addr);
+    let body = format!("\"{}\"", "z".repeat(8 * 1024));
+    let head = format!(
+        "POST /publish/firehose HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut top = 0;
+    let mut publish_one = |top: &mut u64| {
+        use std::io::Write;
+        publisher.write_all(head.as_bytes()).unwrap();
+        publisher.write_all(body.as_bytes()).unwrap();
+        let (status, answer) = read_response(&mut publisher);
+        assert_eq!(status, 200, "{answer}");
+        *top = serde_json::from_str::<Value>(&answer).unwrap()["seq"]
+            .as_u64()
+            .unwrap();
+    };
+    while server.metric(crier::metrics::Metric::SlowConsumerDisconnects) == 0 {
+        assert!(top < 4_000, "{top} publishes and still not disconnected");
+        publish_one(&mut top);
+    }
+    for _ in 0..3 {
+        publish_one(&mut top);
+    }
+    // Everything the stalled reader gets before the close, then where to resume.
+    let mut seen = Vec::new();
+    let reason = loop {
+        match stalled.read().expect("frames, then a close") {
+            Message::Text(text) => seen.push(seq_of(&serde_json::from_str(text.as_str()).unwrap())),
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1008);
+                break frame.reason.as_str().to_string();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(reason.len() <= 123);
+    let since = reason
+        .strip_prefix("slow consumer; resume ")
+        .unwrap_or_else(|| panic!("a resume point in {reason:?}"));
+    let (rest, epoch) = since.rsplit_once(':').unwrap();
+    let (topic, seq) = rest.rsplit_once(':').unwrap();
+    assert_eq!(topic, "firehose");
+    let seq: u64 = seq.parse().unwrap();
+    assert_eq!(
+        seen,
+        (1..=seq).collect::<Vec<_>>(),
+        "it got exactly 1..={seq}"
+    );
+    // What it missed (a backlog's worth and more) is over the replay byte cap, half of
+    // --max-backlog-bytes: the resume says so and replays nothing, and live messages follow.
+    let mut back = connect(addr, &format!("/ws?since={since}"));
+    assert_eq!(
+        next_json(&mut back),
+        json!({"op":"ack","topic":"firehose","seq":top,"epoch":epoch,"recovered":false})
+    );
+    publish_one(&mut top);
+    assert_eq!(seq_of(&next_json(&mut back)), top);
+    // A resume from the hint within the cap is recovered exactly: the last 3 messages
+    // (24 KiB) fit the 32 KiB cap.
+    let mut late = connect(addr, &format!("/ws?since=firehose:{}:{epoch}", top - 3));
+    let ack = next_json(&mut late);
+    assert_eq!(ack["recovered"], true, "{ack}");
+    for expected in top - 2..=top {
+        assert_eq!(seq_of(&next_json(&mut late)), expected);
+    }
+    stop(server, ANSWER_TIMEOUT);
+}
+
 /// A topic nobody ever listened to has no state: a publish to it is unheard (seq 0, no
 /// epoch) and starts nothing. Once a listener came and went, the kept history holds the topic
 /// alive: publishes from every shard (eight publishers over four shards) are sequenced and

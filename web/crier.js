@@ -10,12 +10,16 @@
  *
  * API summary (full reference in the repository: docs/browser.md):
  *   const c = new Crier("ws://host:8080/ws", opts)
- *   const off = c.subscribe(topic, (data, meta) => ...)  // meta = {topic, seq, binary}
+ *   const off = c.subscribe(topic, (data, meta) => ..., {recent})  // meta = {topic, seq, binary}
+ *                      // recent: true also delivers the messages the broker keeps (first load)
  *   off.ready          // Promise: resolves when the broker acked the subscribe, rejects on error frame
  *   off()              // remove this handler (unsubscribes the topic when its last handler goes)
  *   c.unsubscribe(topic, handler?)
- *   await c.publish(topic, data, {timeout})  // -> {seq}; rejects with Error(.code)
- *   c.on("open"|"ready"|"close"|"reconnecting"|"error"|"gap", fn) -> off function; c.off(type, fn)
+ *   await c.publish(topic, data, {timeout})  // -> {seq, epoch}; rejects with Error(.code)
+ *   c.on("open"|"ready"|"close"|"reconnecting"|"error"|"gap"|"recovered", fn) -> off; c.off(type, fn)
+ * Every (re)subscription resumes from the last seq and epoch seen: messages missed while
+ * disconnected are replayed from the broker's history (a "recovered" event), or a "gap" event
+ * says how many were lost. Handlers see every message once, in order.
  *   c.state, c.readyState, c.bufferedAmount, c.url, c.close()
  */
 (function (root, factory) {
@@ -27,6 +31,9 @@
   "use strict";
 
   var CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
+  // A resume point past any topic's top, without epoch: nothing is replayed and the ack tells
+  // the topic's top seq and epoch (a live-only subscription that can resume later).
+  var LIVE = 9007199254740991;
   var DEFAULTS = {
     protocols: ["crier.v1"],   // subprotocol(s) offered; [] to offer none
     reconnect: true,           // reconnect automatically after an unexpected close
@@ -74,7 +81,7 @@
     this._connectTimer = null;
     this._nextId = 1;
     this._listeners = {};
-    this._topics = new Map();  // topic -> {handlers:Set, ready:Promise, settle:{res,rej}|null, last:seq|null}
+    this._topics = new Map();  // topic -> {handlers:Set, ready:Promise, settle:{res,rej}|null, last:seq|null, epoch:string|null, recent:bool}
     this._pending = new Map(); // id -> {kind, topic, resolve, reject, timer, frame, sent}
     this._outbox = [];         // publishes not yet sent (while not open), oldest first
     this._awaitingReady = 0;   // subscribe acks outstanding after the current (re)connect
@@ -175,11 +182,14 @@
   P._sendSubscribe = function (topic, t) {
     var id = this._nextId++;
     var self = this;
-    t.resync = true; // the first seq after (re)subscribing is checked against t.last
+    // Resume from what was seen; the first time, from now on (or what is kept, with `recent`).
+    var since = t.epoch !== null ? { seq: t.last, epoch: t.epoch }
+      : { seq: t.recent ? 0 : LIVE };
     this._awaitingReady++;
     this._pending.set(id, {
       kind: "subscribe", topic: topic,
-      resolve: function () {
+      resolve: function (m) {
+        if (self._topics.get(topic) === t) self._resumed(topic, t, since, m);
         if (t.settle) { t.settle.res(); t.settle = null; }
         self._readyAck();
       },
@@ -191,7 +201,33 @@
         self._readyAck();
       }
     });
-    this._ws.send(JSON.stringify({ op: "subscribe", topic: topic, id: id }));
+    this._ws.send(JSON.stringify({ op: "subscribe", topic: topic, since: since, id: id }));
+  };
+
+  // The broker answered a subscribe sent with `since`: {seq: top, epoch, recovered}.
+  P._resumed = function (topic, t, since, m) {
+    if (typeof m.epoch !== "string" || typeof m.seq !== "number") return; // a broker without history
+    var top = m.seq;
+    if (since.epoch === undefined) {
+      // First subscription: live from the top, or (recent) the kept messages then live ones.
+      t.epoch = m.epoch;
+      if (since.seq === LIVE) t.last = top;
+      else if (!m.recovered) t.last = null; // the oldest are gone: start at the first replayed
+      return;
+    }
+    if (m.recovered) {
+      t.epoch = m.epoch;
+      // The replay (since.seq + 1 .. top) follows, then live messages.
+      this._emit("recovered", { topic: topic, from: since.seq, top: top, replayed: top - since.seq, epoch: m.epoch });
+      return;
+    }
+    // Not recoverable: nothing is replayed; live messages go on from top + 1.
+    var gap = { topic: topic, expected: since.seq + 1, got: top + 1, reconnect: true };
+    if (m.epoch === since.epoch) gap.missed = top - since.seq;
+    else gap.epochChanged = true; // the topic started again (freed, or the broker restarted)
+    t.epoch = m.epoch;
+    t.last = top;
+    this._emit("gap", gap);
   };
 
   P._readyAck = function () {
@@ -297,13 +333,13 @@
     var t = this._topics.get(topic);
     if (!t) return; // late delivery after unsubscribe
     if (typeof seq === "number") {
+      // Within one incarnation (the epoch; a new one is announced by a resume ack) seq grows
+      // by 1 per message: a seq already seen is a duplicate and is not handed to the page.
+      if (t.last !== null && seq <= t.last) return;
       if (t.last !== null && seq > t.last + 1) {
-        this._emit("gap", { topic: topic, expected: t.last + 1, got: seq, missed: seq - t.last - 1, reconnect: !!t.resync });
+        this._emit("gap", { topic: topic, expected: t.last + 1, got: seq, missed: seq - t.last - 1, reconnect: false });
       }
-      // seq <= last: the topic was forgotten by the broker (no subscribers) and restarted at 1,
-      // or the broker itself restarted: not a loss we can measure, so reset silently.
       t.last = seq;
-      t.resync = false;
     }
     var meta = { topic: topic, seq: seq, binary: binary };
     Array.from(t.handlers).forEach(function (fn) {
@@ -316,7 +352,7 @@
     if (!p) return;
     this._pending.delete(m.id);
     clearTimeout(p.timer);
-    p.resolve(p.kind === "publish" ? { seq: m.seq } : undefined);
+    p.resolve(p.kind === "publish" ? { seq: m.seq, epoch: m.epoch } : m);
   };
 
   P._onError = function (m) {
@@ -337,9 +373,10 @@
    * subscribe(topic, handler) -> unsubscribe function `off`, with `off.ready`: a Promise resolved
    * once the broker acked the subscription (rejected with Error(.code) if it refused it, e.g.
    * invalid_topic / too_many_subscriptions). Several handlers may share a topic; they share one
-   * wire subscription and one `ready`.
+   * wire subscription and one `ready`. With `{recent: true}` (on the first subscribe of the
+   * topic) the messages the broker keeps are delivered first, oldest first (a chat's backlog).
    */
-  P.subscribe = function (topic, handler) {
+  P.subscribe = function (topic, handler, sopts) {
     if (typeof handler !== "function") throw new TypeError("crier: subscribe(topic, handler) needs a function");
     topic = String(topic);
     if (this._closed) {
@@ -350,7 +387,8 @@
     }
     var t = this._topics.get(topic);
     if (!t) {
-      t = { handlers: new Set(), settle: null, last: null, resync: false, ready: null };
+      t = { handlers: new Set(), settle: null, last: null, epoch: null, ready: null,
+            recent: !!(sopts && sopts.recent) };
       t.ready = new Promise(function (res, rej) { t.settle = { res: res, rej: rej }; });
       t.ready.catch(function () {}); // avoid unhandled rejections if the caller ignores ready
       this._topics.set(topic, t);

@@ -97,6 +97,27 @@ pub struct Args {
     /// with N = 1. A run that hits the hard timeout ends the series.
     #[arg(long, default_value_t = 1)]
     pub repeat: u32,
+    /// Reconnect scenario: every subscriber drops its connection every DURATION (staggered
+    /// over the subscribers) during publishing and reconnects at once resuming with `since`
+    /// from the last seq and epoch it saw. The report adds `resume` (recovered, lost,
+    /// duplicated across reconnects; time from reconnect to caught up).
+    #[arg(long, value_parser = parse_duration, conflicts_with_all = ["drop_all_at", "all_topic"])]
+    pub reconnect_every: Option<Duration>,
+    /// Reconnect storm: every subscriber drops at once DURATION after publishing starts, and
+    /// all resume with `since` after `--resume-after`.
+    #[arg(long, value_parser = parse_duration, conflicts_with = "all_topic")]
+    pub drop_all_at: Option<Duration>,
+    /// With `--drop-all-at`: how long the subscribers stay away (at `--rate R` on one topic,
+    /// R x this many messages are missed).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub resume_after: Duration,
+}
+
+impl Args {
+    /// A reconnect scenario is on (`--reconnect-every` or `--drop-all-at`).
+    pub fn reconnect_scenario(&self) -> bool {
+        self.reconnect_every.is_some() || self.drop_all_at.is_some()
+    }
 }
 
 /// A `--duration`-like flag that is not a duration.

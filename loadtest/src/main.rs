@@ -15,6 +15,7 @@ mod plot;
 mod procstat;
 mod progress;
 mod report;
+mod resume;
 mod schedule;
 mod setup;
 mod sys;

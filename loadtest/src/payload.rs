@@ -97,10 +97,20 @@ pub fn encode_binary_publish(topic: &str, payload: &[u8], out: &mut Vec<u8>) {
 /// One message from the broker, as far as the load generator cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming<'a> {
-    /// A delivery: the topic name it came on and our stamp from its data.
+    /// A delivery: the topic name it came on, our stamp from its data, and the broker's seq
+    /// (`None` from a broker that sends none).
     Message {
         topic: &'a [u8],
         stamp: Stamp,
+        broker_seq: Option<u64>,
+    },
+    /// The ack of a subscribe with `since`: the topic's top seq and epoch, and whether the
+    /// gap was recovered.
+    Resumed {
+        topic: String,
+        top: u64,
+        epoch: String,
+        recovered: bool,
     },
     /// A delivery whose data is not one of ours (someone else publishing on our topics).
     Foreign,
@@ -152,9 +162,14 @@ pub fn parse_text(msg: &[u8]) -> Incoming<'_> {
         if let Some(end) = rest.iter().position(|&b| b == b'"') {
             let topic = &rest[..end];
             if let Some(at) = find(&rest[end..], b"\"data\":") {
+                let broker_seq = field(&rest[end + 1..], b",\"seq\":").map(|(seq, _)| seq);
                 let data = &rest[end + at + 7..];
                 return match parse_json_stamp(data) {
-                    Some(stamp) => Incoming::Message { topic, stamp },
+                    Some(stamp) => Incoming::Message {
+                        topic,
+                        stamp,
+                        broker_seq,
+                    },
                     None => Incoming::Foreign,
                 };
             }
@@ -192,14 +207,28 @@ fn parse_text_slow(msg: &[u8]) -> Incoming<'_> {
                     Some(i) => Incoming::Message {
                         topic: &msg[i..i + topic.len()],
                         stamp,
+                        broker_seq: u(&value, "seq"),
                     },
                     None => Incoming::Foreign,
                 },
                 None => Incoming::Foreign,
             }
         }
-        Some("ack") => Incoming::Ack {
-            id: u(&value, "id"),
+        Some("ack") => match (
+            value.get("recovered").and_then(serde_json::Value::as_bool),
+            value.get("topic").and_then(serde_json::Value::as_str),
+            u(&value, "seq"),
+            value.get("epoch").and_then(serde_json::Value::as_str),
+        ) {
+            (Some(recovered), Some(topic), Some(top), Some(epoch)) => Incoming::Resumed {
+                topic: topic.to_string(),
+                top,
+                epoch: epoch.to_string(),
+                recovered,
+            },
+            _ => Incoming::Ack {
+                id: u(&value, "id"),
+            },
         },
         Some("dropped") => Incoming::Dropped {
             count: u(&value, "count").unwrap_or(0),
@@ -219,6 +248,7 @@ pub fn parse_binary(msg: &[u8]) -> Incoming<'_> {
         return Incoming::Error("binary message shorter than its topic and seq".into());
     }
     let topic = &rest[..n];
+    let broker_seq = u64::from_be_bytes(rest[n..n + 8].try_into().expect("8 bytes"));
     let payload = &rest[n + 8..];
     if payload.len() < BINARY_STAMP_BYTES {
         return Incoming::Foreign;
@@ -233,6 +263,7 @@ pub fn parse_binary(msg: &[u8]) -> Incoming<'_> {
             seq: u64_at(8),
             intended_ns: u64_at(16),
         },
+        broker_seq: Some(broker_seq),
     }
 }
 
@@ -272,7 +303,8 @@ mod tests {
             parse_text(&msg),
             Incoming::Message {
                 topic: b"load-7",
-                stamp: STAMP
+                stamp: STAMP,
+                broker_seq: Some(42),
             }
         );
     }
@@ -284,7 +316,19 @@ mod tests {
             parse_text(msg),
             Incoming::Message {
                 topic: b"load-7",
-                stamp: STAMP
+                stamp: STAMP,
+                broker_seq: Some(1),
+            }
+        );
+        assert_eq!(
+            parse_text(
+                br#"{"op":"ack","topic":"load-7","seq":41,"epoch":"e4Xq","recovered":false}"#
+            ),
+            Incoming::Resumed {
+                topic: "load-7".into(),
+                top: 41,
+                epoch: "e4Xq".into(),
+                recovered: false
             }
         );
         assert_eq!(
@@ -339,7 +383,8 @@ mod tests {
             parse_binary(&delivery),
             Incoming::Message {
                 topic: b"load-7",
-                stamp: STAMP
+                stamp: STAMP,
+                broker_seq: Some(42),
             }
         );
         assert!(matches!(parse_binary(&delivery[..5]), Incoming::Error(_)));

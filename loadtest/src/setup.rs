@@ -2,13 +2,14 @@
 //! ephemeral ports; and the facts every run shares (plan, threads, cores, who connects where).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{parse_url, Args, Plan};
 use crate::error::SetupError;
 use crate::net;
 use crate::payload;
 use crate::sys;
-use crate::worker::{PublishMode, Role, RunConfig};
+use crate::worker::{PublishMode, Reconnect, Role, RunConfig};
 
 /// File descriptors kept free beyond one per connection (stdio, epoll and timer fds, output
 /// files, /proc reads).
@@ -98,6 +99,16 @@ pub fn prepare(args: &Args) -> Result<Setup, SetupError> {
         connect_rate: args.connect_rate,
         threads,
         total_connections: total,
+        reconnect: match (args.reconnect_every, args.drop_all_at) {
+            (Some(period), _) => Some(Reconnect::Every {
+                period: period.max(Duration::from_millis(1)),
+            }),
+            (None, Some(at)) => Some(Reconnect::AllAt {
+                at,
+                after: args.resume_after,
+            }),
+            (None, None) => None,
+        },
     };
     Ok(Setup {
         cfg: Arc::new(cfg),

@@ -179,6 +179,41 @@ impl Policy {
             Err(e) => HttpPublishAccess::Unauthorized(e.reason()),
         }
     }
+
+    /// `GET /history/<topic>` with this `Authorization: Bearer` value (if any): the subscribe
+    /// permission a WebSocket needs for the topic, since a resume replays the same messages.
+    ///
+    /// - No JWT keys: allowed, like every WebSocket subscribe.
+    /// - JWT keys: one of the API keys (when `--api-key-file` is set), a JWT with a subscribe
+    ///   grant for the topic, or the anonymous subscribe rules.
+    pub fn may_read_history_http(
+        &self,
+        bearer: Option<&[u8]>,
+        topic: &str,
+        now_unix_secs: u64,
+    ) -> HttpPublishAccess {
+        if !self.tokens_required() {
+            return HttpPublishAccess::Allowed;
+        }
+        if let (Some(keys), Some(bearer)) = (&self.api_keys, bearer) {
+            if keys.accepts(bearer) {
+                return HttpPublishAccess::Allowed;
+            }
+        }
+        let grants = match bearer.map(|b| self.authenticate(b, now_unix_secs)) {
+            None => None,
+            Some(Ok(grants)) => Some(grants),
+            Some(Err(TokenError::Malformed)) if self.api_keys.is_some() => {
+                return HttpPublishAccess::Unauthorized("invalid API key")
+            }
+            Some(Err(e)) => return HttpPublishAccess::Unauthorized(e.reason()),
+        };
+        match self.may_subscribe(grants.as_ref(), topic, now_unix_secs) {
+            Access::Allowed => HttpPublishAccess::Allowed,
+            Access::Forbidden => HttpPublishAccess::Forbidden,
+            Access::Unauthorized => HttpPublishAccess::Unauthorized(TokenError::Missing.reason()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -320,5 +355,36 @@ mod tests {
         );
         // WebSockets stay open when only the API has keys.
         assert_eq!(keys_only.may_publish(None, "x", NOW), Access::Allowed);
+    }
+
+    #[test]
+    fn http_history_needs_the_subscribe_permission() {
+        let t = token(json!({ "exp": NOW + 60, "subscribe": ["news.*"], "publish": ["x"] }));
+        let ok = HttpPublishAccess::Allowed;
+        let keyed = policy(&["public.*"], &[], true);
+        let read = |bearer: Option<&[u8]>, topic| keyed.may_read_history_http(bearer, topic, NOW);
+        assert_eq!(read(Some(t.as_bytes()), "news.a"), ok);
+        assert_eq!(
+            read(Some(t.as_bytes()), "x"),
+            HttpPublishAccess::Forbidden,
+            "a publish grant is not a subscribe grant"
+        );
+        assert_eq!(read(Some(API_KEY.as_bytes()), "x"), ok);
+        assert_eq!(read(None, "public.a"), ok, "the anonymous subscribe rules");
+        assert_eq!(
+            read(None, "news.a"),
+            HttpPublishAccess::Unauthorized("token required")
+        );
+        assert_eq!(
+            read(Some(b"guess"), "news.a"),
+            HttpPublishAccess::Unauthorized("invalid API key")
+        );
+        let expired = token(json!({ "exp": NOW - 100, "subscribe": ["news.*"] }));
+        assert_eq!(
+            read(Some(expired.as_bytes()), "news.a"),
+            HttpPublishAccess::Unauthorized("token expired")
+        );
+        // No JWT keys: WebSockets subscribe freely, so history is open too.
+        assert_eq!(Policy::open().may_read_history_http(None, "x", NOW), ok);
     }
 }

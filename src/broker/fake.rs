@@ -10,7 +10,7 @@ use crate::mesh::{ConnRef, MeshMsg};
 use crate::metrics::Metric;
 use crate::shard::write_queue::WriteQueue;
 
-use super::{CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus};
+use super::{CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, SendKind, SendStatus};
 
 /// One simulated connection's output.
 #[derive(Debug, Default)]
@@ -20,6 +20,8 @@ pub(super) struct FakeConn {
     /// Everything ever queued, in order.
     pub(super) all: Vec<Bytes>,
     pub(super) closed: Option<CloseReason>,
+    /// The close frame's reason text.
+    pub(super) close_text: Option<String>,
 }
 
 /// The recording fake.
@@ -29,6 +31,7 @@ pub(super) struct Recorder {
     pub(super) conns: BTreeMap<ConnId, FakeConn>,
     pub(super) peers: Vec<(usize, MeshMsg)>,
     pub(super) http: Vec<(ConnRef, HttpPublished)>,
+    pub(super) history: Vec<(ConnRef, HttpHistory)>,
     pub(super) counts: BTreeMap<&'static str, u64>,
     /// What `now_us` answers (the driver's clock).
     pub(super) now_us: u64,
@@ -43,6 +46,7 @@ impl Recorder {
             conns: BTreeMap::new(),
             peers: Vec::new(),
             http: Vec::new(),
+            history: Vec::new(),
             counts: BTreeMap::new(),
             now_us: 0,
             fanouts: Vec::new(),
@@ -109,14 +113,25 @@ impl Outputs for Recorder {
     fn close(&mut self, conn: ConnId, why: CloseReason) {
         let c = self.conns.entry(conn).or_default();
         assert!(c.closed.is_none(), "closed twice: {conn}");
-        c.closed = Some(why);
+        // What the shard writes in the close frame (see `shard/output.rs`).
+        let first_discarded_seq = why.hint_topic().and_then(|topic| {
+            c.queue
+                .unstarted()
+                .find_map(|frame| crate::proto::envelope::delivery_seq(frame, topic))
+        });
+        c.close_text = Some(why.reason_text(first_discarded_seq));
         if why.discards_queue() {
             let _discarded = c.queue.discard_unstarted();
         }
+        c.closed = Some(why);
     }
 
     fn http_published(&mut self, conn: ConnRef, answer: HttpPublished) {
         self.http.push((conn, answer));
+    }
+
+    fn http_history(&mut self, conn: ConnRef, answer: HttpHistory) {
+        self.history.push((conn, answer));
     }
 
     fn count(&mut self, metric: Metric, n: u64) {

@@ -10,7 +10,7 @@
 //! - a `/ws` WebSocket opens: [`Broker::open`] (with the `?topic=` subscriptions); it closes:
 //!   [`Broker::on_closed`];
 //! - a text message: [`Broker::on_text`]; a binary one: [`Broker::on_binary`];
-//!   `POST /publish`: [`Broker::publish`];
+//!   `POST /publish`: [`Broker::publish`]; `GET /history`: [`Broker::read_history`];
 //! - an inbox message: [`Broker::on_peer`]; a message a full peer inbox refused:
 //!   [`Broker::on_refused`].
 #![forbid(unsafe_code)]
@@ -37,7 +37,7 @@ use std::sync::Arc;
 use crate::auth::Policy;
 
 use crate::config::SlowConsumerPolicy;
-use crate::engine::{Engine, LocalEngine, PayloadRef, Refused};
+use crate::engine::{Engine, HistoryRead, LocalEngine, PayloadRef, Refused};
 use crate::mesh::{ConnRef, MeshMsg, ReplyTo};
 use crate::metrics::Metric;
 use crate::proto::command::{self, Command};
@@ -48,7 +48,8 @@ use connections::{Connections, PendingInterest};
 use history::Since;
 
 pub use outputs::{
-    CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus, OVERLOADED_MESSAGE,
+    CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, ResumeHint, SendKind, SendStatus,
+    MAX_CLOSE_REASON_BYTES, OVERLOADED_MESSAGE,
 };
 
 /// The limits the core enforces.
@@ -144,8 +145,9 @@ pub struct Broker<E: Engine = LocalEngine> {
     /// Subscribers (in the index already) waiting for their resume's replay, per topic:
     /// deliveries skip them until the replay, which holds those messages, arrives.
     resuming: HashMap<Box<str>, Vec<ConnId>>,
-    /// Scratch list of subscribers to disconnect after a delivery (kept to reuse its heap).
-    slow: Vec<ConnId>,
+    /// Scratch list of subscribers to disconnect after a delivery, each with where it can
+    /// resume the topic it fell behind on (kept to reuse its heap).
+    slow: Vec<(ConnId, Option<ResumeHint>)>,
     /// Scratch list of publishes the engine could not hand over at the end of a turn.
     refused: Vec<(ReplyTo, crate::engine::Refused)>,
     /// Subscriptions across the process, shared by every shard's core: changed once per
@@ -320,13 +322,14 @@ impl<E: Engine> Broker<E> {
                 topic,
                 frames,
                 sequenced_us,
+                epoch,
             } => {
                 // While this shard's interest in the topic waits for its confirmation, a
                 // delivery was sequenced before the engine saw that interest: it belongs to
                 // subscribers who have all left (the engine may since have restarted the
                 // topic's seq), so it must not reach the new ones.
                 if self.pending_interest.is_empty() || !self.pending_interest.contains_key(&topic) {
-                    self.deliver_local(&topic, &frames, sequenced_us, out);
+                    self.deliver_local(&topic, &frames, epoch, sequenced_us, out);
                 }
             }
             MeshMsg::InterestConfirmed { topic, count } => {
@@ -349,11 +352,35 @@ impl<E: Engine> Broker<E> {
                     self.interest_confirmed(&topic, 1, out);
                 }
             }
-            msg @ (MeshMsg::Publish { .. } | MeshMsg::Interest { .. } | MeshMsg::Resume { .. }) => {
+            MeshMsg::HistoryPage { conn, page } => {
+                out.http_history(conn, HttpHistory::Page(page));
+            }
+            msg @ (MeshMsg::Publish { .. }
+            | MeshMsg::Interest { .. }
+            | MeshMsg::Resume { .. }
+            | MeshMsg::HistoryRead { .. }) => {
                 if let Some((topic, sequenced)) = self.engine.on_message(msg, out) {
                     self.finish(&topic, sequenced, out);
                 }
             }
+        }
+    }
+
+    /// `GET /history/<topic>?since=after&limit=limit` from HTTP connection `conn` of this
+    /// shard (already checked and permitted by the driver): the topic's owner reads its ring,
+    /// and the answer comes back through [`Outputs::http_history`].
+    pub fn read_history<O: Outputs>(
+        &mut self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        conn: ConnRef,
+        out: &mut O,
+    ) {
+        match self.engine.read_history(topic, after, limit, conn, out) {
+            HistoryRead::Page(page) => out.http_history(conn, HttpHistory::Page(page)),
+            HistoryRead::Forwarded => {}
+            HistoryRead::Unsupported => out.http_history(conn, HttpHistory::Unsupported),
         }
     }
 

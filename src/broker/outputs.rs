@@ -11,6 +11,8 @@ use bytes::Bytes;
 
 use crate::mesh::{ConnRef, MeshMsg};
 use crate::metrics::Metric;
+
+use super::history::{Epoch, Page};
 use crate::proto::close;
 use crate::proto::deflate::DeliveryFrames;
 
@@ -57,12 +59,44 @@ pub enum SendStatus {
     Closed,
 }
 
+/// The most bytes of reason text a close frame carries: 125 bytes of control payload less the
+/// 2-byte code (RFC 6455 §5.5, §5.5.1).
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+const SLOW_CONSUMER: &str = "slow consumer";
+const RESUME_PREFIX: &str = "; resume ";
+
+/// Where a subscriber closed as slow can resume the topic it fell behind on: it lost the
+/// message `first_lost_seq` of `epoch` (and any later one), and received every one before it.
+/// The driver lowers `first_lost_seq` to the first message of the topic it discards from the
+/// connection's queue (see [`CloseReason::reason_text`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeHint {
+    pub topic: Box<str>,
+    pub first_lost_seq: u64,
+    pub epoch: Epoch,
+}
+
+impl ResumeHint {
+    /// The longest the close reason carrying this hint can be (with a 20-digit seq).
+    pub fn longest_text_bytes(&self) -> usize {
+        SLOW_CONSUMER.len()
+            + RESUME_PREFIX.len()
+            + self.topic.len()
+            + 1
+            + 20
+            + 1
+            + self.epoch.as_str().len()
+    }
+}
+
 /// Why the broker core closes a connection. Each has its close code and reason in one place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// Over `--max-backlog-bytes` under `--slow-consumer=disconnect`. Its unsent frames are
-    /// discarded: it is behind and would stay behind.
-    SlowConsumer,
+    /// discarded: it is behind and would stay behind. With where it can resume the topic whose
+    /// message did not fit (`None`: no epoch, or the topic is too long for a close reason).
+    SlowConsumer(Option<ResumeHint>),
     /// The connection's token expired without an in-band refresh (4001, after a
     /// `token_expired` error).
     TokenExpired,
@@ -70,26 +104,54 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// The WebSocket close code (RFC 6455 §7.4.1).
-    pub fn code(self) -> u16 {
+    pub fn code(&self) -> u16 {
         match self {
-            CloseReason::SlowConsumer => close::POLICY_VIOLATION,
+            CloseReason::SlowConsumer(_) => close::POLICY_VIOLATION,
             // RFC 6455 §7.4.2: 4000-4999 are for applications.
             CloseReason::TokenExpired => 4001,
         }
     }
 
-    /// The close frame's reason text.
-    pub fn reason(self) -> &'static str {
+    /// The close frame's reason text: `slow consumer`, or
+    /// `slow consumer; resume TOPIC:SEQ:EPOCH` (the URL form of `since`, docs/protocol.md)
+    /// where SEQ is the last message of TOPIC the client receives. `first_discarded_seq` is
+    /// the seq of the hint's topic's first delivery the driver threw away from the queue, if
+    /// any: the client misses it too. Never longer than [`MAX_CLOSE_REASON_BYTES`].
+    pub fn reason_text(&self, first_discarded_seq: Option<u64>) -> String {
         match self {
-            CloseReason::SlowConsumer => "slow consumer",
-            CloseReason::TokenExpired => "token expired",
+            CloseReason::SlowConsumer(Some(hint)) => {
+                let first_lost = first_discarded_seq.map_or(hint.first_lost_seq, |discarded| {
+                    discarded.min(hint.first_lost_seq)
+                });
+                let text = format!(
+                    "{SLOW_CONSUMER}{RESUME_PREFIX}{}:{}:{}",
+                    hint.topic,
+                    first_lost.saturating_sub(1),
+                    hint.epoch
+                );
+                if text.len() <= MAX_CLOSE_REASON_BYTES {
+                    text
+                } else {
+                    SLOW_CONSUMER.to_string()
+                }
+            }
+            CloseReason::SlowConsumer(None) => SLOW_CONSUMER.to_string(),
+            CloseReason::TokenExpired => "token expired".to_string(),
+        }
+    }
+
+    /// The topic of the resume hint, if any: the driver looks for its discarded deliveries.
+    pub fn hint_topic(&self) -> Option<&str> {
+        match self {
+            CloseReason::SlowConsumer(hint) => hint.as_ref().map(|h| &*h.topic),
+            CloseReason::TokenExpired => None,
         }
     }
 
     /// Whether frames queued and not yet started are thrown away before the close frame.
-    pub fn discards_queue(self) -> bool {
+    pub fn discards_queue(&self) -> bool {
         match self {
-            CloseReason::SlowConsumer => true,
+            CloseReason::SlowConsumer(_) => true,
             // The `token_expired` error queued just before must still reach the client.
             CloseReason::TokenExpired => false,
         }
@@ -109,6 +171,17 @@ pub enum HttpPublished {
     Refused,
     /// The engine's backend (Redis) is unavailable: 503 `engine_unavailable`.
     Unavailable,
+}
+
+/// The answer to `GET /history/<topic>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpHistory {
+    /// The topic's kept messages asked for (`None`: the topic has no state: no epoch, top 0).
+    Page(Option<Page<Bytes>>),
+    /// The owner could not take the request (its inbox was full): 503 `overloaded`.
+    Refused,
+    /// The engine cannot read history over HTTP (`--engine redis`, today): 501.
+    Unsupported,
 }
 
 /// The effects the broker core produces, applied by its driver as they are produced.
@@ -141,6 +214,10 @@ pub trait Outputs {
     /// Answers an HTTP publisher on this shard (`conn.shard` is this shard). The driver checks
     /// that the connection is still the one that asked.
     fn http_published(&mut self, conn: ConnRef, answer: HttpPublished);
+
+    /// Answers a `GET /history` on this shard (`conn.shard` is this shard). The driver checks
+    /// that the connection is still the one that asked.
+    fn http_history(&mut self, conn: ConnRef, answer: HttpHistory);
 
     /// Adds `n` to one of this shard's counters.
     fn count(&mut self, metric: Metric, n: u64);

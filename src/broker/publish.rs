@@ -14,7 +14,8 @@ use crate::proto::http_refusal::ENGINE_UNAVAILABLE_MESSAGE;
 
 use super::connections::Connections;
 use super::{
-    Broker, CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus, OVERLOADED_MESSAGE,
+    Broker, CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, ResumeHint, SendKind,
+    SendStatus, MAX_CLOSE_REASON_BYTES, OVERLOADED_MESSAGE,
 };
 
 impl<E: Engine> Broker<E> {
@@ -54,9 +55,13 @@ impl<E: Engine> Broker<E> {
     }
 
     /// A message this shard sent to shard `to` was refused by its full inbox: a refused
-    /// publish is answered `overloaded`; a refused delivery is announced to the subscribers
+    /// publish (or history read) is answered `overloaded`; a refused delivery is announced to the subscribers
     /// it skipped (the engine's business).
     pub fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) {
+        if let MeshMsg::HistoryRead { conn, .. } = msg {
+            out.http_history(conn, HttpHistory::Refused);
+            return;
+        }
         if let Some(reply) = self.engine.on_refused(to, msg, out) {
             self.refuse(reply, Refused::Overloaded, out);
         }
@@ -80,7 +85,7 @@ impl<E: Engine> Broker<E> {
     /// (after the deliveries, so a subscribed publisher sees its message before the ack).
     pub(super) fn finish<O: Outputs>(&mut self, topic: &str, sequenced: Sequenced, out: &mut O) {
         if let Some(frames) = &sequenced.local_frame {
-            self.deliver_local(topic, frames, sequenced.sequenced_us, out);
+            self.deliver_local(topic, frames, sequenced.epoch, sequenced.sequenced_us, out);
         }
         self.answer(sequenced.reply, sequenced.seq, sequenced.epoch, out);
     }
@@ -94,10 +99,16 @@ impl<E: Engine> Broker<E> {
         &mut self,
         topic: &str,
         frames: &DeliveryFrames,
+        epoch: Option<Epoch>,
         sequenced_us: u64,
         out: &mut O,
     ) {
         let policy = self.limits.slow_consumer;
+        let lost = Lost {
+            topic,
+            frames,
+            epoch,
+        };
         let (conns, slow) = (&mut self.conns, &mut self.slow);
         let subscribers = self.local.subscribers(topic);
         let mut skipped = 0u64;
@@ -105,16 +116,7 @@ impl<E: Engine> Broker<E> {
             if let Some(waiting) = self.resuming.get(topic) {
                 // Connections waiting for their replay get this message in it (or after it).
                 let waiting = waiting.clone();
-                skipped += deliver_except(
-                    subscribers,
-                    &waiting,
-                    frames,
-                    policy,
-                    conns,
-                    slow,
-                    topic,
-                    out,
-                );
+                skipped += deliver_except(subscribers, &waiting, &lost, policy, conns, slow, out);
                 let queued = subscribers.len() as u64 - skipped;
                 out.count(Metric::Deliveries, queued);
                 out.fanned_out(topic, queued, sequenced_us);
@@ -130,7 +132,7 @@ impl<E: Engine> Broker<E> {
                     SendStatus::Closed => skipped += 1,
                     SendStatus::OverBudget => {
                         skipped += 1;
-                        over_budget(policy, conns, slow, conn, topic, out);
+                        over_budget(policy, conns, slow, conn, &lost, out);
                     }
                 }
             }
@@ -148,7 +150,7 @@ impl<E: Engine> Broker<E> {
                         }
                         SendStatus::OverBudget => {
                             skipped += 1;
-                            over_budget(policy, conns, slow, conn, topic, out);
+                            over_budget(policy, conns, slow, conn, &lost, out);
                             continue;
                         }
                         SendStatus::Closed => {
@@ -162,7 +164,7 @@ impl<E: Engine> Broker<E> {
                     SendStatus::Closed => skipped += 1,
                     SendStatus::OverBudget => {
                         skipped += 1;
-                        over_budget(policy, conns, slow, conn, topic, out);
+                        over_budget(policy, conns, slow, conn, &lost, out);
                     }
                 }
             }
@@ -175,10 +177,10 @@ impl<E: Engine> Broker<E> {
 
     /// Closes the subscribers a delivery found over budget under `--slow-consumer=disconnect`.
     pub(super) fn disconnect_slow<O: Outputs>(&mut self, out: &mut O) {
-        while let Some(conn) = self.slow.pop() {
+        while let Some((conn, resume)) = self.slow.pop() {
             out.count(Metric::SlowConsumerDisconnects, 1);
             self.on_closed(conn, out);
-            out.close(conn, CloseReason::SlowConsumer);
+            out.close(conn, CloseReason::SlowConsumer(resume));
         }
     }
 
@@ -251,23 +253,45 @@ impl<E: Engine> Broker<E> {
     }
 }
 
+/// The delivery being made, as a subscriber that cannot take it loses it.
+pub(super) struct Lost<'a> {
+    pub(super) topic: &'a str,
+    pub(super) frames: &'a DeliveryFrames,
+    pub(super) epoch: Option<Epoch>,
+}
+
+impl Lost<'_> {
+    /// Where a subscriber that loses this delivery can resume: before its seq, in its epoch.
+    /// `None` when the topic has no epoch or the hint would not fit a close reason.
+    pub(super) fn resume_hint(&self) -> Option<ResumeHint> {
+        let epoch = self.epoch?;
+        let seq = envelope::delivery_seq(&self.frames.plain, self.topic)?;
+        let hint = ResumeHint {
+            topic: self.topic.into(),
+            first_lost_seq: seq,
+            epoch,
+        };
+        (hint.longest_text_bytes() <= MAX_CLOSE_REASON_BYTES).then_some(hint)
+    }
+}
+
 /// A delivery did not fit `conn`'s budget: count it for a later `dropped` notice, or list the
-/// connection for a disconnect once the delivery loop is done.
+/// connection for a disconnect (with where it can resume) once the delivery loop is done.
 #[cold]
-fn over_budget<O: Outputs>(
+pub(super) fn over_budget<O: Outputs>(
     policy: SlowConsumerPolicy,
     conns: &mut Connections,
-    slow: &mut Vec<ConnId>,
+    slow: &mut Vec<(ConnId, Option<ResumeHint>)>,
     conn: ConnId,
-    topic: &str,
+    lost: &Lost<'_>,
     out: &mut O,
 ) {
     match policy {
         SlowConsumerPolicy::Drop => {
             out.count(Metric::SlowConsumerDrops, 1);
-            conns.add_dropped(conn, topic, 1);
+            conns.add_dropped(conn, lost.topic, 1);
         }
-        SlowConsumerPolicy::Disconnect => slow.push(conn),
+        SlowConsumerPolicy::Disconnect => slow.push((conn, lost.resume_hint())),
     }
 }
 
@@ -279,13 +303,13 @@ fn over_budget<O: Outputs>(
 fn deliver_except<O: Outputs>(
     subscribers: &[ConnId],
     waiting: &[ConnId],
-    frames: &DeliveryFrames,
+    lost: &Lost<'_>,
     policy: SlowConsumerPolicy,
     conns: &mut Connections,
-    slow: &mut Vec<ConnId>,
-    topic: &str,
+    slow: &mut Vec<(ConnId, Option<ResumeHint>)>,
     out: &mut O,
 ) -> u64 {
+    let (topic, frames) = (lost.topic, lost.frames);
     let mut skipped = 0;
     for &conn in subscribers {
         if waiting.contains(&conn) {
@@ -303,7 +327,7 @@ fn deliver_except<O: Outputs>(
                 }
                 SendStatus::OverBudget => {
                     skipped += 1;
-                    over_budget(policy, conns, slow, conn, topic, out);
+                    over_budget(policy, conns, slow, conn, lost, out);
                     continue;
                 }
                 SendStatus::Closed => {
@@ -317,7 +341,7 @@ fn deliver_except<O: Outputs>(
             SendStatus::Closed => skipped += 1,
             SendStatus::OverBudget => {
                 skipped += 1;
-                over_budget(policy, conns, slow, conn, topic, out);
+                over_budget(policy, conns, slow, conn, lost, out);
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::proto::envelope;
 use crate::topic::{SubscribeOutcome, UnsubscribeOutcome};
 
 use super::history::{Resumed, Since};
-use super::{Broker, ConnId, Outputs, SendKind, SendStatus};
+use super::{Broker, ConnId, Outputs, ResumeHint, SendKind, SendStatus, MAX_CLOSE_REASON_BYTES};
 use crate::mesh::ConnRef;
 
 impl<E: Engine> Broker<E> {
@@ -147,7 +147,9 @@ impl<E: Engine> Broker<E> {
             envelope::resume_ack_frame(id, topic, resumed.top, resumed.epoch, resumed.recovered);
         let _ = out.send(conn, ack, SendKind::Reply);
         let mut sent = 0u64;
-        for frames in &resumed.replay {
+        // The replay runs contiguously up to the top: the i-th frame's seq is `first + i`.
+        let first = (resumed.top + 1).saturating_sub(resumed.replay.len() as u64);
+        for (i, frames) in resumed.replay.iter().enumerate() {
             // The kept twin: a compressing subscriber gets the frame deflated at publish time.
             match out.send_delivery(conn, frames, SendKind::Delivery) {
                 SendStatus::Queued | SendStatus::QueuedOverBudget => sent += 1,
@@ -158,7 +160,13 @@ impl<E: Engine> Broker<E> {
                         self.conns.add_dropped(conn, topic, 1);
                     }
                     SlowConsumerPolicy::Disconnect => {
-                        self.slow.push(conn);
+                        let hint = ResumeHint {
+                            topic: topic.into(),
+                            first_lost_seq: first + i as u64,
+                            epoch: resumed.epoch,
+                        };
+                        let fits = hint.longest_text_bytes() <= MAX_CLOSE_REASON_BYTES;
+                        self.slow.push((conn, fits.then_some(hint)));
                         break;
                     }
                 },

@@ -229,7 +229,7 @@ fn a_slow_subscriber_under_disconnect_is_closed_and_forgotten() {
     b.open(1, 1, &["news".to_string()], &[], &mut out);
     b.open(2, 1, &["news".to_string()], &[], &mut out);
     let data = format!("\"{}\"", "x".repeat(60));
-    for _ in 0..5 {
+    for i in 0..5 {
         b.publish(
             "news",
             PayloadRef::Json(data.as_bytes()),
@@ -237,8 +237,24 @@ fn a_slow_subscriber_under_disconnect_is_closed_and_forgotten() {
             &mut out,
         );
         out.drain(2);
+        if i == 0 {
+            // The slow one reads message 1, and then no more.
+            out.drain(1);
+        }
     }
-    assert_eq!(out.conns[&1].closed, Some(CloseReason::SlowConsumer));
+    assert!(matches!(
+        out.conns[&1].closed,
+        Some(CloseReason::SlowConsumer(Some(_)))
+    ));
+    // It is told where to resume: after message 1, the last it read; message 2 was queued
+    // and is discarded with the close, message 3 did not fit.
+    assert_eq!(out.texts(1).len(), 2);
+    assert_eq!(out.conns[&1].queue.unstarted().count(), 0, "discarded");
+    let epoch = b.engine().history().incarnation("news").unwrap().0;
+    assert_eq!(
+        out.conns[&1].close_text.as_deref(),
+        Some(&*format!("slow consumer; resume news:1:{epoch}"))
+    );
     assert!(out.conns[&2].closed.is_none());
     assert_eq!(out.count(Metric::SlowConsumerDisconnects), 1);
     assert_eq!(
@@ -366,6 +382,75 @@ fn the_subscription_limit_is_one_check_for_urls_and_commands() {
 }
 
 #[test]
+fn a_history_read_goes_to_the_owner_and_its_page_or_refusal_comes_back() {
+    let mut out = Recorder::new(BUDGET);
+    let mut b0 = broker(0, 2, SlowConsumerPolicy::Disconnect);
+    let mut b1 = broker(1, 2, SlowConsumerPolicy::Disconnect);
+    let topic = topic_owned_by(1, 2);
+    let http = ConnRef {
+        shard: 0,
+        key: 3,
+        generation: 1,
+    };
+    // Asked on shard 0: a `HistoryRead` to the owner, which answers with a `HistoryPage`.
+    b0.read_history(&topic, 0, 10, http, &mut out);
+    assert!(out.history.is_empty());
+    let (to, msg) = out.peers.pop().expect("a read for the owner");
+    assert_eq!(to, 1);
+    b1.on_peer(msg, &mut out);
+    let (to, msg) = out.peers.pop().expect("the owner's answer");
+    assert_eq!(to, 0);
+    b0.on_peer(msg, &mut out);
+    // Nothing was ever published: no state, no epoch.
+    assert_eq!(out.history, [(http, HttpHistory::Page(None))]);
+    // A read the owner's full inbox handed back is answered `overloaded`.
+    out.history.clear();
+    b0.read_history(&topic, 0, 10, http, &mut out);
+    let (_, msg) = out.peers.pop().unwrap();
+    b0.on_refused(1, msg, &mut out);
+    assert_eq!(out.history, [(http, HttpHistory::Refused)]);
+}
+
+#[test]
+fn a_slow_consumer_close_reason_fits_the_close_frame_whatever_the_topic() {
+    let epoch = history::Epoch::parse("e4XqT0aB").unwrap();
+    let hint = |topic: &str, seq: u64| ResumeHint {
+        topic: topic.into(),
+        first_lost_seq: seq,
+        epoch,
+    };
+    let why = CloseReason::SlowConsumer(Some(hint("news", 42)));
+    assert_eq!(
+        why.reason_text(None),
+        "slow consumer; resume news:41:e4XqT0aB"
+    );
+    assert_eq!(
+        why.reason_text(Some(40)),
+        "slow consumer; resume news:39:e4XqT0aB"
+    );
+    assert_eq!(
+        why.reason_text(Some(50)),
+        "slow consumer; resume news:41:e4XqT0aB"
+    );
+    // The longest topic that fits with any seq, and one byte more.
+    let room = MAX_CLOSE_REASON_BYTES - "slow consumer; resume ::e4XqT0aB".len() - 20;
+    let fits = hint(&"t".repeat(room), u64::MAX);
+    assert_eq!(fits.longest_text_bytes(), MAX_CLOSE_REASON_BYTES);
+    let text = CloseReason::SlowConsumer(Some(fits)).reason_text(None);
+    assert!(text.len() <= MAX_CLOSE_REASON_BYTES, "{}", text.len());
+    let long = hint(&"t".repeat(room + 1), 1);
+    assert!(long.longest_text_bytes() > MAX_CLOSE_REASON_BYTES);
+    // Even a hint over the limit never makes a longer reason.
+    assert!(
+        CloseReason::SlowConsumer(Some(hint(&"t".repeat(200), 1))).reason_text(None)
+            == "slow consumer"
+    );
+    assert_eq!(
+        CloseReason::SlowConsumer(None).reason_text(None),
+        "slow consumer"
+    );
+}
+#[test]
 fn a_publish_to_a_topic_no_owner_holds_is_answered_here() {
     let mut out = Recorder::new(BUDGET);
     let topic = topic_owned_by(1, 2);
@@ -449,6 +534,7 @@ fn refused_deliveries_are_announced_before_the_next_message() {
             topic: topic.as_str().into(),
             frames: DeliveryFrames::plain(frame(1)),
             sequenced_us: 0,
+            epoch: None,
         },
         &mut out,
     );
@@ -464,6 +550,7 @@ fn refused_deliveries_are_announced_before_the_next_message() {
             topic: topic.as_str().into(),
             frames: DeliveryFrames::plain(frame(4)),
             sequenced_us: 0,
+            epoch: None,
         },
         &mut out,
     );
@@ -546,12 +633,13 @@ fn each_fan_out_reports_its_sequencing_time_and_how_many_got_it() {
         },
         &mut out,
     );
-    out.conns.entry(3).or_default().closed = Some(CloseReason::SlowConsumer);
+    out.conns.entry(3).or_default().closed = Some(CloseReason::SlowConsumer(None));
     out.now_us = 9_999;
     other.on_peer(
         MeshMsg::Deliver {
             topic: topic.as_str().into(),
             frames: DeliveryFrames::plain(Bytes::from_static(b"\x81\x01x")),
+            epoch: None,
             sequenced_us: 1_234,
         },
         &mut out,

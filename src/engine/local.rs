@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::broker::history::{History, HistoryPolicy, Resumed, Since};
+use crate::broker::history::{History, HistoryPolicy, Page, Resumed, Since};
 use crate::broker::Outputs;
 use crate::mesh::{ConnRef, MeshMsg, ReplyTo};
 use crate::metrics::Metric;
@@ -19,7 +20,7 @@ use crate::proto::envelope;
 use crate::topic::{owner_of_hash, topic_hash, OwnedTopics};
 
 use super::interest::InterestFilter;
-use super::{DeflateOnce, Engine, Interest, PayloadRef, Routed, Sequenced};
+use super::{DeflateOnce, Engine, HistoryRead, Interest, PayloadRef, Routed, Sequenced};
 
 /// Expired messages dropped per loop turn at most, so a burst of expiries cannot stall a turn.
 const EXPIRE_PER_TICK: usize = 4096;
@@ -143,13 +144,12 @@ impl LocalEngine {
             };
         };
         out.count(Metric::MessagesPublished, 1);
+        // A publish kept in history is heard (a resume or a history read may fetch it); only
+        // a publish to a topic with no state is unheard (above).
         if published.frame.deflated.is_some() {
             out.count(Metric::MessagesDeflated, 1);
         }
         let shards = self.owned.interested_shards(topic);
-        if shards.is_empty() {
-            out.count(Metric::MessagesUnheard, 1);
-        }
         let mut local_frame = None;
         for &shard in shards {
             let shard = usize::from(shard);
@@ -162,6 +162,7 @@ impl LocalEngine {
                         topic: topic.into(),
                         frames: published.frame.clone(),
                         sequenced_us,
+                        epoch: Some(published.epoch),
                     },
                 );
             }
@@ -187,6 +188,22 @@ impl LocalEngine {
         let resumed = self.history.listen_and_resume(topic, since, self.now_ms);
         self.sync_filter();
         resumed
+    }
+
+    /// Owner side of `GET /history`: the page of plain frames (HTTP sends no deflated
+    /// bytes). A read may forget an expired topic: the filter follows.
+    fn read_page(&mut self, topic: &str, after: u64, limit: usize) -> Option<Page<Bytes>> {
+        let page = self.history.read(topic, after, limit, self.now_ms);
+        self.sync_filter();
+        page.map(|page| Page {
+            epoch: page.epoch,
+            top: page.top,
+            messages: page
+                .messages
+                .into_iter()
+                .map(|(seq, frames)| (seq, frames.plain))
+                .collect(),
+        })
     }
 }
 
@@ -304,8 +321,19 @@ impl Engine for LocalEngine {
                 );
                 None
             }
+            MeshMsg::HistoryRead {
+                topic,
+                after,
+                limit,
+                conn,
+            } => {
+                let page = self.read_page(&topic, after, limit);
+                out.to_peer(usize::from(conn.shard), MeshMsg::HistoryPage { conn, page });
+                None
+            }
             // Not the engine's: the core handles deliveries, confirmations and answers.
             MeshMsg::Replay { .. }
+            | MeshMsg::HistoryPage { .. }
             | MeshMsg::Deliver { .. }
             | MeshMsg::InterestConfirmed { .. }
             | MeshMsg::Dropped { .. }
@@ -343,6 +371,30 @@ impl Engine for LocalEngine {
             },
         );
         None
+    }
+
+    fn read_history<O: Outputs>(
+        &mut self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        conn: ConnRef,
+        out: &mut O,
+    ) -> HistoryRead {
+        let owner = self.owner(topic);
+        if owner == self.shard {
+            return HistoryRead::Page(self.read_page(topic, after, limit));
+        }
+        out.to_peer(
+            owner,
+            MeshMsg::HistoryRead {
+                topic: topic.into(),
+                after,
+                limit,
+                conn,
+            },
+        );
+        HistoryRead::Forwarded
     }
 
     fn tick(&mut self, now_ms: u64) {

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::broker::history::{Epoch, Resumed, Since};
+use crate::broker::history::{Epoch, History, Page, Resumed, Since};
 use crate::broker::Outputs;
 use crate::mesh::{ConnRef, MeshMsg, Payload, ReplyTo};
 use crate::proto::deflate::{Deflater, DeliveryFrames};
@@ -190,6 +190,18 @@ pub trait Engine {
         out: &mut O,
     ) -> Option<Resumed<DeliveryFrames>>;
 
+    /// `GET /history` from connection `conn` of this shard: up to `limit` kept messages of
+    /// `topic` after seq `after`, oldest first. Reading registers no interest and starts
+    /// nothing.
+    fn read_history<O: Outputs>(
+        &mut self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        conn: ConnRef,
+        out: &mut O,
+    ) -> HistoryRead;
+
     /// The clock moved to `now_ms` (milliseconds, monotonic): expire history.
     fn tick(&mut self, now_ms: u64);
 
@@ -218,6 +230,17 @@ pub trait Engine {
     }
 }
 
+/// What [`Engine::read_history`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryRead {
+    /// Answered here and now (`None`: the topic has no state: no epoch, top 0).
+    Page(Option<Page<Bytes>>),
+    /// Asked of the topic's owner: a `HistoryPage` message brings the answer.
+    Forwarded,
+    /// This engine cannot read history over HTTP (`--engine redis`, today).
+    Unsupported,
+}
+
 /// The engine a shard runs, chosen by `--engine`: a plain enum, so the shard loop and the
 /// broker core stay generic over one type and the call is a predictable branch.
 #[derive(Debug)]
@@ -227,6 +250,16 @@ pub trait Engine {
 pub enum AnyEngine {
     Local(LocalEngine),
     Redis(redis::RedisEngine),
+}
+
+impl AnyEngine {
+    /// The kept history of this shard, for its metrics (`None`: Redis keeps it).
+    pub fn history(&self) -> Option<&History<DeliveryFrames>> {
+        match self {
+            AnyEngine::Local(e) => Some(e.history()),
+            AnyEngine::Redis(_) => None,
+        }
+    }
 }
 
 impl Engine for AnyEngine {
@@ -280,6 +313,20 @@ impl Engine for AnyEngine {
         match self {
             AnyEngine::Local(e) => e.resume(topic, since, conn, id, confirms_interest, out),
             AnyEngine::Redis(e) => e.resume(topic, since, conn, id, confirms_interest, out),
+        }
+    }
+
+    fn read_history<O: Outputs>(
+        &mut self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        conn: ConnRef,
+        out: &mut O,
+    ) -> HistoryRead {
+        match self {
+            AnyEngine::Local(e) => e.read_history(topic, after, limit, conn, out),
+            AnyEngine::Redis(e) => e.read_history(topic, after, limit, conn, out),
         }
     }
 

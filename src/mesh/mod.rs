@@ -27,7 +27,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 use serde_json::value::RawValue;
 
-use crate::broker::history::{Epoch, Resumed, Since};
+use crate::broker::history::{Epoch, Page, Resumed, Since};
 /// What a message weighs in an inbox besides its payload: the message itself, its batch slot
 /// and the allocator's rounding, rounded up.
 pub const MESSAGE_OVERHEAD_BYTES: usize = 64;
@@ -94,12 +94,15 @@ pub enum MeshMsg {
         reply: ReplyTo,
     },
     /// From a topic's owner: write this prepared frame (or its deflated twin, to subscribers
-    /// that negotiated permessage-deflate) to your subscribers of `topic`. `sequenced_us`:
-    /// when the owner sequenced it (µs since the server started; the fan-out latency metric
-    /// measures from there).
+    /// that negotiated permessage-deflate) to your subscribers of `topic`. `epoch` is the
+    /// topic incarnation's (a subscriber disconnected as slow is told where to resume), `None`
+    /// only when the Redis engine's node has not learnt it yet. `sequenced_us`: when the owner
+    /// sequenced it (µs since the server started; the fan-out latency metric measures from
+    /// there).
     Deliver {
         topic: Box<str>,
         frames: DeliveryFrames,
+        epoch: Option<Epoch>,
         sequenced_us: u64,
     },
     /// To a topic's owner: shard `shard` now has (or no longer has) subscribers of `topic`.
@@ -145,6 +148,21 @@ pub enum MeshMsg {
         resumed: Resumed<DeliveryFrames>,
         confirms_interest: bool,
     },
+    /// To a topic's owner: `GET /history` on connection `conn` asks for up to `limit` kept
+    /// messages of `topic` after seq `after`. A data message: on a full inbox it is handed back
+    /// and the request is answered 503 `overloaded`.
+    HistoryRead {
+        topic: Box<str>,
+        after: u64,
+        limit: usize,
+        conn: ConnRef,
+    },
+    /// From a topic's owner: the answer to `HistoryRead` (clones of the kept `Bytes`; `None`:
+    /// the topic has no state). A control message: retried, never dropped.
+    HistoryPage {
+        conn: ConnRef,
+        page: Option<Page<Bytes>>,
+    },
     /// From the Redis engine's thread: the publish could not be carried out (the engine's
     /// backend is unavailable); the publisher hears `engine_unavailable`.
     PublishFailed { reply: ReplyTo },
@@ -154,7 +172,10 @@ impl MeshMsg {
     /// Data messages may be refused (and counted) when a peer is full; control messages are
     /// retried instead.
     fn is_data(&self) -> bool {
-        matches!(self, MeshMsg::Publish { .. } | MeshMsg::Deliver { .. })
+        matches!(
+            self,
+            MeshMsg::Publish { .. } | MeshMsg::Deliver { .. } | MeshMsg::HistoryRead { .. }
+        )
     }
 
     /// What replaces a refused data message in the stream to its peer: a refused `Deliver`
@@ -182,6 +203,7 @@ impl MeshMsg {
                 } => topic.len() + payload.len() + reply.weight(),
                 MeshMsg::Deliver { topic, frames, .. } => topic.len() + frames.stored_bytes(),
                 MeshMsg::Interest { topic, .. }
+                | MeshMsg::HistoryRead { topic, .. }
                 | MeshMsg::InterestConfirmed { topic, .. }
                 | MeshMsg::Dropped { topic, .. } => topic.len(),
                 MeshMsg::Published { reply, .. } | MeshMsg::PublishFailed { reply } => {
@@ -196,6 +218,12 @@ impl MeshMsg {
                             .map(StoredFrame::stored_bytes)
                             .sum::<usize>()
                 }
+                MeshMsg::HistoryPage { page, .. } => page.as_ref().map_or(0, |page| {
+                    page.messages
+                        .iter()
+                        .map(|(_, frame)| frame.len())
+                        .sum::<usize>()
+                }),
             }
     }
 }
@@ -737,6 +765,7 @@ mod tests {
             topic: "t".into(),
             frames: DeliveryFrames::plain(Bytes::from(vec![n; bytes])),
             sequenced_us: 0,
+            epoch: Epoch::parse("E").ok(),
         }
     }
 

@@ -88,7 +88,7 @@ metrics! {
     AuthTokenExpiredClosed => ("crier_auth_token_expired_closed_total", "counter", "Connections closed with 4001 because their token expired without a refresh."),
     MessagesPublished => ("crier_messages_published_total", "counter", "Publishes sequenced by their topic's owner on this shard."),
     MessagesDeflated => ("crier_messages_deflated_total", "counter", "Publishes deflated once, on their topic's owner, for subscribers that negotiated permessage-deflate."),
-    MessagesUnheard => ("crier_messages_unheard_total", "counter", "Publishes to a topic that had no subscribers."),
+    MessagesUnheard => ("crier_messages_unheard_total", "counter", "Publishes to a topic with no state (no subscriber anywhere and no kept history): not sequenced, acked with seq 0."),
     Deliveries => ("crier_deliveries_total", "counter", "Frames queued to subscribers."),
     BytesIn => ("crier_bytes_in_total", "counter", "Bytes read from sockets."),
     BytesOut => ("crier_bytes_out_total", "counter", "Bytes written to sockets."),
@@ -110,7 +110,45 @@ metrics! {
     MeshInboxBytes => ("crier_mesh_inbox_bytes", "gauge", "Bytes of cross-shard messages waiting in this shard's inbox."),
     SubscribeLimitReached => ("crier_subscribe_limit_reached_total", "counter", "Subscriptions refused with limit_reached: over --max-subscriptions or --max-topics."),
     LoopTurns => ("crier_loop_turns_total", "counter", "Event-loop turns."),
+    HistoryStored => ("crier_history_stored_total", "counter", "Messages kept in history by the topics' owner shards."),
+    HistoryTooLarge => ("crier_history_too_large_total", "counter", "Messages too large to keep within a shard's share of --max-history-bytes (their topic's kept history was emptied)."),
+    HistoryIncarnations => ("crier_history_incarnations_total", "counter", "Topic incarnations started, each with a new epoch."),
+    HistoryMessages => ("crier_history_messages", "gauge", "Messages kept in history now."),
+    HistoryBytes => ("crier_history_bytes", "gauge", "Bytes charged against --max-history-bytes now (frames and bookkeeping)."),
 }
+
+/// Why kept messages left a topic's history: the `reason` label of
+/// `crier_history_evicted_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum EvictionReason {
+    /// The topic kept more than its `history_size`.
+    Size,
+    /// Past the topic's `history_ttl`.
+    Ttl,
+    /// Oldest first, to stay within `--max-history-bytes`.
+    Budget,
+}
+
+impl EvictionReason {
+    /// Every reason, in declaration order (the index is `reason as usize`).
+    pub const ALL: [EvictionReason; 3] = [
+        EvictionReason::Size,
+        EvictionReason::Ttl,
+        EvictionReason::Budget,
+    ];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            EvictionReason::Size => "size",
+            EvictionReason::Ttl => "ttl",
+            EvictionReason::Budget => "budget",
+        }
+    }
+}
+
+const EVICTION_REASONS: usize = EvictionReason::ALL.len();
 
 const METRIC_COUNT: usize = METRICS.len();
 
@@ -125,6 +163,8 @@ pub struct ShardCounters {
     values: [u64; METRIC_COUNT],
     /// `crier_refusals_total`, indexed by `RefusalReason as usize`.
     refusals: [u64; RefusalReason::COUNT],
+    /// `crier_history_evicted_total`, indexed by `EvictionReason as usize`.
+    evicted: [u64; EVICTION_REASONS],
     turn_buckets: [u64; TURN_BUCKETS_US.len() + 1],
     turn_sum_us: u64,
     /// Per loop phase, indexed by `LoopPhase as usize`.
@@ -142,6 +182,7 @@ impl Default for ShardCounters {
         ShardCounters {
             values: [0; METRIC_COUNT],
             refusals: [0; RefusalReason::COUNT],
+            evicted: [0; EVICTION_REASONS],
             turn_buckets: [0; TURN_BUCKETS_US.len() + 1],
             turn_sum_us: 0,
             phases: [Histogram::default(); LoopPhase::COUNT],
@@ -189,6 +230,18 @@ impl ShardCounters {
         self.refusals[reason as usize]
     }
 
+    /// Sets the history evictions counted under `reason` (the history log keeps the count;
+    /// the shard copies it here once per turn).
+    #[inline]
+    pub fn set_evicted(&mut self, reason: EvictionReason, value: u64) {
+        self.evicted[reason as usize] = value;
+    }
+
+    /// History evictions counted under `reason`.
+    pub fn evicted(&self, reason: EvictionReason) -> u64 {
+        self.evicted[reason as usize]
+    }
+
     /// Records how long one busy loop turn took.
     pub fn record_turn(&mut self, micros: u64) {
         let bucket = TURN_BUCKETS_US
@@ -216,6 +269,7 @@ impl ShardCounters {
 pub struct SharedCounters {
     values: [AtomicU64; METRIC_COUNT],
     refusals: [AtomicU64; RefusalReason::COUNT],
+    evicted: [AtomicU64; EVICTION_REASONS],
     turn_buckets: [AtomicU64; TURN_BUCKETS_US.len() + 1],
     turn_sum_us: AtomicU64,
     phases: [SharedHistogram; LoopPhase::COUNT],
@@ -229,6 +283,7 @@ impl Default for SharedCounters {
         SharedCounters {
             values: std::array::from_fn(|_| AtomicU64::new(0)),
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            evicted: std::array::from_fn(|_| AtomicU64::new(0)),
             turn_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             turn_sum_us: AtomicU64::new(0),
             phases: std::array::from_fn(|_| SharedHistogram::default()),
@@ -248,6 +303,9 @@ impl SharedCounters {
         for (slot, value) in self.refusals.iter().zip(counters.refusals.iter()) {
             slot.store(*value, Ordering::Relaxed);
         }
+        for (slot, value) in self.evicted.iter().zip(counters.evicted.iter()) {
+            slot.store(*value, Ordering::Relaxed);
+        }
         for (slot, value) in self.turn_buckets.iter().zip(counters.turn_buckets.iter()) {
             slot.store(*value, Ordering::Relaxed);
         }
@@ -263,6 +321,7 @@ impl SharedCounters {
         ShardCounters {
             values: std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed)),
             refusals: std::array::from_fn(|i| self.refusals[i].load(Ordering::Relaxed)),
+            evicted: std::array::from_fn(|i| self.evicted[i].load(Ordering::Relaxed)),
             turn_buckets: std::array::from_fn(|i| self.turn_buckets[i].load(Ordering::Relaxed)),
             turn_sum_us: self.turn_sum_us.load(Ordering::Relaxed),
             phases: std::array::from_fn(|i| self.phases[i].snapshot()),
@@ -288,6 +347,7 @@ pub fn render_prometheus(shards: &[ShardCounters]) -> String {
         let _ = writeln!(out, "{name} {total}");
     }
     write_refusals(&mut out, shards);
+    write_evictions(&mut out, shards);
     let name = "crier_loop_turn_seconds";
     let _ = writeln!(
         out,
@@ -428,6 +488,28 @@ fn write_refusals(out: &mut String, shards: &[ShardCounters]) {
     }
 }
 
+/// `crier_history_evicted_total{reason}`: every reason, per shard and merged, zeros included.
+fn write_evictions(out: &mut String, shards: &[ShardCounters]) {
+    let name = "crier_history_evicted_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Messages that left history, by reason: size (over the topic's history_size), ttl (past its history_ttl), budget (oldest first, over --max-history-bytes).\n# TYPE {name} counter"
+    );
+    for reason in EvictionReason::ALL {
+        let label = reason.label();
+        let mut total = 0u64;
+        for (shard, counters) in shards.iter().enumerate() {
+            let value = counters.evicted(reason);
+            total += value;
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{shard}\",reason=\"{label}\"}} {value}"
+            );
+        }
+        let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {total}");
+    }
+}
+
 fn write_histogram(
     out: &mut String,
     name: &str,
@@ -475,6 +557,8 @@ mod tests {
         a.refuse(RefusalReason::Framing);
         b.refuse(RefusalReason::Framing);
         b.refuse(RefusalReason::NotFound);
+        a.set_evicted(EvictionReason::Ttl, 4);
+        b.set_evicted(EvictionReason::Ttl, 1);
         a.record_turn(3);
         b.record_turn(200_000);
         let shared = SharedCounters::default();
@@ -487,6 +571,9 @@ mod tests {
         assert!(text.contains("crier_refusals_total{reason=\"framing\"} 2\n"));
         assert!(text.contains("crier_refusals_total{reason=\"not_found\"} 1\n"));
         assert!(text.contains("crier_refusals_total{reason=\"max_connections\"} 0\n"));
+        assert!(text.contains("crier_history_evicted_total{shard=\"0\",reason=\"ttl\"} 4\n"));
+        assert!(text.contains("crier_history_evicted_total{reason=\"ttl\"} 5\n"));
+        assert!(text.contains("crier_history_evicted_total{reason=\"budget\"} 0\n"));
         assert!(text.contains("crier_loop_turn_seconds_bucket{le=\"0.00001\"} 1\n"));
         assert!(text.contains("crier_loop_turn_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("crier_loop_turn_seconds_count 2\n"));

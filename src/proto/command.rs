@@ -18,7 +18,8 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::broker::history::{Epoch, Since};
+use super::epoch::Epoch;
+use super::since::Since;
 use crate::topic::name::validate_topic_str;
 
 /// A client command, borrowing from the frame's payload.

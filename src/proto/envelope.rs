@@ -6,9 +6,9 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::command::{CommandError, ErrorCode};
+use super::epoch::Epoch;
 use super::frame::OpCode;
 use super::prepared::build_frame;
-use crate::broker::history::Epoch;
 use crate::topic::name::{validate_topic, TopicError};
 
 /// The longest topic the binary layout can carry: its length is one byte. Longer names (only
@@ -202,6 +202,134 @@ pub fn publish_reply_body(seq: u64, epoch: Option<Epoch>) -> Vec<u8> {
     write_seq_epoch(&mut buf, seq, epoch);
     buf.remove(1); // the leading comma
     buf.push(b'}');
+    buf
+}
+
+/// What a delivery frame made by [`message_frame`] or [`binary_message_frame`] carries, read
+/// back from the frame (`GET /history` answers from the kept frames themselves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered<'a> {
+    /// The raw JSON text of `data`.
+    Json(&'a [u8]),
+    /// The binary payload.
+    Binary(&'a [u8]),
+}
+
+/// Reads the data back out of a delivery frame built by [`message_frame`] or
+/// [`binary_message_frame`]; `None` for any other frame. In a text delivery the topic is a
+/// JSON string (a `"` inside it is escaped) and the seq is digits, so the first `,"data":`
+/// is the one this module wrote.
+pub fn delivered_data(frame: &[u8]) -> Option<Delivered<'_>> {
+    const DATA_KEY: &[u8] = br#","data":"#;
+    let (&first, rest) = frame.split_first()?;
+    let (&second, _) = rest.split_first()?;
+    let start = match second & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let payload = frame.get(start..)?;
+    match first & 0x0f {
+        0x1 => {
+            let at = payload
+                .windows(DATA_KEY.len())
+                .position(|w| w == DATA_KEY)?;
+            let data = payload.get(at + DATA_KEY.len()..payload.len().checked_sub(1)?)?;
+            (payload.last() == Some(&b'}')).then_some(Delivered::Json(data))
+        }
+        0x2 => {
+            let topic_len = usize::from(*payload.first()?);
+            payload.get(1 + topic_len + 8..).map(Delivered::Binary)
+        }
+        _ => None,
+    }
+}
+
+/// The seq of a delivery frame of `topic` built by [`message_frame`] or
+/// [`binary_message_frame`]; `None` for any other frame (another topic's, an ack, a notice).
+pub fn delivery_seq(frame: &[u8], topic: &str) -> Option<u64> {
+    const MESSAGE_PREFIX: &[u8] = br#"{"op":"message","topic":"#;
+    let (&first, rest) = frame.split_first()?;
+    let start = match rest.first()? & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let payload = frame.get(start..)?;
+    match first & 0x0f {
+        0x1 => {
+            let mut expected = Vec::with_capacity(MESSAGE_PREFIX.len() + topic.len() + 8);
+            expected.extend_from_slice(MESSAGE_PREFIX);
+            write_json_str(&mut expected, topic);
+            expected.extend_from_slice(br#","seq":"#);
+            let digits = payload.strip_prefix(&expected[..])?;
+            let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+            std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+        }
+        0x2 => {
+            let name = topic.as_bytes();
+            let (&len, rest) = payload.split_first()?;
+            if usize::from(len) != name.len() || !rest.starts_with(name) {
+                return None;
+            }
+            let seq = rest.get(name.len()..name.len() + 8)?;
+            Some(u64::from_be_bytes(seq.try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// The body of `GET /history/<topic>`:
+/// `{"epoch":E,"top":N,"messages":[{"seq":S,"data":D},...]}`, oldest first. JSON data is
+/// written verbatim; binary data as a standard base64 string with `"binary":true`. `epoch` is
+/// `null` (and `top` 0) for a topic with no state. `messages` are `(seq, kept frame)`.
+pub fn history_body<'a>(
+    epoch: Option<Epoch>,
+    top: u64,
+    messages: impl IntoIterator<Item = (u64, &'a [u8])>,
+) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(br#"{"epoch":"#);
+    match epoch {
+        // An epoch is [A-Za-z0-9_-] only: no escaping needed.
+        Some(epoch) => {
+            buf.push(b'"');
+            buf.extend_from_slice(epoch.as_str().as_bytes());
+            buf.push(b'"');
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(br#","top":"#);
+    write_u64(&mut buf, top);
+    buf.extend_from_slice(br#","messages":["#);
+    let mut first = true;
+    for (seq, frame) in messages {
+        let Some(data) = delivered_data(frame) else {
+            debug_assert!(false, "a kept frame that is not a delivery");
+            continue;
+        };
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        buf.extend_from_slice(br#"{"seq":"#);
+        write_u64(&mut buf, seq);
+        buf.extend_from_slice(br#","data":"#);
+        match data {
+            Delivered::Json(data) => {
+                buf.extend_from_slice(data);
+                buf.push(b'}');
+            }
+            Delivered::Binary(data) => {
+                buf.push(b'"');
+                let text = base64::engine::general_purpose::STANDARD.encode(data);
+                buf.extend_from_slice(text.as_bytes());
+                buf.extend_from_slice(br#"","binary":true}"#);
+            }
+        }
+    }
+    buf.extend_from_slice(b"]}");
     buf
 }
 
@@ -527,5 +655,71 @@ mod tests {
             write_u64(&mut buf, n);
             assert_eq!(buf, n.to_string().as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    const TOPICS: [&str; 4] = [r#"a","data":1,"x"#, "news", "日本語", "sp ace"];
+
+    #[test]
+    fn delivered_data_reads_back_what_the_frames_carry() {
+        for topic in TOPICS {
+            for data in [
+                &br#"{"k":",\"data\":"}"#[..],
+                b"7",
+                b"\"s\"",
+                &[b'1'; 70_000],
+            ] {
+                let frame = message_frame(topic, 9, data);
+                assert_eq!(
+                    delivered_data(&frame),
+                    Some(Delivered::Json(data)),
+                    "{topic}"
+                );
+            }
+            for payload in [&b""[..], b"\x00\xff", &[7u8; 300]] {
+                let frame = binary_message_frame(topic, 9, payload);
+                assert_eq!(delivered_data(&frame), Some(Delivered::Binary(payload)));
+            }
+        }
+        assert_eq!(delivered_data(&dropped_frame("news", 3)), None);
+        for topic in TOPICS {
+            let text = message_frame(topic, 12_345, b"1");
+            let binary = binary_message_frame(topic, u64::MAX, b"");
+            assert_eq!(delivery_seq(&text, topic), Some(12_345));
+            assert_eq!(delivery_seq(&binary, topic), Some(u64::MAX));
+            assert_eq!(delivery_seq(&text, "other"), None);
+            assert_eq!(delivery_seq(&binary, "other"), None);
+        }
+        assert_eq!(delivery_seq(&message_frame("newsy", 1, b"1"), "news"), None);
+        assert_eq!(delivery_seq(&dropped_frame("news", 3), "news"), None);
+        assert_eq!(delivered_data(b""), None);
+        assert_eq!(delivered_data(b"\x81"), None);
+    }
+
+    #[test]
+    fn history_body_is_json_with_verbatim_and_base64_data() {
+        let epoch = Epoch::parse("e4Xq").unwrap();
+        let text = message_frame("news", 41, br#"{"a":[1, 2]}"#);
+        let binary = binary_message_frame("news", 42, b"\x00\x01\xfe");
+        let body = history_body(Some(epoch), 50, [(41, &text[..]), (42, &binary[..])]);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"epoch":"e4Xq","top":50,"messages":[
+                {"seq":41,"data":{"a":[1,2]}},
+                {"seq":42,"data":"AAH+","binary":true}
+            ]})
+        );
+        // JSON data goes out byte for byte as it was published.
+        assert!(body
+            .windows(br#"{"a":[1, 2]}"#.len())
+            .any(|w| w == br#"{"a":[1, 2]}"#));
+        let empty: Value = serde_json::from_slice(&history_body(None, 0, [])).unwrap();
+        assert_eq!(empty, json!({"epoch":null,"top":0,"messages":[]}));
     }
 }

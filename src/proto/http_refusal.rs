@@ -13,6 +13,10 @@ use super::response::response;
 pub const ENGINE_UNAVAILABLE_MESSAGE: &str =
     "the engine's backend (Redis) is unavailable; the message was not published; retry later";
 
+/// What `GET /history` answers under an engine that cannot read history over HTTP.
+pub const HISTORY_UNSUPPORTED_MESSAGE: &str =
+    "history reads are not available with --engine redis yet";
+
 /// The label of a refusal in `crier_refusals_total{reason="..."}`: a small fixed set, so the
 /// metric has bounded cardinality whatever a client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +154,23 @@ pub enum Refusal {
     /// The topic's owner refused the publish (its inbox was full); the text says why (503,
     /// JSON `overloaded`).
     PublishOverloaded(String),
+    /// The topic of `/history/<topic>` is not valid; the text says why (400, JSON).
+    HistoryTopic(String),
+    /// A `/history` query parameter (`since`, `limit`) that is not a whole number, or given
+    /// twice; the text says why (400, JSON `invalid_command`).
+    HistoryQuery(String),
+    /// The topic's owner could not take a history read (its inbox was full) (503, JSON
+    /// `overloaded`).
+    HistoryOverloaded(String),
+    /// `GET /history` without the subscribe permission: no valid token or API key, and the
+    /// anonymous rules do not cover the topic; the text says why (401, JSON `unauthorized`).
+    HistoryUnauthorized(&'static str),
+    /// `GET /history` with a token that does not grant subscribing to the topic (403, JSON
+    /// `forbidden`).
+    HistoryForbidden,
+    /// The engine cannot read history over HTTP (`--engine redis`, today) (501, JSON
+    /// `engine_unavailable`).
+    HistoryUnsupported,
     /// The engine's backend (Redis) is unavailable (503, JSON `engine_unavailable`).
     PublishEngineUnavailable,
     /// Accepted over `--max-connections`: answered at accept time, before any request (503).
@@ -179,17 +200,23 @@ impl Refusal {
             Refusal::InvalidTopicQuery(_)
             | Refusal::TooManyTopics { .. }
             | Refusal::PublishTopic(_)
-            | Refusal::PublishJson(_) => 400,
+            | Refusal::PublishJson(_)
+            | Refusal::HistoryTopic(_)
+            | Refusal::HistoryQuery(_) => 400,
             Refusal::NotFound => 404,
             Refusal::GetOnly | Refusal::PublishMethod => 405,
             Refusal::PublishMediaType => 415,
             Refusal::PublishOverloaded(_)
+            | Refusal::HistoryOverloaded(_)
             | Refusal::PublishEngineUnavailable
             | Refusal::TooManyConnections
             | Refusal::TooManyConnectionsFromAddress
             | Refusal::LimitReached(_) => 503,
-            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => 401,
-            Refusal::Forbidden(_) | Refusal::PublishForbidden => 403,
+            Refusal::Unauthorized(_)
+            | Refusal::PublishUnauthorized(_)
+            | Refusal::HistoryUnauthorized(_) => 401,
+            Refusal::Forbidden(_) | Refusal::PublishForbidden | Refusal::HistoryForbidden => 403,
+            Refusal::HistoryUnsupported => 501,
         }
     }
 
@@ -207,21 +234,30 @@ impl Refusal {
                 | HandshakeError::MissingKey
                 | HandshakeError::BadKey => RefusalReason::BadHandshake,
             },
-            Refusal::InvalidTopicQuery(_) | Refusal::PublishTopic(_) => RefusalReason::InvalidTopic,
+            Refusal::InvalidTopicQuery(_) | Refusal::PublishTopic(_) | Refusal::HistoryTopic(_) => {
+                RefusalReason::InvalidTopic
+            }
+            // A query parameter that is not what the route takes: a malformed request.
+            Refusal::HistoryQuery(_) => RefusalReason::Malformed,
             Refusal::TooManyTopics { .. } => RefusalReason::TooManyTopics,
             Refusal::NotFound => RefusalReason::NotFound,
             Refusal::GetOnly | Refusal::PublishMethod => RefusalReason::MethodNotAllowed,
             Refusal::PublishMediaType => RefusalReason::UnsupportedMediaType,
             Refusal::PublishJson(_) => RefusalReason::InvalidJson,
-            Refusal::PublishOverloaded(_) => RefusalReason::Overloaded,
+            Refusal::PublishOverloaded(_) | Refusal::HistoryOverloaded(_) => {
+                RefusalReason::Overloaded
+            }
             Refusal::PublishEngineUnavailable => RefusalReason::EngineUnavailable,
             Refusal::TooManyConnections => RefusalReason::MaxConnections,
             Refusal::TooManyConnectionsFromAddress => RefusalReason::MaxConnectionsPerIp,
             Refusal::LimitReached(_) => RefusalReason::LimitReached,
-            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => {
-                RefusalReason::Unauthorized
+            Refusal::Unauthorized(_)
+            | Refusal::PublishUnauthorized(_)
+            | Refusal::HistoryUnauthorized(_) => RefusalReason::Unauthorized,
+            Refusal::Forbidden(_) | Refusal::PublishForbidden | Refusal::HistoryForbidden => {
+                RefusalReason::Forbidden
             }
-            Refusal::Forbidden(_) | Refusal::PublishForbidden => RefusalReason::Forbidden,
+            Refusal::HistoryUnsupported => RefusalReason::EngineUnavailable,
         }
     }
 
@@ -242,6 +278,20 @@ impl Refusal {
         )
     }
 
+    /// Whether this refused a `GET /history/<topic>`: not a handshake failure, and answered
+    /// in JSON like a publish refusal.
+    pub fn is_history(&self) -> bool {
+        matches!(
+            self,
+            Refusal::HistoryTopic(_)
+                | Refusal::HistoryQuery(_)
+                | Refusal::HistoryOverloaded(_)
+                | Refusal::HistoryUnauthorized(_)
+                | Refusal::HistoryForbidden
+                | Refusal::HistoryUnsupported
+        )
+    }
+
     /// The complete response, closing the connection: publish refusals carry the JSON error
     /// body of docs/protocol.md (`{"code":...,"message":...}`), the rest a line of text.
     pub fn response(&self) -> Vec<u8> {
@@ -256,9 +306,9 @@ impl Refusal {
                 &[("Retry-After", "1")]
             }
             // RFC 6750 §3: a 401 names the scheme the client should use.
-            Refusal::Unauthorized(_) | Refusal::PublishUnauthorized(_) => {
-                &[("WWW-Authenticate", "Bearer")]
-            }
+            Refusal::Unauthorized(_)
+            | Refusal::PublishUnauthorized(_)
+            | Refusal::HistoryUnauthorized(_) => &[("WWW-Authenticate", "Bearer")],
             _ => &[],
         };
         let message = self.message();
@@ -280,17 +330,23 @@ impl Refusal {
         }
     }
 
-    /// The JSON error code of a publish refusal; `None` for the plain-text ones.
+    /// The JSON error code of a publish or history refusal; `None` for the plain-text ones.
     fn error_code(&self) -> Option<ErrorCode> {
         Some(match self {
             Refusal::PublishTopic(_) => ErrorCode::InvalidTopic,
             Refusal::PublishBody(HttpError::PayloadTooLarge) => ErrorCode::MessageTooLarge,
             Refusal::PublishBody(_) | Refusal::PublishMediaType => ErrorCode::InvalidCommand,
             Refusal::PublishJson(_) => ErrorCode::InvalidJson,
-            Refusal::PublishOverloaded(_) => ErrorCode::Overloaded,
+            Refusal::PublishOverloaded(_) | Refusal::HistoryOverloaded(_) => ErrorCode::Overloaded,
+            Refusal::HistoryTopic(_) => ErrorCode::InvalidTopic,
+            Refusal::HistoryQuery(_) => ErrorCode::InvalidCommand,
             Refusal::PublishUnauthorized(_) => ErrorCode::Unauthorized,
             Refusal::PublishForbidden => ErrorCode::Forbidden,
-            Refusal::PublishEngineUnavailable => ErrorCode::EngineUnavailable,
+            Refusal::PublishEngineUnavailable | Refusal::HistoryUnsupported => {
+                ErrorCode::EngineUnavailable
+            }
+            Refusal::HistoryUnauthorized(_) => ErrorCode::Unauthorized,
+            Refusal::HistoryForbidden => ErrorCode::Forbidden,
             _ => return None,
         })
     }
@@ -302,13 +358,17 @@ impl Refusal {
             Refusal::Handshake(error) => error.to_string(),
             Refusal::InvalidTopicQuery(why)
             | Refusal::PublishOverloaded(why)
+            | Refusal::HistoryQuery(why)
+            | Refusal::HistoryOverloaded(why)
             | Refusal::LimitReached(why) => why.clone(),
             Refusal::TooManyTopics { asked, max } => {
                 format!("{asked} topics asked for; at most {max} per connection")
             }
             Refusal::NotFound => "no such path".to_string(),
             Refusal::GetOnly | Refusal::PublishMethod => "method not allowed".to_string(),
-            Refusal::PublishTopic(why) => format!("invalid topic: {why}"),
+            Refusal::PublishTopic(why) | Refusal::HistoryTopic(why) => {
+                format!("invalid topic: {why}")
+            }
             Refusal::PublishMediaType => {
                 "Content-Type must be application/json or application/octet-stream".to_string()
             }
@@ -318,7 +378,13 @@ impl Refusal {
             Refusal::TooManyConnectionsFromAddress => {
                 "too many connections from your address; try again later".to_string()
             }
-            Refusal::Unauthorized(why) | Refusal::PublishUnauthorized(why) => why.to_string(),
+            Refusal::Unauthorized(why)
+            | Refusal::PublishUnauthorized(why)
+            | Refusal::HistoryUnauthorized(why) => why.to_string(),
+            Refusal::HistoryForbidden => {
+                "the token does not grant subscribing to this topic".to_string()
+            }
+            Refusal::HistoryUnsupported => HISTORY_UNSUPPORTED_MESSAGE.to_string(),
             Refusal::Forbidden(topic) => format!("the token does not grant topic {topic:?}"),
             Refusal::PublishForbidden => {
                 "the token does not grant publishing to this topic".to_string()
@@ -391,6 +457,12 @@ mod tests {
             Refusal::PublishBody(HttpError::PayloadTooLarge),
             Refusal::PublishJson("eof".into()),
             Refusal::PublishOverloaded("inbox full".into()),
+            Refusal::HistoryTopic("empty".into()),
+            Refusal::HistoryQuery("limit".into()),
+            Refusal::HistoryOverloaded("inbox full".into()),
+            Refusal::HistoryUnauthorized("token required"),
+            Refusal::HistoryForbidden,
+            Refusal::HistoryUnsupported,
             Refusal::TooManyConnections,
             Refusal::TooManyConnectionsFromAddress,
             Refusal::LimitReached("the server holds its maximum of 5 topics".into()),
@@ -400,7 +472,7 @@ mod tests {
             assert_eq!(status, refusal.status(), "{refusal:?}");
             assert!(fields.contains("Connection: close\n"), "{refusal:?}");
             assert!(!body.is_empty(), "{refusal:?}");
-            if refusal.is_publish() && refusal.status() != 405 {
+            if (refusal.is_publish() || refusal.is_history()) && refusal.status() != 405 {
                 let json: serde_json::Value = serde_json::from_str(&body).unwrap();
                 assert!(json["code"].is_string(), "{refusal:?}: {body}");
             }

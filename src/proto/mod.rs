@@ -23,12 +23,15 @@
 //! | `command.rs` | pub/sub JSON commands and their error codes |
 //! | `envelope.rs` | deliveries, acks, errors and notices as prepared frames |
 //! | `query.rs` | percent-decoding and query parameters |
+//! | `epoch.rs` | a topic incarnation's epoch and the generator that makes them |
+//! | `since.rs` | a client's resume point and its URL form `topic:seq[:epoch]` |
 #![forbid(unsafe_code)]
 
 pub mod close;
 pub mod command;
 pub mod deflate;
 pub mod envelope;
+pub mod epoch;
 pub mod error;
 pub mod extension;
 pub mod frame;
@@ -43,6 +46,7 @@ pub mod prepared;
 pub mod query;
 pub mod response;
 pub mod session;
+pub mod since;
 pub mod utf8;
 
 #[cfg(test)]

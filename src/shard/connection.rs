@@ -29,7 +29,8 @@ pub struct HttpPhase {
     pub started_ms: u32,
     /// A publish body being read.
     pub body: Option<PendingBody>,
-    /// A publish was sent to its topic's owner; the response waits for its sequence number.
+    /// A publish (or a history read) was sent to its topic's owner; the response waits for
+    /// its answer.
     pub awaiting_publish: bool,
     /// Keep the connection open after the current response.
     pub keep_alive: bool,

@@ -1,6 +1,6 @@
 //! Plain HTTP on a shard: reading request heads (and publish bodies), routing by path,
-//! upgrading `/ws` and `/echo` to WebSocket, `POST /publish/<topic>`, health, readiness and
-//! metrics. Responses are queued like frames and go out in the end-of-turn flush.
+//! upgrading `/ws` and `/echo` to WebSocket, `POST /publish/<topic>`, `GET /history/<topic>`,
+//! health, readiness and metrics. Responses are queued like frames and go out in the end-of-turn flush.
 
 use crate::broker::history::{parse_url_since, Epoch, Since};
 use std::sync::atomic::Ordering;
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::auth::{Access, Grants, HttpPublishAccess, TokenError};
-use crate::broker::SendKind;
+use crate::broker::{HttpHistory, SendKind, OVERLOADED_MESSAGE};
 use crate::engine::PayloadRef;
 use crate::mesh::ReplyTo;
 use crate::metrics::{render_prometheus, Metric};
@@ -28,6 +28,7 @@ use super::connection::{flags, HttpPhase, PendingBody, Phase, Route, WebSocketPh
 use super::{Flow, Shard};
 
 const PUBLISH_PREFIX: &str = "/publish/";
+const HISTORY_PREFIX: &str = "/history/";
 
 impl Shard {
     /// Appends `n` freshly read bytes to the request buffer and handles what is complete.
@@ -129,7 +130,7 @@ impl Shard {
         self.counters.refuse(reason);
         // The older per-kind counters stay for dashboards built on them; they count refused
         // requests other than HTTP publishes, which are not handshakes.
-        if !refusal.is_publish() {
+        if !refusal.is_publish() && !refusal.is_history() {
             if let Some(metric) = handshake_failure_metric(reason) {
                 self.counters.incr(metric);
             }
@@ -167,7 +168,7 @@ impl Shard {
         let keep_alive = wants_keep_alive(&head);
         let get_only = matches!(
             target,
-            Target::Healthz | Target::Readyz | Target::Metrics | Target::Asset(_)
+            Target::Healthz | Target::Readyz | Target::Metrics | Target::History | Target::Asset(_)
         );
         if get_only && head.method() != "GET" {
             return self.refuse(key, Refusal::GetOnly);
@@ -220,6 +221,8 @@ impl Shard {
                 Flow::Continue
             }
             Target::Metrics => {
+                // This turn's expiries are in the history log already: count them now.
+                self.copy_history_stats();
                 self.shared.counters[self.id].publish(&self.counters);
                 let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
                 let mut text = render_prometheus(&snapshots);
@@ -237,6 +240,7 @@ impl Shard {
                 Flow::Continue
             }
             Target::Publish => self.start_http_publish(key, &head, framing, keep_alive),
+            Target::History => self.start_history_read(key, &head, keep_alive),
             Target::Asset(asset) => {
                 let headers = [
                     ("Cache-Control", asset.cache_control),
@@ -537,6 +541,33 @@ impl Shard {
         key: usize,
         result: Result<(u64, Option<Epoch>), Refusal>,
     ) {
+        let answer = match result {
+            Ok((seq, epoch)) => Ok(envelope::publish_reply_body(seq, epoch)),
+            Err(refusal) => Err(refusal),
+        };
+        self.finish_awaited(key, answer);
+    }
+
+    /// The owner answered (or refused) a `GET /history`: respond and carry on with the
+    /// connection's next request. The body is built here, from clones of the owner's kept
+    /// frames, so the owner's turn pays only for the clones.
+    pub(super) fn finish_history_read(&mut self, key: usize, answer: HttpHistory) {
+        let answer = match answer {
+            HttpHistory::Page(Some(page)) => Ok(envelope::history_body(
+                Some(page.epoch),
+                page.top,
+                page.messages.iter().map(|(seq, frame)| (*seq, &frame[..])),
+            )),
+            HttpHistory::Page(None) => Ok(envelope::history_body(None, 0, [])),
+            HttpHistory::Refused => Err(Refusal::HistoryOverloaded(OVERLOADED_MESSAGE.into())),
+            HttpHistory::Unsupported => Err(Refusal::HistoryUnsupported),
+        };
+        self.finish_awaited(key, answer);
+    }
+
+    /// Sends the JSON answer the connection waited for from a topic's owner (or refuses), then
+    /// reads on.
+    fn finish_awaited(&mut self, key: usize, answer: Result<Vec<u8>, Refusal>) {
         let Some(http) = self.http_mut(key) else {
             return;
         };
@@ -546,9 +577,8 @@ impl Shard {
         http.awaiting_publish = false;
         let keep_alive = http.keep_alive;
         let has_more = !http.buf.is_empty();
-        match result {
-            Ok((seq, epoch)) => {
-                let body = envelope::publish_reply_body(seq, epoch);
+        match answer {
+            Ok(body) => {
                 let bytes = response(status::OK, &[], "application/json", &body, keep_alive);
                 self.respond(key, bytes, keep_alive);
                 let conn = &mut self.conns[key];
@@ -564,6 +594,71 @@ impl Shard {
             }
         }
     }
+
+    /// `GET /history/<topic>?since=N&limit=L`: checks the request and asks the topic's owner
+    /// for up to `L` kept messages after seq `N` (`since` defaults to 0, `limit` to and at
+    /// most `--max-replay-messages`).
+    fn start_history_read(&mut self, key: usize, head: &RequestHead, keep_alive: bool) -> Flow {
+        let raw_topic = &head.path()[HISTORY_PREFIX.len()..];
+        let topic = match percent_decode(raw_topic, false) {
+            Ok(bytes) => match validate_topic(&bytes) {
+                Ok(topic) => topic.to_string(),
+                Err(e) => return self.refuse(key, Refusal::HistoryTopic(e.to_string())),
+            },
+            Err(_) => {
+                let why = "broken %-escape".to_string();
+                return self.refuse(key, Refusal::HistoryTopic(why));
+            }
+        };
+        let max = self.shared.config.max_replay_messages;
+        let query = head.query().unwrap_or("");
+        let since = match whole_number_param(query, "since") {
+            Ok(since) => since.unwrap_or(0),
+            Err(why) => return self.refuse(key, Refusal::HistoryQuery(why)),
+        };
+        let limit = match whole_number_param(query, "limit") {
+            Ok(limit) => limit.map_or(max, |l| usize::try_from(l).unwrap_or(usize::MAX).min(max)),
+            Err(why) => return self.refuse(key, Refusal::HistoryQuery(why)),
+        };
+        // The subscribe permission for `topic`, here and only here: every history read passes
+        // this point before the owner is asked.
+        match self
+            .shared
+            .policy
+            .may_read_history_http(bearer(head), &topic, super::unix_now_secs())
+        {
+            HttpPublishAccess::Allowed => {}
+            HttpPublishAccess::Unauthorized(why) => {
+                return self.refuse(key, Refusal::HistoryUnauthorized(why))
+            }
+            HttpPublishAccess::Forbidden => return self.refuse(key, Refusal::HistoryForbidden),
+        }
+        let conn = self.connection_ref(key);
+        let Some(http) = self.http_mut(key) else {
+            return Flow::Stop;
+        };
+        http.keep_alive = keep_alive;
+        http.awaiting_publish = true;
+        self.with_broker(|broker, out| broker.read_history(&topic, since, limit, conn, out));
+        Flow::Continue
+    }
+}
+
+/// The one value of query parameter `name`, a whole number; `Ok(None)` when it is absent.
+fn whole_number_param(query: &str, name: &str) -> Result<Option<u64>, String> {
+    let mut values = query_values(query, name);
+    let Some(raw) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(format!("{name} is given more than once"));
+    }
+    let number = (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| raw.parse::<u64>().ok())
+        .flatten();
+    number
+        .map(Some)
+        .ok_or_else(|| format!("{name} must be a whole number, not {raw:?}"))
 }
 
 /// What a request asks for, by its path: decides whether it may carry a body.
@@ -574,6 +669,7 @@ enum Target {
     Readyz,
     Metrics,
     Publish,
+    History,
     Asset(&'static crate::assets::Asset),
     NotFound,
 }
@@ -587,6 +683,7 @@ impl Target {
             "/readyz" => Target::Readyz,
             "/metrics" => Target::Metrics,
             p if p.starts_with(PUBLISH_PREFIX) => Target::Publish,
+            p if p.starts_with(HISTORY_PREFIX) => Target::History,
             p => crate::assets::find(p).map_or(Target::NotFound, Target::Asset),
         }
     }

@@ -27,12 +27,14 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::broker::history::{self, EpochGen, HistoryPolicy};
-use crate::broker::{Broker, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE};
+use crate::broker::{
+    Broker, HttpHistory, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE,
+};
 use crate::config::CompressionMode;
 use crate::engine::redis::{EngineLink, RedisEngine};
 use crate::engine::{AnyEngine, DeflateOnce, LocalEngine, PayloadRef};
 use crate::mesh::{ConnRef, Mesh, ReplyTo};
-use crate::metrics::{FanoutTracker, LoopPhase, Metric, ShardCounters};
+use crate::metrics::{EvictionReason, FanoutTracker, LoopPhase, Metric, ShardCounters};
 use crate::proto::close;
 use crate::proto::deflate::Deflater;
 use crate::proto::http_refusal::Refusal;
@@ -96,6 +98,8 @@ pub struct Shard {
     mesh: Mesh,
     /// HTTP publish answers the broker produced, finished once it returns.
     http_answers: Vec<(ConnRef, HttpPublished)>,
+    /// `GET /history` answers the broker produced, finished once it returns.
+    history_answers: Vec<(ConnRef, HttpHistory)>,
     /// Connections with output waiting for their write, in the order they got it.
     dirty: VecDeque<usize>,
     /// Connections that used their read budget and have more to read.
@@ -185,6 +189,7 @@ impl Shard {
             echo_deflater: Deflater::new(config.compression_level),
             mesh,
             http_answers: Vec::new(),
+            history_answers: Vec::new(),
             dirty: VecDeque::new(),
             again: Vec::new(),
             doomed: Vec::new(),
@@ -290,6 +295,7 @@ impl Shard {
             );
             self.counters
                 .set(Metric::TopicsOwned, self.broker.engine_topic_count() as u64);
+            self.copy_history_stats();
             self.counters
                 .set(Metric::MeshInboxBytes, self.mesh.inbox_bytes() as u64);
             self.shared.counters[self.id].publish(&self.counters);
@@ -301,6 +307,24 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Copies the history log's counters (kept by the topics' owner, this shard's engine) into
+    /// the shard's metrics.
+    pub(super) fn copy_history_stats(&mut self) {
+        let Some(history) = self.broker.engine().history() else {
+            return;
+        };
+        let stats = history.stats();
+        let c = &mut self.counters;
+        c.set(Metric::HistoryStored, stats.stored);
+        c.set(Metric::HistoryTooLarge, stats.too_large);
+        c.set(Metric::HistoryIncarnations, stats.incarnations);
+        c.set(Metric::HistoryMessages, history.kept_count() as u64);
+        c.set(Metric::HistoryBytes, history.used_bytes() as u64);
+        c.set_evicted(EvictionReason::Size, stats.evicted_size);
+        c.set_evicted(EvictionReason::Ttl, stats.expired);
+        c.set_evicted(EvictionReason::Budget, stats.evicted_budget);
     }
 
     fn clock_ms(&self, now: Instant) -> u32 {
@@ -608,7 +632,7 @@ impl Shard {
     }
 
     /// Runs `f` with the broker core and this shard's effects on it, then finishes the HTTP
-    /// publishes it answered.
+    /// publishes and history reads it answered.
     fn with_broker<R>(
         &mut self,
         f: impl FnOnce(&mut Broker<AnyEngine>, &mut Effects<'_>) -> R,
@@ -621,6 +645,7 @@ impl Shard {
             counters: &mut self.counters,
             compressing_subscribers: &self.shared.compressing_subscribers,
             http_answers: &mut self.http_answers,
+            history_answers: &mut self.history_answers,
             max_backlog_bytes: self.shared.config.max_backlog_bytes,
             close_deadline_ms,
             now_us: self.now_us,
@@ -649,6 +674,15 @@ impl Shard {
                 }
             }
             self.http_answers = answers;
+        }
+        if !self.history_answers.is_empty() {
+            let mut answers = std::mem::take(&mut self.history_answers);
+            for (conn, answer) in answers.drain(..) {
+                if let Some(key) = self.resolve(conn) {
+                    self.finish_history_read(key, answer);
+                }
+            }
+            self.history_answers = answers;
         }
         result
     }

@@ -9,10 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::broker::{CloseReason, ConnId, HttpPublished, Outputs, SendKind, SendStatus};
+use crate::broker::{
+    CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, SendKind, SendStatus,
+};
 use crate::mesh::{ConnRef, Mesh, MeshMsg};
 use crate::metrics::{FanoutTracker, Metric, ShardCounters, SharedFanout, Tracked};
 use crate::proto::deflate::DeliveryFrames;
+use crate::proto::envelope;
 use crate::proto::prepared;
 
 use super::connection::{flags, Connection, Phase};
@@ -101,6 +104,8 @@ pub(super) struct Effects<'a> {
     pub(super) compressing_subscribers: &'a AtomicUsize,
     /// HTTP publish answers, finished by the shard once the core returns.
     pub(super) http_answers: &'a mut Vec<(ConnRef, HttpPublished)>,
+    /// `GET /history` answers, finished by the shard once the core returns.
+    pub(super) history_answers: &'a mut Vec<(ConnRef, HttpHistory)>,
     pub(super) max_backlog_bytes: usize,
     /// When a connection closed now must be gone at the latest.
     pub(super) close_deadline_ms: u32,
@@ -154,10 +159,16 @@ impl Outputs for Effects<'_> {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
+        // The hint's topic's first delivery thrown away from the queue: the client misses it.
+        let first_discarded_seq = why.hint_topic().and_then(|topic| {
+            c.out
+                .unstarted()
+                .find_map(|frame| envelope::delivery_seq(frame, topic))
+        });
         if why.discards_queue() {
             let _discarded = c.out.discard_unstarted();
         }
-        let frame = prepared::close_frame(why.code(), why.reason());
+        let frame = prepared::close_frame(why.code(), &why.reason_text(first_discarded_seq));
         begin_closing(
             self.conns,
             self.dirty,
@@ -171,6 +182,10 @@ impl Outputs for Effects<'_> {
 
     fn http_published(&mut self, conn: ConnRef, answer: HttpPublished) {
         self.http_answers.push((conn, answer));
+    }
+
+    fn http_history(&mut self, conn: ConnRef, answer: HttpHistory) {
+        self.history_answers.push((conn, answer));
     }
 
     fn count(&mut self, metric: Metric, n: u64) {

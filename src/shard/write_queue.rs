@@ -32,6 +32,9 @@ const HUGE_RING_SLOTS: usize = 4096;
 /// there this overstates by 32 bytes per subscriber: a small price for a simple bound.
 pub const FRAME_OVERHEAD_BYTES: usize = 64;
 const _: () = assert!(std::mem::size_of::<Bytes>() <= FRAME_OVERHEAD_BYTES / 2);
+// The history's replay byte cap counts frames the way this queue does.
+const _: () =
+    assert!(crate::broker::history::policy::REPLAY_FRAME_OVERHEAD_BYTES == FRAME_OVERHEAD_BYTES);
 
 /// Pongs that may wait unwritten on one connection. A burst of pings read in one turn is
 /// answered ping for ping (as Autobahn's case 2.10 expects, though RFC 6455 does not ask it),
@@ -146,15 +149,34 @@ impl WriteQueue {
         self.frames.is_empty()
     }
 
+    /// The frames that have not started going out, oldest first.
+    pub fn unstarted(&self) -> impl Iterator<Item = &Bytes> {
+        self.frames.iter().skip(usize::from(self.head_written > 0))
+    }
+
     /// Drops every frame that has not started going out, keeping a partly written head frame
-    /// so the stream stays well-formed. Returns how many frames were dropped.
+    /// so the stream stays well-formed, and an HTTP response at the front (the `101` of an
+    /// upgrade whose first frames, a resume's replay say, already closed it as slow): without
+    /// it the client could not read the close. Every WebSocket frame crier queues is whole, so
+    /// it starts with the FIN bit; an HTTP response starts with `H`. Returns how many frames
+    /// were dropped.
     pub fn discard_unstarted(&mut self) -> usize {
-        let keep = usize::from(self.head_written > 0).min(self.frames.len());
+        let started = usize::from(self.head_written > 0);
+        let http = self
+            .frames
+            .iter()
+            .skip(started)
+            .take_while(|f| f.first().is_some_and(|b| b & 0x80 == 0))
+            .count();
+        let keep = (started + http).min(self.frames.len());
         let dropped = self.frames.len() - keep;
         self.frames.truncate(keep);
-        self.queued_bytes = self.frames.front().map_or(0, |head| {
-            head.len() - self.head_written + FRAME_OVERHEAD_BYTES
-        });
+        self.queued_bytes = self
+            .frames
+            .iter()
+            .map(|f| f.len() + FRAME_OVERHEAD_BYTES)
+            .sum::<usize>()
+            - self.head_written;
         dropped
     }
 
@@ -303,7 +325,8 @@ mod tests {
         let mut queue = WriteQueue::default();
         let mut expected = Vec::new();
         for i in 0..count {
-            let frame = Bytes::from(vec![i as u8; 1 + i % 7]);
+            // WebSocket frames start with the FIN bit (see `discard_unstarted`).
+            let frame = Bytes::from(vec![0x80 | i as u8; 1 + i % 7]);
             expected.extend_from_slice(&frame);
             queue.push(frame);
         }
@@ -391,7 +414,7 @@ mod tests {
         // Room for 20 payload bytes in three frames.
         const BUDGET: usize = 20 + 3 * O;
         let mut queue = WriteQueue::default();
-        let frame = |n: usize| Bytes::from(vec![0u8; n]);
+        let frame = |n: usize| Bytes::from(vec![0x81u8; n]);
         // A frame bigger than the budget still goes to an empty queue.
         assert_eq!(
             queue.offer(frame(BUDGET), SendKind::Delivery, BUDGET),
@@ -458,6 +481,18 @@ mod tests {
         sink.total_left = usize::MAX;
         let _ = queue.flush(&mut sink).unwrap();
         assert_eq!(sink.out, &expected[..3]);
+    }
+
+    #[test]
+    fn discarding_keeps_an_unwritten_handshake_response_at_the_front() {
+        let mut queue = WriteQueue::default();
+        let response = Bytes::from_static(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        queue.push(response.clone());
+        queue.push(Bytes::from_static(b"\x81\x01a"));
+        queue.push(Bytes::from_static(b"\x81\x01b"));
+        assert_eq!(queue.discard_unstarted(), 2);
+        assert_eq!(queue.queued_bytes(), response.len() + FRAME_OVERHEAD_BYTES);
+        assert_eq!(queue.unstarted().collect::<Vec<_>>(), [&response]);
     }
 
     #[test]

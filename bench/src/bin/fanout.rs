@@ -19,7 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use clap::Parser;
 use crier::broker::{
-    Broker, CloseReason, ConnId, HttpPublished, Limits, Outputs, SendKind, SendStatus,
+    Broker, CloseReason, ConnId, HttpHistory, HttpPublished, Limits, Outputs, SendKind, SendStatus,
 };
 use crier::config::SlowConsumerPolicy;
 use crier::engine::{InterestFilter, LocalEngine, PayloadRef};
@@ -119,6 +119,8 @@ impl Outputs for Queues {
     }
 
     fn http_published(&mut self, _conn: ConnRef, _answer: HttpPublished) {}
+
+    fn http_history(&mut self, _conn: ConnRef, _answer: HttpHistory) {}
 
     fn count(&mut self, metric: Metric, n: u64) {
         if metric == Metric::Deliveries {

@@ -47,6 +47,27 @@ pub fn render(ctx: &Context<'_>, t: &Totals) -> Value {
         "server": t.server.map(|s| server(ctx, t, &s)),
         "timed_out": t.timed_out,
         "first_error": t.first_error,
+        "resume": t.resume.as_ref().map(resume),
+    })
+}
+
+/// The reconnect scenarios: what came back across reconnects.
+fn resume(r: &crate::resume::ResumeStats) -> Value {
+    let ms = |q: f64| r.catch_up_ns.value_at_quantile(q) as f64 / 1e6;
+    json!({
+        "reconnects": r.reconnects,
+        "acks_recovered": r.acks_recovered,
+        "acks_lost": r.acks_lost,
+        "messages_recovered": r.recovered,
+        "messages_lost": r.lost,
+        "epoch_changes": r.epoch_changes,
+        "duplicates": r.duplicates,
+        "caught_up": r.caught_up(),
+        "catch_up_ms": {
+            "p50": ms(0.5),
+            "p99": ms(0.99),
+            "max": r.catch_up_ns.max() as f64 / 1e6,
+        },
     })
 }
 

@@ -189,6 +189,14 @@ pub fn merge(runs: Vec<Totals>) -> Totals {
         },
         server,
         timed_out: runs.iter().any(|t| t.timed_out),
+        resume: runs
+            .iter()
+            .filter_map(|t| t.resume.as_ref())
+            .fold(None, |a, r| {
+                let mut a = a.unwrap_or_default();
+                a.merge(r);
+                Some(a)
+            }),
         first_error: runs.into_iter().find_map(|t| t.first_error),
     }
 }
@@ -284,6 +292,7 @@ mod tests {
             }),
             timed_out: false,
             first_error: (lost > 0).then(|| format!("run with {lost} lost")),
+            resume: None,
         }
     }
 

@@ -103,6 +103,23 @@ fn traffic(out: &mut String, t: &Totals, repeat: Option<&Repeat>) {
         "  errors       protocol {}, disconnects {}, HTTP {}, unsent backlog {}",
         c.protocol_errors, c.disconnects, c.http_errors, c.unsent
     );
+    if let Some(r) = &t.resume {
+        let ms = |q: f64| r.catch_up_ns.value_at_quantile(q) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "  resume       {} reconnects: {} recovered / {} lost acks; messages recovered {}, lost {}, duplicate {}; epoch changes {}",
+            r.reconnects, r.acks_recovered, r.acks_lost, r.recovered, r.lost, r.duplicates, r.epoch_changes
+        );
+        let _ = writeln!(
+            out,
+            "  catch-up ms  p50 {:.3}  p99 {:.3}  max {:.3}  ({} of {} reconnects caught up)",
+            ms(0.5),
+            ms(0.99),
+            r.catch_up_ns.max() as f64 / 1e6,
+            r.caught_up(),
+            r.reconnects
+        );
+    }
 }
 
 fn resources(out: &mut String, ctx: &Context<'_>, t: &Totals) {

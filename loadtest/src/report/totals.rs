@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::resume::ResumeStats;
+
 use crate::config::Plan;
 use crate::procstat::ProcSample;
 use crate::worker::{new_histogram, ThreadResult};
@@ -142,6 +144,8 @@ pub struct Totals {
     pub server: Option<ServerUse>,
     pub timed_out: bool,
     pub first_error: Option<String>,
+    /// The reconnect scenarios' accounting (None when they are off).
+    pub resume: Option<ResumeStats>,
 }
 
 impl Totals {
@@ -170,6 +174,13 @@ impl Totals {
             server: run.server.map(|s| ServerUse::new(&s, run.connections_up)),
             timed_out: run.timed_out,
             first_error: run.first_error,
+            resume: ctx.args.reconnect_scenario().then(|| {
+                let mut merged = ResumeStats::default();
+                for r in &results {
+                    merged.merge(&r.resume);
+                }
+                merged
+            }),
         }
     }
 
@@ -288,6 +299,7 @@ mod tests {
             handshake_ns_sum: 0,
             handshake_ns_max: 0,
             handshakes: 0,
+            resume: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use mio::net::TcpStream;
 
 use crate::payload::Stamp;
+use crate::resume::TopicResume;
 use crate::schedule::Schedule;
 use crate::ws::Reader;
 
@@ -96,6 +97,12 @@ pub(super) struct Conn {
     pub(super) http: bool,
     /// Reads were cut short by the per-turn cap.
     pub(super) more_to_read: bool,
+    /// Reconnect scenarios: where this subscriber resumes its topic from.
+    pub(super) resume: Option<TopicResume>,
+    /// This connection replaces a dropped one: its streams were carried over.
+    pub(super) reconnected: bool,
+    /// The global connection index (for the source address of a reconnect).
+    pub(super) global: u64,
 }
 
 impl Conn {
@@ -120,6 +127,9 @@ impl Conn {
             publisher,
             http,
             more_to_read: false,
+            resume: None,
+            reconnected: false,
+            global: 0,
         }
     }
 

@@ -11,6 +11,8 @@ use crate::config::with_query;
 use crate::net;
 use crate::ws;
 
+use crate::resume::TopicResume;
+
 use super::conn::{Conn, Phase, PubState};
 use super::error::ConnError;
 use super::shared::Role;
@@ -30,12 +32,21 @@ impl Worker {
             }
             let (global, role) = self.pending.pop_front().expect("not empty");
             self.opened += 1;
-            self.open(global, role, now);
+            let _index = self.open(global, role, now, None);
         }
         None
     }
 
-    fn open(&mut self, global: u64, role: Role, now: u64) {
+    /// Opens connection `global` with `role`, in a new slot of `conns` or in place of the
+    /// closed connection at `slot` (a reconnect: the old socket is closed then, so a storm of
+    /// reconnects never holds two descriptors per subscriber); returns its index if it started.
+    pub(super) fn open(
+        &mut self,
+        global: u64,
+        role: Role,
+        now: u64,
+        slot: Option<usize>,
+    ) -> Option<usize> {
         let cfg = Arc::clone(&self.cfg);
         let http = matches!(role, Role::Publisher(_)) && cfg.http.is_some();
         let target = if http {
@@ -48,7 +59,7 @@ impl Worker {
             Ok(s) => s,
             Err(error) => {
                 let target = target.addr;
-                return self.fail_role(
+                self.fail_role(
                     role,
                     ConnError::Connect {
                         target,
@@ -56,12 +67,14 @@ impl Worker {
                         error,
                     },
                 );
+                return None;
             }
         };
-        let token = Token(self.conns.len());
+        let token = Token(slot.unwrap_or(self.conns.len()));
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
-            return self.fail_role(role, ConnError::Register(e));
+            self.fail_role(role, ConnError::Register(e));
+            return None;
         }
         let publisher = match role {
             Role::Publisher(p) => {
@@ -73,8 +86,21 @@ impl Worker {
             Role::Subscriber(_) => None,
         };
         self.handshakes_in_flight += 1;
-        self.conns
-            .push(Conn::new(stream, role, publisher, http, now));
+        let mut conn = Conn::new(stream, role, publisher, http, now);
+        conn.global = global;
+        if cfg.reconnect.is_some() && matches!(role, Role::Subscriber(_)) {
+            conn.resume = Some(TopicResume::default());
+        }
+        match slot {
+            Some(i) => {
+                self.conns[i] = conn;
+                Some(i)
+            }
+            None => {
+                self.conns.push(conn);
+                Some(self.conns.len() - 1)
+            }
+        }
     }
 
     fn fail_role(&mut self, role: Role, error: ConnError) {
@@ -150,13 +176,19 @@ impl Worker {
             self.ready(i);
             return;
         }
-        let path = match conn.role {
-            Role::Subscriber(s) => with_query(
+        let path = match (conn.role, &conn.resume) {
+            // Reconnect scenarios: `since=` subscribes and resumes (a live start at first).
+            (Role::Subscriber(s), Some(resume)) => with_query(
+                &cfg.ws.path_and_query,
+                "since",
+                &resume.since(&cfg.plan.topic_name(cfg.plan.subscriber_topic(s))),
+            ),
+            (Role::Subscriber(s), None) => with_query(
                 &cfg.ws.path_and_query,
                 "topic",
                 &cfg.plan.topic_name(cfg.plan.subscriber_topic(s)),
             ),
-            Role::Publisher(_) => cfg.ws.path_and_query.clone(),
+            (Role::Publisher(_), _) => cfg.ws.path_and_query.clone(),
         };
         let (request, accept) =
             ws::upgrade_request(&cfg.ws.host_header, &path, key, cfg.compression);
@@ -178,6 +210,13 @@ impl Worker {
         self.stats.handshakes += 1;
         self.stats.handshake_ns_sum += took;
         self.stats.handshake_ns_max = self.stats.handshake_ns_max.max(took);
+        if let Role::Subscriber(s) = conn.role {
+            self.subscriber_conn.insert(s, i);
+        }
+        if conn.reconnected {
+            // A reconnect carries its streams over: it is the same subscriber.
+            return;
+        }
         if let Role::Subscriber(s) = conn.role {
             for k in cfg.plan.subscriber_topics(s) {
                 let base = self

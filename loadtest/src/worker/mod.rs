@@ -9,6 +9,7 @@ mod encode;
 mod error;
 mod publish;
 mod receive;
+mod reconnect;
 mod shared;
 
 use std::collections::VecDeque;
@@ -26,7 +27,7 @@ use crate::tracker::Tracker;
 
 use conn::{Conn, Phase};
 use encode::Encoder;
-pub use shared::{new_histogram, PublishMode, Role, RunConfig, Shared, ThreadResult};
+pub use shared::{new_histogram, PublishMode, Reconnect, Role, RunConfig, Shared, ThreadResult};
 
 /// Socket reads of one connection per loop turn before others get a go (edge-triggered, so a
 /// connection that hit the cap is revisited with a zero poll timeout).
@@ -70,6 +71,7 @@ struct Stats {
     handshake_ns_sum: u64,
     handshake_ns_max: u64,
     handshakes: u64,
+    resume: crate::resume::ResumeStats,
 }
 
 /// Timing of the run in ns since the epoch, once the main thread has started publishing.
@@ -117,6 +119,12 @@ pub struct Worker {
     /// Indices into `conns` of the publishers: the per-turn publishing pass visits only
     /// these (scanning all 10,000 connections every turn was the client's main cost).
     publisher_conns: Vec<usize>,
+    /// Reconnect scenarios: (when, subscriber) drops to make, soonest first.
+    drops: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u32)>>,
+    /// Subscriber -> index of its current connection.
+    subscriber_conn: std::collections::HashMap<u32, usize>,
+    /// Dropped subscribers waiting to reconnect, in due order: (when, the old connection).
+    rejoins: VecDeque<(u64, usize)>,
 }
 
 impl Worker {
@@ -160,6 +168,9 @@ impl Worker {
             last_sweep_ns: 0,
             revisit: Vec::new(),
             publisher_conns: Vec::new(),
+            drops: std::collections::BinaryHeap::new(),
+            subscriber_conn: std::collections::HashMap::new(),
+            rejoins: VecDeque::new(),
         })
     }
 
@@ -172,6 +183,7 @@ impl Worker {
             let now = self.shared.now_ns();
             let next_connect_ns = self.open_pending(now);
             let next_due_ns = earliest(next_connect_ns, self.drive_window(now));
+            let next_due_ns = earliest(next_due_ns, self.drive_reconnects(now));
             if now - self.last_sweep_ns > SWEEP_INTERVAL_NS {
                 self.last_sweep_ns = now;
                 self.sweep_handshake_timeouts(now);
@@ -334,6 +346,7 @@ impl Worker {
             handshake_ns_sum: s.handshake_ns_sum,
             handshake_ns_max: s.handshake_ns_max,
             handshakes: s.handshakes,
+            resume: s.resume,
         }
     }
 }

@@ -39,6 +39,7 @@ impl Worker {
             measure_ns,
             end_ns,
         });
+        self.schedule_drops(start_ns, end_ns);
         let PublishMode::Rate(rate) = self.cfg.mode else {
             return;
         };

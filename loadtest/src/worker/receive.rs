@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 
 use crate::config::Plan;
 use crate::payload::{self, Incoming, Stamp};
+use crate::resume::TopicResume;
 use crate::ws::{self, WsEvent};
 
 use super::conn::{Conn, Phase, PubState};
@@ -43,6 +44,8 @@ struct Inbox<'a> {
     phase: Phase,
     streams: &'a [(u32, u32)],
     publisher: Option<&'a mut PubState>,
+    /// Reconnect scenarios: the subscriber's resume point.
+    resume: Option<&'a mut TopicResume>,
     /// The `load-all` subscription was acked.
     became_ready: bool,
     /// The broker sent a Close frame.
@@ -52,7 +55,26 @@ struct Inbox<'a> {
 impl Inbox<'_> {
     fn on_message(&mut self, incoming: Incoming<'_>) {
         match incoming {
-            Incoming::Message { topic, stamp } => self.on_delivery(topic, &stamp),
+            Incoming::Message {
+                topic,
+                stamp,
+                broker_seq,
+            } => {
+                if let (Some(resume), Some(seq)) = (self.resume.as_mut(), broker_seq) {
+                    resume.on_message(seq, self.now, &mut self.stats.resume);
+                }
+                self.on_delivery(topic, &stamp)
+            }
+            Incoming::Resumed {
+                top,
+                epoch,
+                recovered,
+                ..
+            } => {
+                if let Some(resume) = self.resume.as_mut() {
+                    resume.on_ack(top, &epoch, recovered, self.now, &mut self.stats.resume);
+                }
+            }
             Incoming::Foreign => self.stats.foreign += 1,
             Incoming::Ack { id } => match (self.role, self.publisher.as_mut()) {
                 (Role::Subscriber(_), _)
@@ -182,6 +204,7 @@ impl Worker {
             phase,
             streams,
             publisher,
+            resume,
             ..
         } = conn;
         let mut inbox = Inbox {
@@ -195,6 +218,7 @@ impl Worker {
             phase: *phase,
             streams,
             publisher: publisher.as_mut(),
+            resume: resume.as_mut(),
             became_ready: false,
             closed: None,
         };

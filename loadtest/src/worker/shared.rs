@@ -37,6 +37,18 @@ pub struct RunConfig {
     pub connect_rate: f64,
     pub threads: usize,
     pub total_connections: u64,
+    /// Subscribers resume with `since` and are dropped by this schedule (None: never).
+    pub reconnect: Option<Reconnect>,
+}
+
+/// When subscribers drop and come back (the reconnect scenarios).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconnect {
+    /// Each subscriber drops every `period` (subscriber `s` first at `period * s / S`), and
+    /// reconnects at once.
+    Every { period: Duration },
+    /// Every subscriber drops `at` after publishing starts and reconnects `after` later.
+    AllAt { at: Duration, after: Duration },
 }
 
 /// Written by workers, read by the main thread (and the start/stop flags the other way).
@@ -129,6 +141,8 @@ pub struct ThreadResult {
     pub handshake_ns_sum: u64,
     pub handshake_ns_max: u64,
     pub handshakes: u64,
+    /// The reconnect scenarios' accounting.
+    pub resume: crate::resume::ResumeStats,
 }
 
 /// A connection a thread is responsible for, before it is opened.

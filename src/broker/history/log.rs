@@ -16,11 +16,11 @@ use std::mem::size_of;
 
 use slab::Slab;
 
-use super::epoch::{Epoch, EpochGen};
-use super::policy::{HistoryPolicy, TopicPolicy};
+use super::policy::{HistoryPolicy, TopicPolicy, REPLAY_FRAME_OVERHEAD_BYTES};
 use super::resume::{decide, TailView};
 use super::ring::{Entry, Ring, StoredFrame};
-use super::since::Since;
+use crate::proto::epoch::{Epoch, EpochGen};
+use crate::proto::since::Since;
 use crate::topic::topic_hash;
 
 /// One live topic incarnation.
@@ -418,7 +418,8 @@ impl<F: StoredFrame> History<F> {
             oldest_kept: log.ring.oldest_seq(),
         };
         let decision = decide(since, view, self.policy.max_replay_messages);
-        let replay = match &decision.replay {
+        let mut recovered = decision.recovered;
+        let mut replay: Vec<F> = match &decision.replay {
             Some(range) => log
                 .ring
                 .after(range.start() - 1)
@@ -427,10 +428,31 @@ impl<F: StoredFrame> History<F> {
             None => Vec::new(),
         };
         debug_assert_eq!(replay.len() as u64, decision.replay_len());
+        // The byte cap, like the message cap: all or nothing with an epoch; without one, the
+        // newest messages that fit (so live ones follow without a hole).
+        let cost = |f: &F| f.stored_bytes() + REPLAY_FRAME_OVERHEAD_BYTES;
+        let total: usize = replay.iter().map(cost).sum();
+        if total > self.policy.max_replay_bytes {
+            recovered = false;
+            if since.epoch.is_some() {
+                replay.clear();
+            } else {
+                let mut kept_bytes = 0;
+                let fit = replay
+                    .iter()
+                    .rev()
+                    .take_while(|f| {
+                        kept_bytes += cost(f);
+                        kept_bytes <= self.policy.max_replay_bytes
+                    })
+                    .count();
+                replay.drain(..replay.len() - fit);
+            }
+        }
         Resumed {
             epoch: log.epoch,
             top,
-            recovered: decision.recovered,
+            recovered,
             replay,
         }
     }

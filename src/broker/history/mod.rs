@@ -3,8 +3,9 @@
 //! `proto`: no sockets, threads or clocks (`now_ms` is passed in); it returns decisions and
 //! frames, the caller sends them.
 //!
-//! - [`epoch`]: the random name of a topic incarnation, and its generator;
-//! - [`since`]: a client's resume point, and its URL form `topic:seq[:epoch]`;
+//! - `Epoch` (the random name of a topic incarnation, and its generator) and `Since` (a client's
+//!   resume point, and its URL form) live in `proto` (`proto/epoch.rs`, `proto/since.rs`),
+//!   since commands carry them; they are re-exported here;
 //! - [`ring`]: one topic's kept prepared frames (the very `Bytes` that were delivered);
 //! - [`resume`]: the pure resume decision (recovered or not, which seqs to replay);
 //! - [`policy`]: `--history-size`, `--history-ttl` and the `[[topics]]` overrides;
@@ -17,24 +18,22 @@
 //! shard's topics can use at most their share (docs/decisions.md).
 #![forbid(unsafe_code)]
 
-pub mod epoch;
 pub mod log;
 pub mod policy;
 pub mod resume;
 pub mod ring;
-pub mod since;
 
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;
 
-pub use epoch::{Epoch, EpochError, EpochGen};
+pub use crate::proto::epoch::{Epoch, EpochError, EpochGen};
+pub use crate::proto::since::{parse_url_since, Since, SinceError};
 pub use log::{History, HistoryStats, Page, Published, Resumed};
 pub use policy::{HistoryPolicy, TopicPolicy};
 pub use resume::{decide, Decision, TailView, DEFAULT_MAX_REPLAY_MESSAGES};
 pub use ring::{Entry, Ring, StoredFrame};
-pub use since::{parse_url_since, Since, SinceError};
 
 /// This shard's share of a `max_history_bytes` budget split over `shards` shards.
 pub fn shard_budget_bytes(max_history_bytes: usize, shards: usize) -> usize {

@@ -37,7 +37,16 @@ pub struct HistoryPolicy {
     ttl_classes_ms: Vec<u64>,
     /// The most one resume replays ([`super::resume::decide`]'s cap).
     pub max_replay_messages: usize,
+    /// The most bytes one resume replays, frames plus [`REPLAY_FRAME_OVERHEAD_BYTES`] each:
+    /// half of `--max-backlog-bytes`. A replay is queued in one turn, so one larger than the
+    /// connection's byte budget would always close it as a slow consumer (and again on every
+    /// retry); the other half leaves room for the ack and what was queued before.
+    pub max_replay_bytes: usize,
 }
+
+/// What the shard's write queue charges per queued frame besides its bytes
+/// (`shard::write_queue::FRAME_OVERHEAD_BYTES`, checked equal there).
+pub const REPLAY_FRAME_OVERHEAD_BYTES: usize = 64;
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -84,17 +93,20 @@ impl HistoryPolicy {
             overrides,
             ttl_classes_ms,
             max_replay_messages,
+            max_replay_bytes: usize::MAX,
         }
     }
 
     /// The policy the configuration describes.
     pub fn from_config(config: &Config) -> HistoryPolicy {
-        HistoryPolicy::new(
+        let mut policy = HistoryPolicy::new(
             config.history_size,
             config.history_ttl,
             &config.topics,
             config.max_replay_messages,
-        )
+        );
+        policy.max_replay_bytes = config.max_backlog_bytes / 2;
+        policy
     }
 
     /// What `topic` keeps: the first matching override, else the default.

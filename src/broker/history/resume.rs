@@ -10,12 +10,14 @@
 //!   Partial replays are never sent.
 //! - without an epoch, "whatever is kept after `since.seq`": the kept messages after it, the
 //!   newest `cap` of them at most (so they join the live stream without a hole), and
-//!   `recovered` says whether that was everything.
+//!   `recovered` says whether that was everything. A `since.seq` past the top asks for
+//!   nothing (recovered, nothing replayed): a live-only subscription that learns the top and
+//!   the epoch from its ack.
 
 use std::ops::RangeInclusive;
 
-use super::epoch::Epoch;
-use super::since::Since;
+use crate::proto::epoch::Epoch;
+use crate::proto::since::Since;
 
 /// The default most messages one resume replays: over it the client is told
 /// `recovered: false` and should reload its state instead (a replay of thousands of messages
@@ -64,8 +66,18 @@ impl Decision {
 
 /// Decides a resume from `since` against `view`, replaying at most `cap` messages.
 pub fn decide(since: Since, view: TailView, cap: usize) -> Decision {
-    if since.epoch.is_some_and(|epoch| epoch != view.epoch) || since.seq > view.top {
+    if since.epoch.is_some_and(|epoch| epoch != view.epoch) {
         return Decision::LOST;
+    }
+    if since.seq > view.top {
+        // With an epoch: a seq this incarnation never reached. Without one, "whatever is kept
+        // after seq" is nothing, and nothing after it was missed: how a client starts a live
+        // subscription and learns the top and epoch (crier.js sends 2^53 - 1).
+        return if since.epoch.is_some() {
+            Decision::LOST
+        } else {
+            Decision::NOTHING_MISSED
+        };
     }
     if since.seq == view.top {
         return Decision::NOTHING_MISSED;
@@ -184,7 +196,11 @@ mod tests {
             decide(with_epoch(51, "Ecur"), view(50, Some(1)), 1000),
             Decision::LOST
         );
-        assert_eq!(decide(bare(51), view(50, Some(1)), 1000), Decision::LOST);
+        // Without an epoch, past the top is "from now on": nothing to replay, nothing missed.
+        assert_eq!(
+            decide(bare(51), view(50, Some(1)), 1000),
+            Decision::NOTHING_MISSED
+        );
     }
 
     #[test]

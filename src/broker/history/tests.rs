@@ -340,3 +340,38 @@ fn read_pages_forward_from_a_seq() {
     assert_eq!(h.read("news", 7, 3, 0).unwrap().top, 7);
     assert!(h.read("nothing", 0, 3, 0).is_none());
 }
+
+#[test]
+fn a_replay_over_the_byte_cap_is_all_or_nothing_with_an_epoch_and_the_newest_without() {
+    // Frames "news#N" are 6 bytes for N < 10: 70 bytes each with the queue's overhead.
+    let mut policy = policy(100, 300);
+    policy.max_replay_bytes = 3 * 70;
+    let mut h: History<Bytes> = History::new(policy, usize::MAX, 1);
+    let mut epoch = None;
+    for t in 0..5 {
+        epoch = publish(&mut h, "news", t).map(|(_, e)| e);
+    }
+    let epoch = epoch.unwrap();
+    let r = h.resume("news", since(2, epoch), 5).unwrap();
+    assert!(r.recovered, "3 missing fit");
+    assert_eq!(replayed(&r), ["news#3", "news#4", "news#5"]);
+    let r = h.resume("news", since(1, epoch), 5).unwrap();
+    assert!(!r.recovered, "4 missing do not");
+    assert!(r.replay.is_empty(), "never a partial replay");
+    let r = h
+        .resume(
+            "news",
+            Since {
+                seq: 0,
+                epoch: None,
+            },
+            5,
+        )
+        .unwrap();
+    assert!(!r.recovered);
+    assert_eq!(
+        replayed(&r),
+        ["news#3", "news#4", "news#5"],
+        "the newest that fit"
+    );
+}

@@ -32,7 +32,9 @@ use crate::mesh::{ConnRef, MeshMsg, Payload, PeerLink, ReplyTo};
 use crate::proto::deflate::DeliveryFrames;
 use crate::topic::topic_hash;
 
-use super::{Engine, Interest, InterestFilter, PayloadRef, Refused, Routed, Sequenced};
+use super::{
+    Engine, HistoryRead, Interest, InterestFilter, PayloadRef, Refused, Routed, Sequenced,
+};
 
 pub use status::{EngineMetric, EngineStatus};
 
@@ -228,6 +230,19 @@ impl Engine for RedisEngine {
             },
         });
         None
+    }
+
+    fn read_history<O: Outputs>(
+        &mut self,
+        _topic: &str,
+        _after: u64,
+        _limit: usize,
+        _conn: ConnRef,
+        _out: &mut O,
+    ) -> HistoryRead {
+        // The topic's stream is in Redis; reading it over HTTP is not built yet (a read through
+        // the engine thread, like a resume's, that starts nothing).
+        HistoryRead::Unsupported
     }
 
     fn tick(&mut self, _now_ms: u64) {

@@ -45,8 +45,9 @@ pub enum NodeEvent {
 
 /// The effects the node's decisions produce.
 pub trait NodeOut {
-    /// Hand `frame` to `shard`'s subscribers of `topic` (a `Deliver`).
-    fn deliver(&mut self, shard: u16, topic: &str, frame: Bytes);
+    /// Hand `frame` to `shard`'s subscribers of `topic` (a `Deliver`); `epoch` is the topic's
+    /// current one (a subscriber closed as slow is told where to resume in it).
+    fn deliver(&mut self, shard: u16, topic: &str, frame: Bytes, epoch: Option<Epoch>);
     /// Tell `shard` its interest in `topic` is in effect.
     fn confirm(&mut self, shard: u16, topic: &str);
     /// Answer a publisher.
@@ -583,7 +584,7 @@ fn lost<O: NodeOut>(topic: &str, t: &mut Topic, to: u64, out: &mut O) {
     out.count(NodeEvent::Lost, count);
     let frame = envelope::dropped_frame(topic, count);
     for &shard in &t.shards {
-        out.deliver(shard, topic, frame.clone());
+        out.deliver(shard, topic, frame.clone(), t.epoch);
     }
     t.delivered = to;
 }
@@ -593,7 +594,7 @@ fn reset<O: NodeOut>(topic: &str, t: &mut Topic, epoch: Epoch, seq: u64, out: &m
     out.count(NodeEvent::EpochReset, 1);
     let frame = envelope::epoch_frame(topic, epoch, seq);
     for &shard in &t.shards {
-        out.deliver(shard, topic, frame.clone());
+        out.deliver(shard, topic, frame.clone(), Some(epoch));
     }
     t.epoch = Some(epoch);
     t.delivered = seq;
@@ -611,7 +612,7 @@ fn deliver<O: NodeOut>(topic: &str, t: &mut Topic, seq: u64, payload: &Payload, 
         return;
     };
     for &shard in &t.shards {
-        out.deliver(shard, topic, frame.clone());
+        out.deliver(shard, topic, frame.clone(), t.epoch);
     }
     t.delivered = seq;
     while t.held.front().is_some_and(|h| h.seq <= seq) {

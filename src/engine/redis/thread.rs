@@ -195,7 +195,7 @@ struct Effects {
 }
 
 impl NodeOut for Effects {
-    fn deliver(&mut self, shard: u16, topic: &str, frame: Bytes) {
+    fn deliver(&mut self, shard: u16, topic: &str, frame: Bytes, epoch: Option<Epoch>) {
         if let Some(outbox) = self.outboxes.get_mut(usize::from(shard)) {
             // Redis-mode deliveries go out plain: the engine thread deflates nothing (yet), so
             // compressing subscribers get the plain frame, which is always valid for them.
@@ -204,6 +204,7 @@ impl NodeOut for Effects {
                 frames: DeliveryFrames::plain(frame),
                 // Sequenced in Redis, on no clock of ours: not part of the fan-out metric.
                 sequenced_us: UNSTAMPED_US,
+                epoch,
             });
         }
     }

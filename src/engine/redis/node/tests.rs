@@ -17,7 +17,7 @@ struct Rec {
 }
 
 impl NodeOut for Rec {
-    fn deliver(&mut self, shard: u16, _topic: &str, frame: Bytes) {
+    fn deliver(&mut self, shard: u16, _topic: &str, frame: Bytes, _epoch: Option<Epoch>) {
         // Server frames are unmasked with a short header: the JSON starts at its first '{'.
         let start = frame.iter().position(|&b| b == b'{').unwrap_or(0);
         let text = String::from_utf8_lossy(&frame[start..]).into_owned();

@@ -1,6 +1,7 @@
 //! Where a client asks to resume from: `since` = the last seq it saw and, if it knows it, the
 //! epoch that seq belongs to; and the URL form `TOPIC:SEQ[:EPOCH]` used by `?since=` at connect.
-//! Parsing only; what is replayed is decided in `resume.rs`.
+//! Parsing only (it lives in `proto`, beside the commands that carry it); what is replayed is
+//! decided in `broker/history/resume.rs`.
 
 use std::fmt;
 
