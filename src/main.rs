@@ -34,12 +34,12 @@ fn main() -> ExitCode {
         eprintln!("crier: {e}");
         return ExitCode::from(2);
     }
-    // Rate limits and the metrics listener are not wired yet: refuse to run with them rather
-    // than run unprotected while the operator believes otherwise.
+    // The metrics listener is not wired yet: refuse to run with it rather than serve metrics
+    // where the operator believes they are not.
     if let Some(option) = unenforced_option(&config) {
         eprintln!(
             "crier: {option} is configured, but this build does not enforce it yet \
-             (rate limits and --metrics-listen are not wired); refusing to start"
+             (--metrics-listen is not wired); refusing to start"
         );
         return ExitCode::from(2);
     }
@@ -129,14 +129,7 @@ fn injected_fault() -> server::Fault {
 
 /// The first option that is set although the shards do not enforce it yet.
 fn unenforced_option(config: &Config) -> Option<&'static str> {
-    [
-        (config.metrics_listen.is_some(), "--metrics-listen"),
-        (config.max_publish_rate.is_some(), "--max-publish-rate"),
-        (
-            config.max_handshake_rate_per_ip.is_some(),
-            "--max-handshake-rate-per-ip",
-        ),
-    ]
-    .into_iter()
-    .find_map(|(set, name)| set.then_some(name))
+    [(config.metrics_listen.is_some(), "--metrics-listen")]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
 }

@@ -21,7 +21,7 @@ use crate::metrics::{render_prometheus, Metric, SharedCounters};
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
 use crate::proto::permessage_deflate::DeflatePolicy;
-use crate::shard::{AddressLimit, Shard, WAKER};
+use crate::shard::{AddressLimit, HandshakeRate, Shard, MAX_TRACKED_ADDRESSES, WAKER};
 use crate::shared::Shared;
 use crate::sys;
 
@@ -253,8 +253,12 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
     // Key files are read here, once, before any shard starts.
     let policy = crate::auth::load_policy(&config)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let handshake_rate = policy
+        .handshake_rate_per_ip()
+        .map(|limit| HandshakeRate::new(limit, MAX_TRACKED_ADDRESSES));
     let shared = Arc::new(Shared {
         policy: Arc::new(policy),
+        handshake_rate,
         max_connections,
         open_connections: AtomicUsize::new(0),
         per_address: (config.max_connections_per_ip > 0)
