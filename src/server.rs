@@ -18,6 +18,7 @@ use crate::config::{CompressionMode, Config};
 use crate::engine::InterestFilter;
 use crate::mesh::{self, Mesh, PeerLink};
 use crate::metrics::{render_prometheus, Metric, SharedCounters};
+use crate::metrics_listener::MetricsListener;
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
 use crate::proto::permessage_deflate::DeflatePolicy;
@@ -97,6 +98,8 @@ pub struct ServerHandle {
     links: Arc<[PeerLink]>,
     shared: Arc<Shared>,
     file_limit: sys::FileLimit,
+    /// `--metrics-listen`: its own thread serving only /metrics and /healthz.
+    metrics: Option<MetricsListener>,
 }
 
 impl ServerHandle {
@@ -107,6 +110,11 @@ impl ServerHandle {
 
     pub fn threads(&self) -> usize {
         self.threads.len()
+    }
+
+    /// The `--metrics-listen` address (with the real port when 0 was asked for), if set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsListener::local_addr)
     }
 
     pub fn max_connections(&self) -> usize {
@@ -155,6 +163,9 @@ impl ServerHandle {
         for link in self.links.iter() {
             link.request_shutdown();
         }
+        if let Some(metrics) = &self.metrics {
+            metrics.shutdown();
+        }
     }
 
     /// The resolved `--max-subscriptions` and `--max-topics`.
@@ -164,6 +175,9 @@ impl ServerHandle {
 
     /// Waits for every shard thread to end.
     pub fn join(self) -> io::Result<()> {
+        if let Some(metrics) = self.metrics {
+            metrics.join();
+        }
         let mut result = Ok(());
         for thread in self.threads {
             match thread.join() {
@@ -289,6 +303,12 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
         config,
     });
 
+    // Bound before any shard starts, so a bad address stops start-up like a bad option.
+    let metrics = match shared.config.metrics_listen {
+        Some(addr) => Some(MetricsListener::start(addr, Arc::clone(&shared))?),
+        None => None,
+    };
+
     let mut polls = Vec::with_capacity(threads);
     let mut links = Vec::with_capacity(threads);
     let mut inboxes = Vec::with_capacity(threads);
@@ -347,5 +367,6 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
         links,
         shared,
         file_limit,
+        metrics,
     })
 }

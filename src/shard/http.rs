@@ -206,6 +206,10 @@ impl Shard {
                 self.respond(key, bytes, keep_alive);
                 Flow::Continue
             }
+            // With `--metrics-listen`, metrics are served there only: not where clients are.
+            Target::Metrics if self.shared.config.metrics_listen.is_some() => {
+                self.refuse(key, Refusal::NotFound)
+            }
             Target::Metrics => {
                 self.shared.counters[self.id].publish(&self.counters);
                 let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
