@@ -52,6 +52,26 @@ impl CompressionMode {
     }
 }
 
+/// Where a publish gets its seq and how it reaches subscribers on other shards and nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// This process only: the in-process mesh (nothing else to run).
+    Local,
+    /// Nodes share topics through Redis: seq, epoch and history live there.
+    Redis,
+}
+
+impl EngineKind {
+    /// The name used on the command line and in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Local => "local",
+            EngineKind::Redis => "redis",
+        }
+    }
+}
+
 /// The broker's configuration. Each field is also a command-line flag (`--kebab-case`) and a
 /// key of the configuration file (`snake_case`, the field's name).
 #[derive(Debug, Clone, PartialEq, Parser)]
@@ -252,6 +272,35 @@ pub struct Config {
     /// shards, with bursts of one second's worth; over it: 429. Unset: unlimited.
     #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
     pub max_handshake_rate_per_ip: Option<u32>,
+
+    /// Where seq is assigned and how publishes travel: `local` (this process; the default, so
+    /// a first start needs nothing else) or `redis` (several nodes share topics through Redis).
+    #[arg(long, value_enum, default_value = "local")]
+    pub engine: EngineKind,
+
+    /// With `--engine redis`: `redis://host:port[/db]`. Repeat it for a Redis Cluster seed
+    /// list (with `--redis-cluster`). Default: redis://127.0.0.1:6379.
+    #[arg(long = "redis-url", value_parser = parse_redis_url)]
+    pub redis_url: Vec<String>,
+
+    /// Talk to a Redis Cluster (`--redis-url` values are seeds; SPUBLISH/SSUBSCRIBE).
+    #[arg(long, default_value_t = false)]
+    pub redis_cluster: bool,
+
+    /// Prefix of every key and channel crier uses in Redis, so several deployments can share
+    /// one Redis.
+    #[arg(long, default_value = "crier", value_parser = parse_redis_prefix)]
+    pub redis_prefix: String,
+
+    /// A Redis command taking longer than this counts as a lost connection (publishes are
+    /// refused with engine_unavailable until a reconnect caught up).
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
+    pub redis_timeout: Duration,
+
+    /// /readyz answers 503 once the engine's backend (Redis) has been unreachable this long:
+    /// long enough to ride out a Redis restart, short enough for a load balancer to react.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub engine_unready_after: Duration,
 }
 
 impl Config {
@@ -574,6 +623,14 @@ file_options! {
     metrics_listen: |v| read_socket_addr(v).map(Some) => |v: &Option<SocketAddr>| v.map(|a| toml::Value::String(a.to_string())),
     max_publish_rate: |v| read_rate(v).map(Some) => |v: &Option<u32>| v.map(|n| toml::Value::Integer(i64::from(n))),
     max_handshake_rate_per_ip: |v| read_rate(v).map(Some) => |v: &Option<u32>| v.map(|n| toml::Value::Integer(i64::from(n))),
+    engine: read_engine => |v: &EngineKind| Some(toml::Value::String(v.name().into())),
+    redis_url: read_redis_urls => |v: &Vec<String>| Some(toml::Value::Array(
+        v.iter().cloned().map(toml::Value::String).collect(),
+    )),
+    redis_cluster: read_bool => |v: &bool| Some(toml::Value::Boolean(*v)),
+    redis_prefix: read_redis_prefix => |v: &String| Some(toml::Value::String(v.clone())),
+    redis_timeout: |v| read_duration(v, true) => |v: &Duration| Some(duration_value(*v)),
+    engine_unready_after: |v| read_duration(v, false) => |v: &Duration| Some(duration_value(*v)),
 }
 
 fn known_keys() -> String {
@@ -799,6 +856,65 @@ fn read_origins(value: &toml::Value) -> Result<Vec<String>, String> {
             other => Err(format!("{expected}, found {} in it", found(other))),
         })
         .collect()
+}
+
+fn read_engine(value: &toml::Value) -> Result<EngineKind, String> {
+    let choices = "one of \"local\", \"redis\"";
+    match value {
+        toml::Value::String(text) => EngineKind::from_str(text.trim(), false)
+            .map_err(|_| format!("{text:?} is not {choices}")),
+        other => Err(format!("expected {choices}, found {}", found(other))),
+    }
+}
+
+fn read_redis_urls(value: &toml::Value) -> Result<Vec<String>, String> {
+    let expected = "expected a URL such as \"redis://127.0.0.1:6379\" or an array of them";
+    match value {
+        toml::Value::String(text) => Ok(vec![parse_redis_url(text)?]),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::String(text) => parse_redis_url(text),
+                other => Err(format!("{expected}, found {} in it", found(other))),
+            })
+            .collect(),
+        other => Err(format!("{expected}, found {}", found(other))),
+    }
+}
+
+fn read_redis_prefix(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => parse_redis_prefix(text),
+        other => Err(format!(
+            "expected a string such as \"crier\", found {}",
+            found(other)
+        )),
+    }
+}
+
+/// `redis://` or `rediss://` (or `valkey://`), checked by the Redis client's own parser.
+fn parse_redis_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    text.parse::<redis::ConnectionInfo>()
+        .map_err(|e| format!("{text:?} is not a Redis URL such as redis://127.0.0.1:6379: {e}"))?;
+    Ok(text.to_string())
+}
+
+/// Non-empty, printable, and without braces: the topic's hash tag follows the prefix, and a
+/// brace in the prefix would move every topic into one Cluster slot.
+fn parse_redis_prefix(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 64 {
+        return Err("the Redis prefix must be 1 to 64 characters".to_string());
+    }
+    if text
+        .chars()
+        .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{text:?}: the Redis prefix may not contain braces or spaces"
+        ));
+    }
+    Ok(text.to_string())
 }
 
 fn read_bool(value: &toml::Value) -> Result<bool, String> {

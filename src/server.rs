@@ -9,12 +9,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{CompressionMode, Config};
+use crate::broker::history::HistoryPolicy;
+use crate::config::{CompressionMode, Config, EngineKind};
+use crate::engine::redis::{self, EngineLink, EngineStatus};
 use crate::engine::InterestFilter;
 use crate::mesh::{self, Mesh, PeerLink};
 use crate::metrics::{render_prometheus, Metric, SharedCounters};
@@ -34,6 +36,13 @@ pub const PUBSUB_SUBPROTOCOL: &str = "crier.v1";
 /// Descriptors kept free for listeners, wakers, epoll and whatever the process opens besides
 /// client sockets, so that over-limit clients can still be told 503.
 const RESERVED_FILES: u64 = 64;
+
+/// Turns' batches the channel from the shards to the Redis engine's thread holds; past it a
+/// shard's publishes are refused `overloaded` (the thread is behind Redis by that much).
+const ENGINE_QUEUE_BATCHES: usize = 1024;
+
+/// Pause between attempts to reach Redis while it is unreachable.
+const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Listen backlog; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 65_535;
@@ -100,6 +109,8 @@ pub struct ServerHandle {
     file_limit: sys::FileLimit,
     /// `--metrics-listen`: its own thread serving only /metrics and /healthz.
     metrics: Option<MetricsListener>,
+    /// The Redis engine's thread (`--engine redis`); it ends once every shard has.
+    engine_thread: Option<JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -147,7 +158,16 @@ impl ServerHandle {
     /// What `GET /metrics` would answer.
     pub fn metrics_text(&self) -> String {
         let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
-        render_prometheus(&snapshots)
+        let mut text = render_prometheus(&snapshots);
+        if let Some(status) = &self.shared.engine_status {
+            status.render(&mut text);
+        }
+        text
+    }
+
+    /// The Redis engine's state, with `--engine redis`.
+    pub fn engine_status(&self) -> Option<&EngineStatus> {
+        self.shared.engine_status.as_deref()
     }
 
     /// Makes `GET /readyz` answer 503 from now on, while everything else goes on as before:
@@ -175,9 +195,6 @@ impl ServerHandle {
 
     /// Waits for every shard thread to end.
     pub fn join(self) -> io::Result<()> {
-        if let Some(metrics) = self.metrics {
-            metrics.join();
-        }
         let mut result = Ok(());
         for thread in self.threads {
             match thread.join() {
@@ -185,6 +202,15 @@ impl ServerHandle {
                 Ok(Err(e)) => result = Err(e),
                 Err(_) => result = Err(io::Error::other("a shard thread panicked")),
             }
+        }
+        if let Some(thread) = self.engine_thread {
+            if thread.join().is_err() {
+                result = Err(io::Error::other("the engine thread panicked"));
+            }
+        }
+        // Metrics stay scrapable until the shards are done draining.
+        if let Some(metrics) = self.metrics {
+            metrics.join();
         }
         result
     }
@@ -300,6 +326,7 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
         subscriptions: Arc::default(),
         interest: Arc::new(InterestFilter::new(max_topics)),
         fault: supervision.fault,
+        engine_status: None,
         config,
     });
 
@@ -322,6 +349,35 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
     }
     let links: Arc<[PeerLink]> = links.into();
 
+    let mut engine_thread = None;
+    let mut engine_link: Option<EngineLink> = None;
+    let mut shared = shared;
+    if shared.config.engine == EngineKind::Redis {
+        let config = &shared.config;
+        let settings = redis::Settings {
+            urls: if config.redis_url.is_empty() {
+                vec!["redis://127.0.0.1:6379".to_string()]
+            } else {
+                config.redis_url.clone()
+            },
+            cluster: config.redis_cluster,
+            prefix: config.redis_prefix.clone(),
+            history: HistoryPolicy::from_config(config),
+            timeout: config.redis_timeout,
+            reconnect_interval: RECONNECT_INTERVAL,
+            queue_batches: ENGINE_QUEUE_BATCHES,
+            inbox_budget_bytes: config.inbox_budget_bytes,
+        };
+        let handle = redis::start(settings, links.clone(), config.engine_unready_after)?;
+        engine_thread = Some(handle.thread);
+        engine_link = Some(handle.link);
+        let status: Arc<EngineStatus> = handle.status;
+        match Arc::get_mut(&mut shared) {
+            Some(shared) => shared.engine_status = Some(status),
+            None => return Err(io::Error::other("shared state is already in use")),
+        }
+    }
+
     let cpus = sys::allowed_cpus();
     let mut handles = Vec::with_capacity(threads);
     for (id, ((poll, inbox), listener)) in polls.into_iter().zip(inboxes).zip(listeners).enumerate()
@@ -334,7 +390,7 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
             None
         };
         let listener = mio::net::TcpListener::from_std(listener);
-        let shard = Shard::new(id, shared, poll, listener, mesh)?;
+        let shard = Shard::new(id, shared, poll, listener, mesh, engine_link.clone())?;
         let handle = std::thread::Builder::new()
             .name(format!("crier-shard-{id}"))
             .spawn(move || {
@@ -368,5 +424,6 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
         shared,
         file_limit,
         metrics,
+        engine_thread,
     })
 }

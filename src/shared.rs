@@ -9,6 +9,7 @@ use crate::auth::Policy;
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::engine::redis::EngineStatus;
 use crate::engine::InterestFilter;
 use crate::metrics::SharedCounters;
 use crate::proto::handshake::UpgradePolicy;
@@ -36,6 +37,8 @@ pub struct Shared {
     /// Who may subscribe and publish; read-only after start-up.
     pub policy: Arc<Policy>,
     pub started: Instant,
+    /// The Redis engine's state (readiness, metrics), with `--engine redis`.
+    pub engine_status: Option<Arc<EngineStatus>>,
     /// `--max-subscriptions` and `--max-topics`, defaults resolved.
     pub max_subscriptions: usize,
     pub max_topics: usize,

@@ -382,6 +382,19 @@ fn the_configuration_guide_documents_every_option_with_key_and_flag() {
 }
 
 #[test]
+fn the_redis_example_configuration_loads_as_a_redis_node() {
+    let path = repo_file("systemd/crier-redis.toml");
+    let config = load(&["--config", path.to_str().unwrap()]).unwrap();
+    assert_eq!(config.engine, crier::config::EngineKind::Redis);
+    assert_eq!(config.redis_url, ["redis://10.0.0.5:6379"]);
+    assert_eq!(config.redis_prefix, "crier");
+    let bad = TempFile::new("engine = \"redis\"\nredis_prefix = \"a{b\"\n");
+    assert!(crier::config::load(["crier", "--config", bad.path()]).is_err());
+    let bad = TempFile::new("redis_url = \"http://x\"\n");
+    assert!(crier::config::load(["crier", "--config", bad.path()]).is_err());
+}
+
+#[test]
 fn history_options_and_topic_overrides_load_and_print_back() {
     let file = TempFile::new(
         r#"

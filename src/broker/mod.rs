@@ -37,7 +37,7 @@ use std::sync::Arc;
 use crate::auth::Policy;
 
 use crate::config::SlowConsumerPolicy;
-use crate::engine::{Engine, LocalEngine, PayloadRef};
+use crate::engine::{Engine, LocalEngine, PayloadRef, Refused};
 use crate::mesh::{ConnRef, MeshMsg, ReplyTo};
 use crate::metrics::Metric;
 use crate::proto::command::{self, Command};
@@ -146,6 +146,8 @@ pub struct Broker<E: Engine = LocalEngine> {
     resuming: HashMap<Box<str>, Vec<ConnId>>,
     /// Scratch list of subscribers to disconnect after a delivery (kept to reuse its heap).
     slow: Vec<ConnId>,
+    /// Scratch list of publishes the engine could not hand over at the end of a turn.
+    refused: Vec<(ReplyTo, crate::engine::Refused)>,
     /// Subscriptions across the process, shared by every shard's core: changed once per
     /// subscribe and unsubscribe, never per delivery.
     subscriptions: Arc<AtomicUsize>,
@@ -169,6 +171,7 @@ impl<E: Engine> Broker<E> {
             pending_interest: HashMap::new(),
             resuming: HashMap::new(),
             slow: Vec::new(),
+            refused: Vec::new(),
             subscriptions: Arc::default(),
             policy: Arc::new(Policy::open()),
             now_unix_secs: 0,
@@ -335,6 +338,7 @@ impl<E: Engine> Broker<E> {
             }
             MeshMsg::Dropped { topic, count } => self.deliveries_dropped(&topic, count),
             MeshMsg::Published { reply, seq, epoch } => self.answer(reply, seq, epoch, out),
+            MeshMsg::PublishFailed { reply } => self.refuse(reply, Refused::Unavailable, out),
             MeshMsg::Replay {
                 topic,
                 conn,

@@ -107,6 +107,8 @@ pub enum HttpPublished {
     Sequenced(u64, Option<super::history::Epoch>),
     /// The engine refused it (today: the owner shard's inbox was full): 503 `overloaded`.
     Refused,
+    /// The engine's backend (Redis) is unavailable: 503 `engine_unavailable`.
+    Unavailable,
 }
 
 /// The effects the broker core produces, applied by its driver as they are produced.

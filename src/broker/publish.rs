@@ -4,12 +4,13 @@
 
 use super::history::Epoch;
 use crate::config::SlowConsumerPolicy;
-use crate::engine::{Engine, PayloadRef, Routed, Sequenced};
+use crate::engine::{Engine, PayloadRef, Refused, Routed, Sequenced};
 use crate::mesh::{MeshMsg, ReplyTo};
 use crate::metrics::Metric;
 use crate::proto::command::ErrorCode;
 use crate::proto::deflate::DeliveryFrames;
 use crate::proto::envelope;
+use crate::proto::http_refusal::ENGINE_UNAVAILABLE_MESSAGE;
 
 use super::connections::Connections;
 use super::{
@@ -28,8 +29,28 @@ impl<E: Engine> Broker<E> {
         match self.engine.publish(topic, payload, reply, out) {
             Routed::Sequenced(sequenced) => self.finish(topic, sequenced, out),
             Routed::Forwarded => {}
-            Routed::Refused(reply) => self.refuse(reply, out),
+            Routed::Refused(reply) => self.refuse(reply, Refused::Overloaded, out),
+            Routed::Unavailable(reply) => self.refuse(reply, Refused::Unavailable, out),
         }
+    }
+
+    /// The end of the shard's turn: the engine hands over what it gathered; publishes it could
+    /// not hand over are answered at once.
+    pub fn flush_engine<O: Outputs>(&mut self, out: &mut O) {
+        if !self.engine.has_pending() {
+            return;
+        }
+        let mut refused = std::mem::take(&mut self.refused);
+        self.engine.flush(&mut refused, out);
+        for (reply, why) in refused.drain(..) {
+            self.refuse(reply, why, out);
+        }
+        self.refused = refused;
+    }
+
+    /// Whether the engine holds work for the end of the turn.
+    pub fn engine_has_pending(&self) -> bool {
+        self.engine.has_pending()
     }
 
     /// A message this shard sent to shard `to` was refused by its full inbox: a refused
@@ -37,7 +58,7 @@ impl<E: Engine> Broker<E> {
     /// it skipped (the engine's business).
     pub fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) {
         if let Some(reply) = self.engine.on_refused(to, msg, out) {
-            self.refuse(reply, out);
+            self.refuse(reply, Refused::Overloaded, out);
         }
     }
 
@@ -192,18 +213,34 @@ impl<E: Engine> Broker<E> {
         }
     }
 
-    /// Tells a publisher on this shard that its message was not taken.
-    fn refuse<O: Outputs>(&mut self, reply: ReplyTo, out: &mut O) {
+    /// Tells a publisher on this shard that its message was not taken, and why.
+    pub(super) fn refuse<O: Outputs>(&mut self, reply: ReplyTo, why: Refused, out: &mut O) {
         match reply {
             ReplyTo::Nobody => {}
             ReplyTo::WebSocket { conn, id } => {
                 if let Some(key) = self.resolve(conn) {
-                    let frame =
-                        envelope::error_frame(Some(&id), ErrorCode::Overloaded, OVERLOADED_MESSAGE);
+                    let frame = match why {
+                        Refused::Overloaded => envelope::error_frame(
+                            Some(&id),
+                            ErrorCode::Overloaded,
+                            OVERLOADED_MESSAGE,
+                        ),
+                        Refused::Unavailable => envelope::error_frame(
+                            Some(&id),
+                            ErrorCode::EngineUnavailable,
+                            ENGINE_UNAVAILABLE_MESSAGE,
+                        ),
+                    };
                     let _ = out.send(key, frame, SendKind::Reply);
                 }
             }
-            ReplyTo::Http { conn } => out.http_published(conn, HttpPublished::Refused),
+            ReplyTo::Http { conn } => out.http_published(
+                conn,
+                match why {
+                    Refused::Overloaded => HttpPublished::Refused,
+                    Refused::Unavailable => HttpPublished::Unavailable,
+                },
+            ),
         }
     }
 }

@@ -304,7 +304,8 @@ impl Engine for LocalEngine {
             | MeshMsg::Deliver { .. }
             | MeshMsg::InterestConfirmed { .. }
             | MeshMsg::Dropped { .. }
-            | MeshMsg::Published { .. } => None,
+            | MeshMsg::Published { .. }
+            | MeshMsg::PublishFailed { .. } => None,
         }
     }
 

@@ -26,6 +26,7 @@
 
 pub mod interest;
 pub mod local;
+pub mod redis;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -123,6 +124,17 @@ pub enum Routed {
     Forwarded,
     /// Refused at once; the publisher must hear `overloaded`.
     Refused(ReplyTo),
+    /// Refused at once: the engine's backend is unavailable (`engine_unavailable`).
+    Unavailable(ReplyTo),
+}
+
+/// Why a publish was not carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Full queues (`overloaded`, HTTP 503).
+    Overloaded,
+    /// The engine's backend is unreachable (`engine_unavailable`, HTTP 503).
+    Unavailable,
 }
 
 /// Whether a shard's new interest in a topic is in effect yet.
@@ -191,4 +203,116 @@ pub trait Engine {
 
     /// Topics this engine instance keeps state for (a gauge).
     fn topic_count(&self) -> usize;
+
+    /// Whether work gathered during the turn waits for [`Engine::flush`].
+    fn has_pending(&self) -> bool {
+        false
+    }
+
+    /// The end of the shard's turn: hand what was gathered to the engine's thread. Publishes
+    /// that could not be handed over go to `refused`, for the core to answer.
+    fn flush<O: Outputs>(&mut self, refused: &mut Vec<(ReplyTo, Refused)>, out: &mut O) {
+        let _ = (refused, out);
+    }
+}
+
+/// The engine a shard runs, chosen by `--engine`: a plain enum, so the shard loop and the
+/// broker core stay generic over one type and the call is a predictable branch.
+#[derive(Debug)]
+// One per shard, made once: the size difference costs nothing, a box would cost a pointer
+// chase on every publish of the default engine.
+#[allow(clippy::large_enum_variant)]
+pub enum AnyEngine {
+    Local(LocalEngine),
+    Redis(redis::RedisEngine),
+}
+
+impl Engine for AnyEngine {
+    fn publish<O: Outputs>(
+        &mut self,
+        topic: &str,
+        payload: PayloadRef<'_>,
+        reply: ReplyTo,
+        out: &mut O,
+    ) -> Routed {
+        match self {
+            AnyEngine::Local(e) => e.publish(topic, payload, reply, out),
+            AnyEngine::Redis(e) => e.publish(topic, payload, reply, out),
+        }
+    }
+
+    fn set_interest<O: Outputs>(&mut self, topic: &str, interested: bool, out: &mut O) -> Interest {
+        match self {
+            AnyEngine::Local(e) => e.set_interest(topic, interested, out),
+            AnyEngine::Redis(e) => e.set_interest(topic, interested, out),
+        }
+    }
+
+    fn on_message<O: Outputs>(
+        &mut self,
+        msg: MeshMsg,
+        out: &mut O,
+    ) -> Option<(Box<str>, Sequenced)> {
+        match self {
+            AnyEngine::Local(e) => e.on_message(msg, out),
+            AnyEngine::Redis(e) => e.on_message(msg, out),
+        }
+    }
+
+    fn topic_count(&self) -> usize {
+        match self {
+            AnyEngine::Local(e) => e.topic_count(),
+            AnyEngine::Redis(e) => e.topic_count(),
+        }
+    }
+
+    fn resume<O: Outputs>(
+        &mut self,
+        topic: &str,
+        since: Since,
+        conn: ConnRef,
+        id: Option<Box<RawValue>>,
+        confirms_interest: bool,
+        out: &mut O,
+    ) -> Option<Resumed<DeliveryFrames>> {
+        match self {
+            AnyEngine::Local(e) => e.resume(topic, since, conn, id, confirms_interest, out),
+            AnyEngine::Redis(e) => e.resume(topic, since, conn, id, confirms_interest, out),
+        }
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        match self {
+            AnyEngine::Local(e) => e.tick(now_ms),
+            AnyEngine::Redis(e) => e.tick(now_ms),
+        }
+    }
+
+    fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) -> Option<ReplyTo> {
+        match self {
+            AnyEngine::Local(e) => e.on_refused(to, msg, out),
+            AnyEngine::Redis(e) => e.on_refused(to, msg, out),
+        }
+    }
+
+    fn topic_limit_reached(&self, topic: &str, max_topics: usize) -> bool {
+        match self {
+            AnyEngine::Local(e) => e.topic_limit_reached(topic, max_topics),
+            AnyEngine::Redis(e) => e.topic_limit_reached(topic, max_topics),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        match self {
+            AnyEngine::Local(e) => e.has_pending(),
+            AnyEngine::Redis(e) => e.has_pending(),
+        }
+    }
+
+    fn flush<O: Outputs>(&mut self, refused: &mut Vec<(ReplyTo, Refused)>, out: &mut O) {
+        match self {
+            AnyEngine::Local(e) => e.flush(refused, out),
+            AnyEngine::Redis(e) => e.flush(refused, out),
+        }
+    }
 }

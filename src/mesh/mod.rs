@@ -64,7 +64,7 @@ impl ReplyTo {
 }
 
 /// What a publish carries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
     /// The raw JSON text of the command's `data`, delivered verbatim in a text frame.
     Json(Bytes),
@@ -138,6 +138,9 @@ pub enum MeshMsg {
         resumed: Resumed<DeliveryFrames>,
         confirms_interest: bool,
     },
+    /// From the Redis engine's thread: the publish could not be carried out (the engine's
+    /// backend is unavailable); the publisher hears `engine_unavailable`.
+    PublishFailed { reply: ReplyTo },
 }
 
 impl MeshMsg {
@@ -174,7 +177,9 @@ impl MeshMsg {
                 MeshMsg::Interest { topic, .. }
                 | MeshMsg::InterestConfirmed { topic, .. }
                 | MeshMsg::Dropped { topic, .. } => topic.len(),
-                MeshMsg::Published { reply, .. } => reply.weight(),
+                MeshMsg::Published { reply, .. } | MeshMsg::PublishFailed { reply } => {
+                    reply.weight()
+                }
                 MeshMsg::Resume { topic, .. } => topic.len(),
                 MeshMsg::Replay { topic, resumed, .. } => {
                     topic.len()
@@ -235,6 +240,43 @@ impl PeerLink {
         }
     }
 
+    /// Hands `msgs` from a sender outside the shards (the Redis engine's thread) to this
+    /// shard within `budget_bytes`, with the rules of [`Mesh::flush`]: data past the budget is
+    /// refused (returned in `refused`; a refused `Deliver` leaves its `Dropped` notice in its
+    /// place), control messages past twice the budget come back, coalesced, in `kept` for the
+    /// caller to offer again later, ahead of anything newer.
+    pub fn offer(&self, msgs: Vec<MeshMsg>, budget_bytes: usize) -> Offered {
+        let mut offered = Offered::default();
+        if msgs.is_empty() {
+            return offered;
+        }
+        let budget = budget_bytes.max(1);
+        let load = self.shared.weight.load(Ordering::Acquire);
+        let total: usize = msgs.iter().map(MeshMsg::weight).sum();
+        let mut refused = Vec::new();
+        let batch = if load + total <= budget {
+            Batch {
+                msgs,
+                weight: total,
+            }
+        } else {
+            let (batch, kept) = split(msgs, 0, load, budget, &mut refused);
+            offered.kept = kept;
+            batch
+        };
+        offered.refused = refused.into_iter().map(|(_, msg)| msg).collect();
+        if !batch.msgs.is_empty() {
+            if let Err(batch) = self.send_batch(batch) {
+                // The shard is gone (the process is going down): nothing will read it.
+                offered
+                    .refused
+                    .extend(batch.msgs.into_iter().filter(MeshMsg::is_data));
+                offered.kept.clear();
+            }
+        }
+        offered
+    }
+
     /// Asks the shard to stop accepting and drain (the server handle's shutdown).
     pub fn request_shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -273,6 +315,15 @@ pub struct Inbox {
     receiver: Receiver<Batch>,
     shared: Arc<InboxShared>,
     budget_bytes: usize,
+}
+
+/// What [`PeerLink::offer`] could not hand over.
+#[derive(Debug, Default)]
+pub struct Offered {
+    /// Data refused by the full inbox (deliveries already announced by a `Dropped`).
+    pub refused: Vec<MeshMsg>,
+    /// Control messages to offer again, first, next time.
+    pub kept: Vec<MeshMsg>,
 }
 
 /// What one `Mesh::flush` did.
@@ -396,45 +447,11 @@ impl Mesh {
         budget: usize,
         refused: &mut Vec<(usize, MeshMsg)>,
     ) -> Batch {
-        let control_budget = budget.saturating_mul(2);
-        let mut admitted = Vec::new();
-        let mut weight = 0;
-        let mut kept = Vec::new();
-        let mut holding = false;
-        for msg in std::mem::take(&mut self.outboxes[to]) {
-            let empty = load + weight == 0;
-            let control = if msg.is_data() {
-                let w = msg.weight();
-                if !holding && (empty || load + weight + w <= budget) {
-                    weight += w;
-                    admitted.push(msg);
-                    continue;
-                }
-                let notice = msg.refusal_notice();
-                refused.push((to, msg));
-                match notice {
-                    Some(notice) => notice,
-                    None => continue,
-                }
-            } else {
-                msg
-            };
-            let w = control.weight();
-            if !holding && (empty || load + weight + w <= control_budget) {
-                weight += w;
-                admitted.push(control);
-            } else {
-                holding = true;
-                kept.push(control);
-            }
-        }
-        let kept = coalesce(kept);
+        let msgs = std::mem::take(&mut self.outboxes[to]);
+        let (batch, kept) = split(msgs, to, load, budget, refused);
         self.outbox_weights[to] = kept.iter().map(MeshMsg::weight).sum();
         self.outboxes[to] = kept;
-        Batch {
-            msgs: admitted,
-            weight,
-        }
+        batch
     }
 
     /// The next batch in this shard's inbox, if any. Call [`Mesh::release`] with its weight
@@ -475,6 +492,57 @@ impl Mesh {
     pub fn awake(&self) {
         self.inbox.shared.sleeping.store(false, Ordering::Relaxed);
     }
+}
+
+/// Splits `msgs` for peer `to`, whose inbox holds `load` bytes, into what may go now within
+/// `budget`, data refused (into `refused`, a refused `Deliver` replaced by its notice) and
+/// control messages kept (coalesced) for a retry.
+fn split(
+    msgs: Vec<MeshMsg>,
+    to: usize,
+    load: usize,
+    budget: usize,
+    refused: &mut Vec<(usize, MeshMsg)>,
+) -> (Batch, Vec<MeshMsg>) {
+    let control_budget = budget.saturating_mul(2);
+    let mut admitted = Vec::new();
+    let mut weight = 0;
+    let mut kept = Vec::new();
+    let mut holding = false;
+    for msg in msgs {
+        let empty = load + weight == 0;
+        let control = if msg.is_data() {
+            let w = msg.weight();
+            if !holding && (empty || load + weight + w <= budget) {
+                weight += w;
+                admitted.push(msg);
+                continue;
+            }
+            let notice = msg.refusal_notice();
+            refused.push((to, msg));
+            match notice {
+                Some(notice) => notice,
+                None => continue,
+            }
+        } else {
+            msg
+        };
+        let w = control.weight();
+        if !holding && (empty || load + weight + w <= control_budget) {
+            weight += w;
+            admitted.push(control);
+        } else {
+            holding = true;
+            kept.push(control);
+        }
+    }
+    (
+        Batch {
+            msgs: admitted,
+            weight,
+        },
+        coalesce(kept),
+    )
 }
 
 /// A topic's control messages waiting for one peer, merged.

@@ -92,6 +92,8 @@ pub enum ErrorCode {
     NotSubscribed,
     /// The topic's shard is over its inbox budget; the command was not carried out.
     Overloaded,
+    /// The engine's backend (Redis) is unreachable; the publish was not carried out.
+    EngineUnavailable,
     /// A process-wide cap (`--max-subscriptions`, `--max-topics`) is reached.
     LimitReached,
     /// Authentication is on and the connection has no valid token for this (or the token in
@@ -107,7 +109,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidCommand,
         ErrorCode::UnknownOp,
@@ -116,6 +118,7 @@ impl ErrorCode {
         ErrorCode::MessageTooLarge,
         ErrorCode::NotSubscribed,
         ErrorCode::Overloaded,
+        ErrorCode::EngineUnavailable,
         ErrorCode::LimitReached,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -134,6 +137,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::EngineUnavailable => "engine_unavailable",
             ErrorCode::LimitReached => "limit_reached",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",

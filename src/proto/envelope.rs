@@ -52,6 +52,19 @@ pub fn ack_frame(id: &RawValue, seq: Option<(u64, Option<Epoch>)>) -> Bytes {
     })
 }
 
+/// `{"op":"epoch","topic":T,"epoch":E,"seq":N,"recovered":false}`: the topic came back as a
+/// new incarnation (its engine lost it); what was published before is gone, and delivery
+/// goes on with the message after `seq` of epoch `E`.
+pub fn epoch_frame(topic: &str, epoch: Epoch, seq: u64) -> Bytes {
+    let hint = 60 + str_hint(topic) + U64_DIGITS;
+    build_frame(OpCode::Text, hint, |buf| {
+        buf.extend_from_slice(br#"{"op":"epoch","topic":"#);
+        write_json_str(buf, topic);
+        write_seq_epoch(buf, seq, Some(epoch));
+        buf.extend_from_slice(br#","recovered":false}"#);
+    })
+}
+
 fn write_seq_epoch(buf: &mut Vec<u8>, seq: u64, epoch: Option<Epoch>) {
     buf.extend_from_slice(br#","seq":"#);
     write_u64(buf, seq);

@@ -9,6 +9,10 @@ use super::error::HttpError;
 use super::handshake::HandshakeError;
 use super::response::response;
 
+/// What an `engine_unavailable` answer says, on WebSocket and HTTP alike.
+pub const ENGINE_UNAVAILABLE_MESSAGE: &str =
+    "the engine's backend (Redis) is unavailable; the message was not published; retry later";
+
 /// The label of a refusal in `crier_refusals_total{reason="..."}`: a small fixed set, so the
 /// metric has bounded cardinality whatever a client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,8 @@ pub enum RefusalReason {
     InvalidJson,
     /// The topic's owner could not take an HTTP publish (503).
     Overloaded,
+    /// The engine's backend (Redis) was unavailable for an HTTP publish (503).
+    EngineUnavailable,
     /// A connection accepted over `--max-connections` (503 at accept).
     MaxConnections,
     /// A connection accepted over `--max-connections-per-ip` (503 at accept).
@@ -61,7 +67,7 @@ pub enum RefusalReason {
 
 impl RefusalReason {
     /// Every reason, in declaration order (the index is `reason as usize`).
-    pub const ALL: [RefusalReason; 21] = [
+    pub const ALL: [RefusalReason; 22] = [
         RefusalReason::Malformed,
         RefusalReason::HeadTooLarge,
         RefusalReason::Framing,
@@ -77,6 +83,7 @@ impl RefusalReason {
         RefusalReason::UnsupportedMediaType,
         RefusalReason::InvalidJson,
         RefusalReason::Overloaded,
+        RefusalReason::EngineUnavailable,
         RefusalReason::MaxConnections,
         RefusalReason::MaxConnectionsPerIp,
         RefusalReason::LimitReached,
@@ -106,6 +113,7 @@ impl RefusalReason {
             RefusalReason::UnsupportedMediaType => "unsupported_media_type",
             RefusalReason::InvalidJson => "invalid_json",
             RefusalReason::Overloaded => "overloaded",
+            RefusalReason::EngineUnavailable => "engine_unavailable",
             RefusalReason::MaxConnections => "max_connections",
             RefusalReason::MaxConnectionsPerIp => "max_connections_per_ip",
             RefusalReason::LimitReached => "limit_reached",
@@ -146,6 +154,8 @@ pub enum Refusal {
     /// The topic's owner refused the publish (its inbox was full); the text says why (503,
     /// JSON `overloaded`).
     PublishOverloaded(String),
+    /// The engine's backend (Redis) is unavailable (503, JSON `engine_unavailable`).
+    PublishEngineUnavailable,
     /// Accepted over `--max-connections`: answered at accept time, before any request (503).
     TooManyConnections,
     /// Accepted over `--max-connections-per-ip` (503).
@@ -184,6 +194,7 @@ impl Refusal {
             Refusal::GetOnly | Refusal::PublishMethod => 405,
             Refusal::PublishMediaType => 415,
             Refusal::PublishOverloaded(_)
+            | Refusal::PublishEngineUnavailable
             | Refusal::TooManyConnections
             | Refusal::TooManyConnectionsFromAddress
             | Refusal::LimitReached(_) => 503,
@@ -214,6 +225,7 @@ impl Refusal {
             Refusal::PublishMediaType => RefusalReason::UnsupportedMediaType,
             Refusal::PublishJson(_) => RefusalReason::InvalidJson,
             Refusal::PublishOverloaded(_) => RefusalReason::Overloaded,
+            Refusal::PublishEngineUnavailable => RefusalReason::EngineUnavailable,
             Refusal::TooManyConnections => RefusalReason::MaxConnections,
             Refusal::TooManyConnectionsFromAddress => RefusalReason::MaxConnectionsPerIp,
             Refusal::LimitReached(_) => RefusalReason::LimitReached,
@@ -241,6 +253,7 @@ impl Refusal {
                 | Refusal::PublishUnauthorized(_)
                 | Refusal::PublishForbidden
                 | Refusal::PublishRateLimited
+                | Refusal::PublishEngineUnavailable
         )
     }
 
@@ -300,6 +313,7 @@ impl Refusal {
             Refusal::PublishUnauthorized(_) => ErrorCode::Unauthorized,
             Refusal::PublishForbidden => ErrorCode::Forbidden,
             Refusal::PublishRateLimited => ErrorCode::RateLimited,
+            Refusal::PublishEngineUnavailable => ErrorCode::EngineUnavailable,
             _ => return None,
         })
     }
@@ -323,6 +337,7 @@ impl Refusal {
             }
             Refusal::PublishJson(why) => format!("body is not valid JSON: {why}"),
             Refusal::TooManyConnections => "too many connections; try again later".to_string(),
+            Refusal::PublishEngineUnavailable => ENGINE_UNAVAILABLE_MESSAGE.to_string(),
             Refusal::TooManyConnectionsFromAddress => {
                 "too many connections from your address; try again later".to_string()
             }

@@ -186,7 +186,20 @@ impl Shard {
                 Flow::Continue
             }
             Target::Readyz => {
-                let bytes = if self.shared.draining.load(Ordering::Relaxed) {
+                let engine_unready = self
+                    .shared
+                    .engine_status
+                    .as_ref()
+                    .is_some_and(|status| !status.is_ready());
+                let bytes = if engine_unready {
+                    response(
+                        status::SERVICE_UNAVAILABLE,
+                        &[],
+                        "text/plain; charset=utf-8",
+                        b"engine unavailable\n",
+                        keep_alive,
+                    )
+                } else if self.shared.draining.load(Ordering::Relaxed) {
                     response(
                         status::SERVICE_UNAVAILABLE,
                         &[],
@@ -213,7 +226,10 @@ impl Shard {
             Target::Metrics => {
                 self.shared.counters[self.id].publish(&self.counters);
                 let snapshots: Vec<_> = self.shared.counters.iter().map(|c| c.snapshot()).collect();
-                let text = render_prometheus(&snapshots);
+                let mut text = render_prometheus(&snapshots);
+                if let Some(status) = &self.shared.engine_status {
+                    status.render(&mut text);
+                }
                 let bytes = response(
                     status::OK,
                     &[],
@@ -560,7 +576,7 @@ impl Shard {
     pub(super) fn finish_http_publish(
         &mut self,
         key: usize,
-        result: Result<(u64, Option<Epoch>), &str>,
+        result: Result<(u64, Option<Epoch>), Refusal>,
     ) {
         let Some(http) = self.http_mut(key) else {
             return;
@@ -584,8 +600,8 @@ impl Shard {
                     self.again.push(key);
                 }
             }
-            Err(message) => {
-                self.refuse(key, Refusal::PublishOverloaded(message.to_string()));
+            Err(refusal) => {
+                self.refuse(key, refusal);
             }
         }
     }
@@ -639,6 +655,7 @@ fn handshake_failure_metric(reason: RefusalReason) -> Option<Metric> {
         RefusalReason::UnsupportedMediaType
         | RefusalReason::InvalidJson
         | RefusalReason::Overloaded
+        | RefusalReason::EngineUnavailable
         | RefusalReason::MaxConnections
         | RefusalReason::MaxConnectionsPerIp
         | RefusalReason::LimitReached

@@ -30,7 +30,8 @@ use slab::Slab;
 use crate::broker::history::{self, EpochGen, HistoryPolicy};
 use crate::broker::{Broker, HttpPublished, Limits, SendKind, SendStatus, OVERLOADED_MESSAGE};
 use crate::config::CompressionMode;
-use crate::engine::{DeflateOnce, LocalEngine, PayloadRef};
+use crate::engine::redis::{EngineLink, RedisEngine};
+use crate::engine::{AnyEngine, DeflateOnce, LocalEngine, PayloadRef};
 use crate::mesh::{ConnRef, Mesh, ReplyTo};
 use crate::metrics::{Metric, ShardCounters};
 use crate::proto::close;
@@ -91,7 +92,7 @@ pub struct Shard {
     next_generation: u32,
     read_buf: Vec<u8>,
     /// Every pub/sub decision: subscriber index, subscriptions, pending acks, slow consumers.
-    broker: Broker<LocalEngine>,
+    broker: Broker<AnyEngine>,
     /// Deflates `/echo` replies for connections that negotiated permessage-deflate.
     echo_deflater: Deflater,
     mesh: Mesh,
@@ -125,6 +126,7 @@ impl Shard {
         poll: Poll,
         listener: TcpListener,
         mesh: Mesh,
+        engine: Option<EngineLink>,
     ) -> io::Result<Shard> {
         let mut listener = listener;
         poll.registry()
@@ -143,21 +145,27 @@ impl Shard {
             max_topics: shared.max_topics,
         };
         let shards = mesh.shard_count();
-        let mut engine = LocalEngine::with_history(
-            id,
-            shards,
-            shared.interest.clone(),
-            HistoryPolicy::from_config(config),
-            history::shard_budget_bytes(config.max_history_bytes, shards),
-            EpochGen::os_seed() ^ (id as u64),
-        );
-        if config.compression == CompressionMode::On {
-            engine = engine.with_deflate(DeflateOnce::new(
-                config.compression_level,
-                config.compression_min_bytes,
-                shared.compressing_subscribers.clone(),
-            ));
-        }
+        let engine = match engine {
+            Some(link) => AnyEngine::Redis(RedisEngine::new(id, link, shared.interest.clone())),
+            None => {
+                let mut local = LocalEngine::with_history(
+                    id,
+                    shards,
+                    shared.interest.clone(),
+                    HistoryPolicy::from_config(config),
+                    history::shard_budget_bytes(config.max_history_bytes, shards),
+                    EpochGen::os_seed() ^ (id as u64),
+                );
+                if config.compression == CompressionMode::On {
+                    local = local.with_deflate(DeflateOnce::new(
+                        config.compression_level,
+                        config.compression_min_bytes,
+                        shared.compressing_subscribers.clone(),
+                    ));
+                }
+                AnyEngine::Local(local)
+            }
+        };
         let broker = Broker::new(id, limits, engine)
             .share_subscription_count(shared.subscriptions.clone())
             .with_policy(Arc::clone(&shared.policy));
@@ -277,6 +285,7 @@ impl Shard {
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.again.is_empty()
             || self.mesh.has_fresh()
+            || self.broker.engine_has_pending()
             || !self.dirty.is_empty()
             || self.accept_more
         {
@@ -569,7 +578,7 @@ impl Shard {
     /// publishes it answered.
     fn with_broker<R>(
         &mut self,
-        f: impl FnOnce(&mut Broker<LocalEngine>, &mut Effects<'_>) -> R,
+        f: impl FnOnce(&mut Broker<AnyEngine>, &mut Effects<'_>) -> R,
     ) -> R {
         let close_deadline_ms = self.close_deadline_ms();
         let mut effects = Effects {
@@ -593,8 +602,12 @@ impl Shard {
                     HttpPublished::Sequenced(seq, epoch) => {
                         self.finish_http_publish(key, Ok((seq, epoch)))
                     }
-                    HttpPublished::Refused => {
-                        self.finish_http_publish(key, Err(OVERLOADED_MESSAGE))
+                    HttpPublished::Refused => self.finish_http_publish(
+                        key,
+                        Err(Refusal::PublishOverloaded(OVERLOADED_MESSAGE.to_string())),
+                    ),
+                    HttpPublished::Unavailable => {
+                        self.finish_http_publish(key, Err(Refusal::PublishEngineUnavailable))
                     }
                 }
             }
@@ -655,6 +668,9 @@ impl Shard {
     }
 
     fn flush_mesh(&mut self) {
+        if self.broker.engine_has_pending() {
+            self.with_broker(|broker, out| broker.flush_engine(out));
+        }
         if !self.mesh.has_pending() {
             return;
         }

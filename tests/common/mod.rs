@@ -3,6 +3,8 @@
 //! a read timeout, so a missing answer fails the test instead of stalling it).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
