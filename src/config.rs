@@ -270,8 +270,8 @@ pub struct Config {
     #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
     pub max_publish_rate: Option<u32>,
 
-    /// New connections per second from one client address (IPv6: per /64); over it: 429.
-    /// Unset: unlimited.
+    /// WebSocket handshakes per second from one client address (IPv6: per /64), across all
+    /// shards, with bursts of one second's worth; over it: 429. Unset: unlimited.
     #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
     pub max_handshake_rate_per_ip: Option<u32>,
 

@@ -25,6 +25,7 @@ pub mod config;
 pub mod engine;
 pub mod mesh;
 pub mod metrics;
+pub mod metrics_listener;
 pub mod proto;
 pub mod server;
 pub mod shard;

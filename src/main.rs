@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use crier::auth;
-use crier::config::{self, Config, ConfigError};
+use crier::config::{self, ConfigError};
 use crier::server;
 use crier::sys;
 
@@ -32,15 +32,6 @@ fn main() -> ExitCode {
     // Key files are read once, here; a broken one stops start-up like a bad option does.
     if let Err(e) = auth::load_policy(&config) {
         eprintln!("crier: {e}");
-        return ExitCode::from(2);
-    }
-    // Rate limits and the metrics listener are not wired yet: refuse to run with them rather
-    // than run unprotected while the operator believes otherwise.
-    if let Some(option) = unenforced_option(&config) {
-        eprintln!(
-            "crier: {option} is configured, but this build does not enforce it yet \
-             (rate limits and --metrics-listen are not wired); refusing to start"
-        );
         return ExitCode::from(2);
     }
     if let Some(warning) = auth::open_access_warning(&config) {
@@ -84,6 +75,9 @@ fn main() -> ExitCode {
         limit.hard,
         handle.max_connections(),
     );
+    if let Some(addr) = handle.metrics_addr() {
+        eprintln!("crier: /metrics on {addr} only (--metrics-listen)");
+    }
     match sys::wait_for_shutdown_signal() {
         Ok(signal) if !drain_delay.is_zero() => {
             handle.stop_being_ready();
@@ -125,18 +119,4 @@ fn injected_fault() -> server::Fault {
 #[cfg(not(debug_assertions))]
 fn injected_fault() -> server::Fault {
     server::Fault::None
-}
-
-/// The first option that is set although the shards do not enforce it yet.
-fn unenforced_option(config: &Config) -> Option<&'static str> {
-    [
-        (config.metrics_listen.is_some(), "--metrics-listen"),
-        (config.max_publish_rate.is_some(), "--max-publish-rate"),
-        (
-            config.max_handshake_rate_per_ip.is_some(),
-            "--max-handshake-rate-per-ip",
-        ),
-    ]
-    .into_iter()
-    .find_map(|(set, name)| set.then_some(name))
 }

@@ -20,10 +20,11 @@ use crate::engine::redis::{self, EngineLink, EngineStatus};
 use crate::engine::InterestFilter;
 use crate::mesh::{self, Mesh, PeerLink};
 use crate::metrics::{render_prometheus, Metric, SharedCounters};
+use crate::metrics_listener::MetricsListener;
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
 use crate::proto::permessage_deflate::DeflatePolicy;
-use crate::shard::{AddressLimit, Shard, WAKER};
+use crate::shard::{AddressLimit, HandshakeRate, Shard, MAX_TRACKED_ADDRESSES, WAKER};
 use crate::shared::Shared;
 use crate::sys;
 
@@ -106,6 +107,8 @@ pub struct ServerHandle {
     links: Arc<[PeerLink]>,
     shared: Arc<Shared>,
     file_limit: sys::FileLimit,
+    /// `--metrics-listen`: its own thread serving only /metrics and /healthz.
+    metrics: Option<MetricsListener>,
     /// The Redis engine's thread (`--engine redis`); it ends once every shard has.
     engine_thread: Option<JoinHandle<()>>,
 }
@@ -118,6 +121,11 @@ impl ServerHandle {
 
     pub fn threads(&self) -> usize {
         self.threads.len()
+    }
+
+    /// The `--metrics-listen` address (with the real port when 0 was asked for), if set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsListener::local_addr)
     }
 
     pub fn max_connections(&self) -> usize {
@@ -175,6 +183,9 @@ impl ServerHandle {
         for link in self.links.iter() {
             link.request_shutdown();
         }
+        if let Some(metrics) = &self.metrics {
+            metrics.shutdown();
+        }
     }
 
     /// The resolved `--max-subscriptions` and `--max-topics`.
@@ -196,6 +207,10 @@ impl ServerHandle {
             if thread.join().is_err() {
                 result = Err(io::Error::other("the engine thread panicked"));
             }
+        }
+        // Metrics stay scrapable until the shards are done draining.
+        if let Some(metrics) = self.metrics {
+            metrics.join();
         }
         result
     }
@@ -278,8 +293,12 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
     // Key files are read here, once, before any shard starts.
     let policy = crate::auth::load_policy(&config)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let handshake_rate = policy
+        .handshake_rate_per_ip()
+        .map(|limit| HandshakeRate::new(limit, MAX_TRACKED_ADDRESSES));
     let shared = Arc::new(Shared {
         policy: Arc::new(policy),
+        handshake_rate,
         max_connections,
         open_connections: AtomicUsize::new(0),
         per_address: (config.max_connections_per_ip > 0)
@@ -310,6 +329,12 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
         engine_status: None,
         config,
     });
+
+    // Bound before any shard starts, so a bad address stops start-up like a bad option.
+    let metrics = match shared.config.metrics_listen {
+        Some(addr) => Some(MetricsListener::start(addr, Arc::clone(&shared))?),
+        None => None,
+    };
 
     let mut polls = Vec::with_capacity(threads);
     let mut links = Vec::with_capacity(threads);
@@ -398,6 +423,7 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
         links,
         shared,
         file_limit,
+        metrics,
         engine_thread,
     })
 }

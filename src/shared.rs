@@ -14,7 +14,7 @@ use crate::engine::InterestFilter;
 use crate::metrics::SharedCounters;
 use crate::proto::handshake::UpgradePolicy;
 use crate::proto::http::HeadLimits;
-use crate::shard::AddressLimit;
+use crate::shard::{AddressLimit, HandshakeRate};
 
 /// What every shard reads and no shard owns.
 #[derive(Debug)]
@@ -24,6 +24,8 @@ pub struct Shared {
     pub open_connections: AtomicUsize,
     /// Connections per client address, when `--max-connections-per-ip` is on.
     pub per_address: Option<AddressLimit>,
+    /// Handshakes per client address, when `--max-handshake-rate-per-ip` is on.
+    pub handshake_rate: Option<HandshakeRate>,
     pub draining: AtomicBool,
     pub counters: Box<[SharedCounters]>,
     pub pubsub_policy: UpgradePolicy,

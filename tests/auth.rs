@@ -1,7 +1,7 @@
 //! Scenario: crier with JWT keys configured, clients on loopback presenting tokens signed by
 //! the `openssl` command (not crier's verifier code): upgrades with and without tokens, the
-//! grant matrix in-band, in-band refresh, expiry closing with 4001, anonymous rules, and the
-//! HTTP publish API with API keys on and off.
+//! grant matrix in-band, in-band refresh, expiry closing with 4001, anonymous rules, a `kid`
+//! rotation, and the HTTP publish API with API keys on and off.
 
 mod common;
 #[path = "common/openssl_jwt.rs"]
@@ -154,6 +154,63 @@ fn wrong_audience_and_issuer_are_refused_at_the_upgrade() {
     assert_eq!(
         upgrade(addr, &format!("/ws?topic=a&token={iss}"), ""),
         (401, "wrong issuer\n".into())
+    );
+}
+
+/// A key rotation as an operator does it: both keys configured under their `kid`s while tokens
+/// of both are in circulation, then the old one removed (a restart with the new config).
+#[test]
+fn kid_rotation_accepts_both_keys_then_only_the_new_one() {
+    let (old, new) = (
+        format!("old={}", path("ec.pub.pem")),
+        format!("new={}", path("ec2.pub.pem")),
+    );
+    let (old_secret, new_secret) = (
+        format!("hs-old={}", path("hs.secret")),
+        format!("hs-new={}", path("hs2.secret")),
+    );
+    let claims = json!({ "sub": "7", "exp": now() + 60, "subscribe": ["news.*"] });
+    let by_old = sign(Signer::Es256("ec.key.pem"), Some("old"), &claims);
+    let by_new = sign(Signer::Es256("ec2.key.pem"), Some("new"), &claims);
+    let hs_old = sign(Signer::Hs(256, "hs.secret"), Some("hs-old"), &claims);
+    let hs_new = sign(Signer::Hs(256, "hs2.secret"), Some("hs-new"), &claims);
+    // Signed by the old key but naming the new kid: checked against the new key only.
+    let mislabelled = sign(Signer::Es256("ec.key.pem"), Some("new"), &claims);
+    let status = |addr, token: &str| upgrade(addr, &format!("/ws?topic=news.a&token={token}"), "");
+
+    let both = server_handle::Handle(start(&[
+        "--jwt-public-key-file",
+        &old,
+        "--jwt-public-key-file",
+        &new,
+        "--jwt-secret-file",
+        &old_secret,
+        "--jwt-secret-file",
+        &new_secret,
+    ]));
+    let addr = both.0.local_addr();
+    for token in [&by_old, &by_new, &hs_old, &hs_new] {
+        assert_eq!(status(addr, token).0, 101);
+    }
+    assert_eq!(status(addr, &mislabelled), (401, "bad signature\n".into()));
+    drop(both);
+
+    let rotated = server_handle::Handle(start(&[
+        "--jwt-public-key-file",
+        &new,
+        "--jwt-secret-file",
+        &new_secret,
+    ]));
+    let addr = rotated.0.local_addr();
+    assert_eq!(status(addr, &by_new).0, 101);
+    assert_eq!(status(addr, &hs_new).0, 101);
+    assert_eq!(
+        status(addr, &by_old),
+        (401, "unknown key id (kid)\n".into())
+    );
+    assert_eq!(
+        status(addr, &hs_old),
+        (401, "unknown key id (kid)\n".into())
     );
 }
 

@@ -16,7 +16,10 @@
  *   off()              // remove this handler (unsubscribes the topic when its last handler goes)
  *   c.unsubscribe(topic, handler?)
  *   await c.publish(topic, data, {timeout})  // -> {seq, epoch}; rejects with Error(.code)
- *   c.on("open"|"ready"|"close"|"reconnecting"|"error"|"gap"|"recovered", fn) -> off; c.off(type, fn)
+ *   c.on("open"|"ready"|"close"|"reconnecting"|"error"|"gap"|"recovered"|"unauthorized"|
+ *        "forbidden"|"token", fn) -> off function; c.off(type, fn)
+ *   opts.token: a JWT string, or a function returning one (or a Promise of one): called before
+ *     every (re)connect and again shortly before the token's `exp`, sent in-band ({"op":"auth"}).
  * Every (re)subscription resumes from the last seq and epoch seen: messages missed while
  * disconnected are replayed from the broker's history (a "recovered" event), or a "gap" event
  * says how many were lost. Handlers see every message once, in order.
@@ -44,6 +47,9 @@
     ackTimeout: 10000,         // ms from publish() call to ack, including time spent buffered
     maxBufferedPublishes: 1000, // publishes held while not connected; over it the NEW one is rejected
     WebSocket: null,           // WebSocket implementation (defaults to the global one)
+    token: null,               // JWT string, or () => string | Promise<string>, sent in-band
+    tokenRefreshMargin: 30000, // ms before `exp` to fetch and send a fresh token (at most half its life)
+    tokenRetry: 5000,          // ms between refresh attempts after the token function failed
     random: Math.random        // injectable for tests of the backoff
   };
 
@@ -61,6 +67,20 @@
   }
 
   var utf8 = typeof TextDecoder !== "undefined" ? new TextDecoder("utf-8") : null;
+
+  /** The `exp` claim (seconds) of a compact JWT, or null. Not verified: only to time refreshes. */
+  function tokenExp(token) {
+    try {
+      var part = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      while (part.length % 4) part += "=";
+      var bin = atob(part), bytes = new Uint8Array(bin.length);
+      for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+      var exp = JSON.parse(utf8 ? utf8.decode(bytes) : bin).exp;
+      return typeof exp === "number" && isFinite(exp) ? exp : null;
+    } catch (e) {
+      return null;
+    }
+  }
 
   function Crier(url, opts) {
     if (!(this instanceof Crier)) throw new TypeError("use new Crier(url, opts)");
@@ -86,6 +106,9 @@
     this._outbox = [];         // publishes not yet sent (while not open), oldest first
     this._awaitingReady = 0;   // subscribe acks outstanding after the current (re)connect
     this._everOpened = false;
+    this._token = null;        // the token sent on the current connection
+    this._tokenGen = 0;        // bumps on every fetch, so a stale answer is ignored
+    this._refreshTimer = null;
     this._connect();
   }
 
@@ -132,10 +155,41 @@
   Object.defineProperty(P, "topics", { get: function () { return Array.from(this._topics.keys()); } });
 
   // ---- connection ---------------------------------------------------------------------------
+  /** Fetch the token (when `opts.token` is a function), then open the socket. */
   P._connect = function () {
     var self = this;
     this._timer = null;
     this._state = "connecting";
+    var source = this.opts.token;
+    if (typeof source !== "function") {
+      this._token = source == null ? null : String(source);
+      return this._open();
+    }
+    this._fetchToken(function (token) {
+      self._token = token;
+      self._open();
+    }, function (err) {
+      self._emit("error", err);
+      self._scheduleReconnect();
+    });
+  };
+
+  /** Calls the token function; `ok(token)` or `fail(err)` unless closed or superseded meanwhile. */
+  P._fetchToken = function (ok, fail) {
+    var self = this, gen = ++this._tokenGen, answer;
+    try { answer = Promise.resolve(this.opts.token()); } catch (e) { answer = Promise.reject(e); }
+    answer.then(function (token) {
+      if (self._closed || gen !== self._tokenGen) return;
+      if (token == null || token === "") return fail(CrierError("token_error", "crier: the token function returned no token"));
+      ok(String(token));
+    }, function (e) {
+      if (self._closed || gen !== self._tokenGen) return;
+      fail(CrierError("token_error", "crier: the token function failed: " + (e && e.message ? e.message : e)));
+    });
+  };
+
+  P._open = function () {
+    var self = this;
     var ws;
     try {
       ws = this.opts.protocols && this.opts.protocols.length
@@ -168,6 +222,12 @@
     this._everOpened = true;
     this._stableTimer = setTimeout(function () { self._attempt = 0; }, this.opts.stableAfter);
     this._emit("open", { reconnected: reconnected, protocol: ws.protocol });
+    // The token first: the broker handles a connection's commands in order, so the
+    // subscriptions below are checked against it.
+    if (this._token) {
+      this._sendAuth(this._token);
+      this._scheduleRefresh();
+    }
     // Resubscribe every topic in one burst (one synchronous loop, before any buffered publish).
     this._awaitingReady = 0;
     this._topics.forEach(function (t, topic) { self._sendSubscribe(topic, t); });
@@ -177,6 +237,45 @@
     var out = this._outbox;
     this._outbox = [];
     for (var i = 0; i < out.length; i++) { out[i].sent = true; ws.send(out[i].frame); }
+  };
+
+  P._sendAuth = function (token) {
+    var self = this, id = this._nextId++;
+    this._pending.set(id, {
+      kind: "auth", topic: null,
+      resolve: function () {},
+      reject: function (err) { self._emit("unauthorized", { op: "auth", code: err.code, message: err.message }); }
+    });
+    this._ws.send(JSON.stringify({ op: "auth", token: token, id: id }));
+  };
+
+  /** When a token function is given: fetch a fresh token before this one's `exp`, send it in-band. */
+  P._scheduleRefresh = function () {
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    if (typeof this.opts.token !== "function") return;
+    var exp = tokenExp(this._token);
+    if (exp === null) return;
+    var left = exp * 1000 - Date.now();
+    var delay = Math.max(0, left - Math.min(this.opts.tokenRefreshMargin, left / 2));
+    var self = this;
+    this._refreshTimer = setTimeout(function () { self._refresh(); }, delay);
+  };
+
+  P._refresh = function () {
+    var self = this, ws = this._ws;
+    this._refreshTimer = null;
+    if (!ws || this._state !== "open") return; // the next connect fetches a token anyway
+    this._fetchToken(function (token) {
+      if (self._ws !== ws || self._state !== "open") return;
+      self._token = token;
+      self._sendAuth(token);
+      self._emit("token", { refreshed: true });
+      self._scheduleRefresh();
+    }, function (err) {
+      self._emit("error", err);
+      if (self._ws === ws) self._refreshTimer = setTimeout(function () { self._refresh(); }, self.opts.tokenRetry);
+    });
   };
 
   P._sendSubscribe = function (topic, t) {
@@ -239,6 +338,8 @@
   P._onClose = function (ev) {
     clearTimeout(this._connectTimer);
     clearTimeout(this._stableTimer);
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
     this._ws = null;
     this._awaitingReady = 0;
     // Commands sent on the dead socket: subscribes are redone on reconnect; publishes may or
@@ -256,6 +357,11 @@
     });
     var wasOpen = this._state === "open";
     this._emit("close", { code: ev.code, reason: ev.reason, wasClean: ev.wasClean, wasOpen: wasOpen });
+    this._scheduleReconnect();
+  };
+
+  /** After a close, or a token function that failed: the next attempt after the backoff. */
+  P._scheduleReconnect = function () {
     if (this._closed || !this.opts.reconnect) {
       this._state = "closed";
       this._closed = true;
@@ -288,6 +394,7 @@
     clearTimeout(this._timer);
     clearTimeout(this._stableTimer);
     clearTimeout(this._connectTimer);
+    clearTimeout(this._refreshTimer);
     var ws = this._ws;
     if (ws && ws.readyState <= OPEN) {
       ws.close(code || 1000, reason || "");
@@ -363,6 +470,18 @@
       clearTimeout(p.timer);
       err.topic = p.topic;
       p.reject(err);
+      if (p.kind !== "auth" && (err.code === "unauthorized" || err.code === "forbidden")) {
+        this._emit(err.code, { op: p.kind, topic: p.topic, code: err.code, message: err.message });
+      }
+      return;
+    }
+    if (err.code === "token_expired") {
+      // The broker closes with 4001 next; the reconnect fetches a new token.
+      this._emit("unauthorized", { op: null, topic: null, code: err.code, message: err.message });
+      return;
+    }
+    if (err.code === "unauthorized" || err.code === "forbidden") {
+      this._emit(err.code, { op: null, topic: null, code: err.code, message: err.message });
       return;
     }
     this._emit("error", err);

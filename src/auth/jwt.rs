@@ -3,8 +3,10 @@
 //! Pure: bytes and `now` (Unix seconds) in, [`Claims`] or a [`TokenError`] out. No files (the
 //! caller reads key files at start-up), no clock, no I/O.
 //!
-//! The signature check is `jsonwebtoken::crypto::verify` on its pure-Rust RustCrypto backend;
-//! everything around it (header, key choice, time and audience rules) is here, so the rules
+//! Key files are parsed by `jsonwebtoken`'s PEM reader, once, into a [`PreparedKey`] (an RSA
+//! key, an EC or Ed25519 point, keyed HMAC states) whose check is the same RustCrypto call
+//! jsonwebtoken's `rust_crypto` backend makes, without rebuilding the key for every token.
+//! Everything around it (header, key choice, time and audience rules) is here, so the rules
 //! are crier's and `now` is an argument.
 //!
 //! Algorithm policy: a key accepts only its own family's algorithms (an HMAC secret: HS256,
@@ -18,6 +20,8 @@ use std::fmt;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
+
+use super::prepared_key::PreparedKey;
 use serde::Deserialize;
 
 /// The longest token accepted, in bytes. Tokens with a few dozen grants fit easily; the limit
@@ -172,7 +176,7 @@ const ED_ALGS: &[Algorithm] = &[Algorithm::EdDSA];
 pub struct JwtKey {
     kid: Option<Box<str>>,
     algorithms: &'static [Algorithm],
-    key: DecodingKey,
+    key: PreparedKey,
 }
 
 impl fmt::Debug for JwtKey {
@@ -202,7 +206,7 @@ impl JwtKey {
         Ok(JwtKey {
             kid: kid.map(Into::into),
             algorithms: HMAC_ALGS,
-            key: DecodingKey::from_secret(secret),
+            key: PreparedKey::hmac(secret).ok_or(KeyError::NotAPublicKey)?,
         })
     }
 
@@ -211,20 +215,22 @@ impl JwtKey {
         if pem.windows(11).any(|w| w == b"PRIVATE KEY") {
             return Err(KeyError::PrivateKey);
         }
-        let (algorithms, key) = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-            (RSA_ALGS, key)
+        // jsonwebtoken's PEM reader finds the key inside; it is parsed here, once.
+        let prepared = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            PreparedKey::rsa(key.as_bytes()).map(|k| (RSA_ALGS, k))
         } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
             // The SEC1 point: 0x04 || x || y (or 0x02/0x03 || x), so its length names the curve.
-            match key.as_bytes().len() {
-                65 | 33 => (P256_ALGS, key),
-                97 | 49 => (P384_ALGS, key),
-                _ => return Err(KeyError::NotAPublicKey),
-            }
+            let algorithms = match key.as_bytes().len() {
+                65 | 33 => P256_ALGS,
+                _ => P384_ALGS,
+            };
+            PreparedKey::ec(key.as_bytes()).map(|k| (algorithms, k))
         } else if let Ok(key) = DecodingKey::from_ed_pem(pem) {
-            (ED_ALGS, key)
+            PreparedKey::ed25519(key.as_bytes()).map(|k| (ED_ALGS, k))
         } else {
-            return Err(KeyError::NotAPublicKey);
+            None
         };
+        let (algorithms, key) = prepared.ok_or(KeyError::NotAPublicKey)?;
         Ok(JwtKey {
             kid: kid.map(Into::into),
             algorithms,
@@ -416,12 +422,12 @@ impl Verifier {
             return Err(TokenError::DisallowedAlg);
         }
         let signed = &token[..header_b64.len() + 1 + claims_b64.len()];
-        let verified = candidates.iter().any(|k| {
-            matches!(
-                jsonwebtoken::crypto::verify(signature_b64, signed.as_bytes(), &k.key, alg),
-                Ok(true)
-            )
-        });
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .map_err(|_| TokenError::Malformed)?;
+        let verified = candidates
+            .iter()
+            .any(|k| k.key.verifies(alg, signed.as_bytes(), &signature));
         if !verified {
             return Err(TokenError::BadSignature);
         }

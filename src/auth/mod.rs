@@ -19,6 +19,7 @@ pub mod grant;
 pub mod jwt;
 pub mod pattern;
 pub mod policy;
+mod prepared_key;
 pub mod rate;
 pub mod setup;
 

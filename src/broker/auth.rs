@@ -37,9 +37,34 @@ impl<E: Engine> Broker<E> {
             Command::Subscribe { topic, id, .. } => {
                 self.may(conn, topic, Action::Subscribe, *id, out)
             }
-            Command::Publish { topic, id, .. } => self.may(conn, topic, Action::Publish, *id, out),
+            Command::Publish { topic, id, .. } => {
+                self.within_publish_rate(conn, *id, out)
+                    && self.may(conn, topic, Action::Publish, *id, out)
+            }
             Command::Unsubscribe { .. } | Command::Auth { .. } => true,
         }
+    }
+
+    /// `--max-publish-rate`: takes a token from the connection's bucket, or answers
+    /// `rate_limited` (the publish is dropped; the connection stays open). Checked before the
+    /// grant, so a flood of refused publishes is bounded too.
+    pub(super) fn within_publish_rate<O: Outputs>(
+        &mut self,
+        conn: ConnId,
+        id: Option<&RawValue>,
+        out: &mut O,
+    ) -> bool {
+        let Some(limit) = self.policy.publish_rate() else {
+            return true;
+        };
+        if self.conns.take_publish_token(conn, limit, self.now_ms) {
+            return true;
+        }
+        out.count(Metric::PublishRateLimited, 1);
+        let message = "over --max-publish-rate; slow down";
+        let frame = envelope::error_frame(id, ErrorCode::RateLimited, message);
+        let _ = out.send(conn, frame, SendKind::Reply);
+        false
     }
 
     /// The grant check: one policy decision per subscribe or publish.

@@ -6,7 +6,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::auth::Grants;
+use crate::auth::{Grants, RateLimit, TokenBucket};
 use crate::mesh::ConnRef;
 use crate::topic::Subscriptions;
 
@@ -38,6 +38,9 @@ pub(super) struct Connections {
     /// Connections with a `dropped` entry: when 0 (the usual case) a delivery skips the
     /// per-subscriber lookup.
     with_drops: usize,
+    /// `--max-publish-rate`: one 8-byte bucket per slab key, indexed like `slots`. Empty
+    /// (and never allocated) while the limit is off, so it costs nothing then.
+    publish_buckets: Vec<TokenBucket>,
 }
 
 /// Subscribe acks waiting for the engine to confirm this shard's interest in a topic.
@@ -60,6 +63,28 @@ impl Connections {
         slot.open = true;
     }
 
+    /// Gives `conn` (just opened) a full publish bucket: called only while the limit is on.
+    pub(super) fn start_publish_bucket(&mut self, conn: ConnId, limit: RateLimit, now_ms: u32) {
+        let bucket = TokenBucket::full(limit, now_ms);
+        if conn >= self.publish_buckets.len() {
+            self.publish_buckets.resize(conn + 1, bucket);
+        }
+        self.publish_buckets[conn] = bucket;
+    }
+
+    /// Takes one publish token from `conn`'s bucket; `false`: over the rate. A connection
+    /// without a bucket (the limit is off) is never limited.
+    pub(super) fn take_publish_token(
+        &mut self,
+        conn: ConnId,
+        limit: RateLimit,
+        now_ms: u32,
+    ) -> bool {
+        self.publish_buckets
+            .get_mut(conn)
+            .is_none_or(|bucket| bucket.try_take(limit, now_ms))
+    }
+
     /// Stops tracking `conn` and hands back its topics (empty if it was not open).
     pub(super) fn close(&mut self, conn: ConnId) -> Subscriptions {
         let Some(slot) = self.slots.get_mut(conn).filter(|s| s.open) else {
@@ -75,6 +100,7 @@ impl Connections {
         while self.slots.last().is_some_and(|s| !s.open) {
             self.slots.pop();
         }
+        self.publish_buckets.truncate(self.slots.len());
         if self.slots.capacity() >= 64 && self.slots.len() * 4 < self.slots.capacity() {
             self.slots.shrink_to(self.slots.len() * 2);
         }

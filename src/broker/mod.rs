@@ -157,6 +157,8 @@ pub struct Broker<E: Engine = LocalEngine> {
     policy: Arc<Policy>,
     /// Wall-clock time of the current loop turn, for token expiry (Unix seconds).
     now_unix_secs: u64,
+    /// The shard's coarse millisecond clock (wrapping), for `--max-publish-rate`.
+    now_ms: u32,
 }
 
 impl<E: Engine> Broker<E> {
@@ -175,6 +177,7 @@ impl<E: Engine> Broker<E> {
             subscriptions: Arc::default(),
             policy: Arc::new(Policy::open()),
             now_unix_secs: 0,
+            now_ms: 0,
         }
     }
 
@@ -245,6 +248,9 @@ impl<E: Engine> Broker<E> {
         out: &mut O,
     ) {
         self.conns.open(conn, generation);
+        if let Some(limit) = self.policy.publish_rate() {
+            self.conns.start_publish_bucket(conn, limit, self.now_ms);
+        }
         for topic in topics {
             if let Some(subs) = self.conns.subscriptions_mut(conn) {
                 if subs.insert(topic) {
@@ -304,7 +310,9 @@ impl<E: Engine> Broker<E> {
     pub fn on_binary<O: Outputs>(&mut self, conn: ConnId, payload: &[u8], out: &mut O) {
         match envelope::parse_binary_publish(payload) {
             Ok((topic, body)) => {
-                if self.may(conn, topic, auth::Action::Publish, None, out) {
+                if self.within_publish_rate(conn, None, out)
+                    && self.may(conn, topic, auth::Action::Publish, None, out)
+                {
                     self.publish(topic, PayloadRef::Binary(body), ReplyTo::Nobody, out)
                 }
             }
@@ -403,6 +411,8 @@ impl<E: Engine> Broker<E> {
 
     /// The clock moved to `now_ms` (monotonic milliseconds): the engine expires history.
     pub fn tick(&mut self, now_ms: u64) {
+        // The rate buckets keep a wrapping u32 clock (see `auth::rate`).
+        self.now_ms = now_ms as u32;
         self.engine.tick(now_ms);
     }
 

@@ -22,13 +22,41 @@ impl Default for HeadLimits {
     }
 }
 
-/// A parsed request head, owned so it outlives the receive buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed request head, owned so it outlives the receive buffer. Its `Debug` output hides
+/// credentials (`token=` query values, `Authorization` and `Cookie` fields), so a head can
+/// never put a token in a log line or a panic message.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RequestHead {
     method: String,
     target: String,
     minor_version: u8,
     headers: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RequestHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, std::borrow::Cow<'_, str>)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let secret = name.eq_ignore_ascii_case("authorization")
+                    || name.eq_ignore_ascii_case("proxy-authorization")
+                    || name.eq_ignore_ascii_case("cookie");
+                let shown = if secret {
+                    std::borrow::Cow::Borrowed(super::query::REDACTED)
+                } else {
+                    String::from_utf8_lossy(value)
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("RequestHead")
+            .field("method", &self.method)
+            .field("target", &super::query::redact_target(&self.target))
+            .field("minor_version", &self.minor_version)
+            .field("headers", &headers)
+            .finish()
+    }
 }
 
 impl RequestHead {
@@ -195,6 +223,21 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         assert!(head.has_token("Connection", "Keep-Alive"));
         assert!(!head.has_token("connection", "close"));
         assert_eq!(head.all_headers().count(), 5);
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let req = b"GET /ws?topic=a&token=eyJhbGciOi.secretclaims.sig HTTP/1.1\r\nHost: a\r\n\
+Authorization: Bearer another-secret\r\nCookie: session=cookie-secret\r\n\r\n";
+        let (head, _) = parse(req).unwrap().unwrap();
+        let shown = format!("{head:?}");
+        for secret in ["secretclaims", "another-secret", "cookie-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("/ws?topic=a&token=REDACTED"), "{shown}");
+        assert!(shown.contains("(\"Host\", \"a\")"), "{shown}");
+        // The head itself is untouched: the server still reads the token.
+        assert!(head.target().contains("secretclaims"));
     }
 
     #[test]

@@ -65,11 +65,13 @@ pub enum RefusalReason {
     Unauthorized,
     /// A valid token that does not grant a topic of the request (403).
     Forbidden,
+    /// Over `--max-handshake-rate-per-ip` or `--max-publish-rate` (429).
+    RateLimited,
 }
 
 impl RefusalReason {
     /// Every reason, in declaration order (the index is `reason as usize`).
-    pub const ALL: [RefusalReason; 21] = [
+    pub const ALL: [RefusalReason; 22] = [
         RefusalReason::Malformed,
         RefusalReason::HeadTooLarge,
         RefusalReason::Framing,
@@ -91,6 +93,7 @@ impl RefusalReason {
         RefusalReason::LimitReached,
         RefusalReason::Unauthorized,
         RefusalReason::Forbidden,
+        RefusalReason::RateLimited,
     ];
 
     /// How many reasons there are.
@@ -120,6 +123,7 @@ impl RefusalReason {
             RefusalReason::LimitReached => "limit_reached",
             RefusalReason::Unauthorized => "unauthorized",
             RefusalReason::Forbidden => "forbidden",
+            RefusalReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -189,6 +193,12 @@ pub enum Refusal {
     PublishUnauthorized(&'static str),
     /// `POST /publish` with a valid token that does not grant the topic (403, JSON).
     PublishForbidden,
+    /// A `/ws` upgrade over `--max-handshake-rate-per-ip` for its address (429, `Retry-After`).
+    HandshakeRateLimited,
+    /// `POST /publish` over `--max-publish-rate` on its connection (429, JSON `rate_limited`).
+    /// The body has been read, so this one may keep the connection open
+    /// ([`Refusal::response_keeping`]).
+    PublishRateLimited,
 }
 
 impl Refusal {
@@ -217,6 +227,7 @@ impl Refusal {
             | Refusal::HistoryUnauthorized(_) => 401,
             Refusal::Forbidden(_) | Refusal::PublishForbidden | Refusal::HistoryForbidden => 403,
             Refusal::HistoryUnsupported => 501,
+            Refusal::HandshakeRateLimited | Refusal::PublishRateLimited => 429,
         }
     }
 
@@ -258,6 +269,9 @@ impl Refusal {
                 RefusalReason::Forbidden
             }
             Refusal::HistoryUnsupported => RefusalReason::EngineUnavailable,
+            Refusal::HandshakeRateLimited | Refusal::PublishRateLimited => {
+                RefusalReason::RateLimited
+            }
         }
     }
 
@@ -274,6 +288,7 @@ impl Refusal {
                 | Refusal::PublishOverloaded(_)
                 | Refusal::PublishUnauthorized(_)
                 | Refusal::PublishForbidden
+                | Refusal::PublishRateLimited
                 | Refusal::PublishEngineUnavailable
         )
     }
@@ -295,6 +310,12 @@ impl Refusal {
     /// The complete response, closing the connection: publish refusals carry the JSON error
     /// body of docs/protocol.md (`{"code":...,"message":...}`), the rest a line of text.
     pub fn response(&self) -> Vec<u8> {
+        self.response_keeping(false)
+    }
+
+    /// The response, saying `Connection: close` unless `keep_alive`: only for a refusal that
+    /// comes after the whole request was read (so nothing of it is left to misparse).
+    pub fn response_keeping(&self, keep_alive: bool) -> Vec<u8> {
         let status = self.status();
         let extra: &[(&str, &str)] = match self {
             Refusal::Handshake(error) => return error.response(),
@@ -302,9 +323,10 @@ impl Refusal {
             Refusal::PublishMethod => &[("Allow", "POST")],
             // RFC 9110 §10.2.3: when to try again; a second is short enough not to matter and
             // long enough that a retry loop does not hammer a full broker.
-            Refusal::TooManyConnections | Refusal::TooManyConnectionsFromAddress => {
-                &[("Retry-After", "1")]
-            }
+            Refusal::TooManyConnections
+            | Refusal::TooManyConnectionsFromAddress
+            | Refusal::HandshakeRateLimited
+            | Refusal::PublishRateLimited => &[("Retry-After", "1")],
             // RFC 6750 §3: a 401 names the scheme the client should use.
             Refusal::Unauthorized(_)
             | Refusal::PublishUnauthorized(_)
@@ -315,7 +337,7 @@ impl Refusal {
         match self.error_code() {
             Some(code) => {
                 let body = envelope::http_error_body(code, &message);
-                response(status, extra, "application/json", &body, false)
+                response(status, extra, "application/json", &body, keep_alive)
             }
             None => {
                 let body = format!("{message}\n");
@@ -324,7 +346,7 @@ impl Refusal {
                     extra,
                     "text/plain; charset=utf-8",
                     body.as_bytes(),
-                    false,
+                    keep_alive,
                 )
             }
         }
@@ -347,6 +369,7 @@ impl Refusal {
             }
             Refusal::HistoryUnauthorized(_) => ErrorCode::Unauthorized,
             Refusal::HistoryForbidden => ErrorCode::Forbidden,
+            Refusal::PublishRateLimited => ErrorCode::RateLimited,
             _ => return None,
         })
     }
@@ -388,6 +411,12 @@ impl Refusal {
             Refusal::Forbidden(topic) => format!("the token does not grant topic {topic:?}"),
             Refusal::PublishForbidden => {
                 "the token does not grant publishing to this topic".to_string()
+            }
+            Refusal::HandshakeRateLimited => {
+                "too many WebSocket handshakes from your address; try again later".to_string()
+            }
+            Refusal::PublishRateLimited => {
+                "over --max-publish-rate on this connection; slow down".to_string()
             }
         }
     }
@@ -466,6 +495,8 @@ mod tests {
             Refusal::TooManyConnections,
             Refusal::TooManyConnectionsFromAddress,
             Refusal::LimitReached("the server holds its maximum of 5 topics".into()),
+            Refusal::HandshakeRateLimited,
+            Refusal::PublishRateLimited,
         ];
         for refusal in &all {
             let (status, fields, body) = parsed(&refusal.response());
@@ -519,5 +550,15 @@ mod tests {
         assert!(fields.contains("Retry-After: 1\n"), "{fields}");
         assert!(!Refusal::NotFound.is_publish());
         assert!(Refusal::PublishOverloaded(String::new()).is_publish());
+    }
+
+    #[test]
+    fn a_rate_limited_publish_may_keep_the_connection() {
+        let (status, fields, body) = parsed(&Refusal::PublishRateLimited.response_keeping(true));
+        assert_eq!(status, 429);
+        assert!(!fields.contains("Connection: close"), "{fields}");
+        assert!(fields.contains("Retry-After: 1\n"), "{fields}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["code"], "rate_limited");
     }
 }

@@ -1,5 +1,6 @@
 //! URL pieces crier reads: percent-decoding (RFC 3986 §2.1) and `name=value` query pairs.
-//! Used for `/ws?topic=a&topic=b` and `/publish/<topic>`.
+//! Used for `/ws?topic=a&topic=b` and `/publish/<topic>`; and [`redact_target`], which hides
+//! `token=` values wherever a request target is printed.
 
 /// Why a percent-encoded string could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,46 @@ pub fn query_values<'q>(query: &'q str, name: &'q str) -> impl Iterator<Item = &
         })
 }
 
+/// What a redacted query value reads as.
+pub const REDACTED: &str = "REDACTED";
+
+/// `target` (a request target, `path?query`) with the value of every query parameter whose
+/// name ends in `token` (any case, after %-decoding: `token`, `Token`, `access_token`,
+/// `tok%65n`) replaced by [`REDACTED`]: the form any log line, panic or debug output must use,
+/// since `?token=` carries a bearer credential (issue 11). Borrowed when nothing is redacted.
+pub fn redact_target(target: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = target.split_once('?') else {
+        return std::borrow::Cow::Borrowed(target);
+    };
+    let is_token = |name: &str| {
+        let name = percent_decode(name, true).unwrap_or_else(|_| name.as_bytes().to_vec());
+        name.to_ascii_lowercase().ends_with(b"token")
+    };
+    if !query
+        .split('&')
+        .any(|pair| pair.split_once('=').is_some_and(|(name, _)| is_token(name)))
+    {
+        return std::borrow::Cow::Borrowed(target);
+    }
+    let mut out = String::with_capacity(target.len());
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if is_token(name) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +125,38 @@ mod tests {
         let values: Vec<_> = query_values("topic=a&x=1&topic=b%20c&topic", "topic").collect();
         assert_eq!(values, ["a", "b%20c", ""]);
         assert_eq!(query_values("", "topic").count(), 0);
+    }
+
+    #[test]
+    fn token_values_are_redacted_and_nothing_else_changes() {
+        let cases = [
+            ("/ws?token=eyJ.secret.sig", "/ws?token=REDACTED"),
+            (
+                "/ws?topic=a&token=s3cret&topic=b",
+                "/ws?topic=a&token=REDACTED&topic=b",
+            ),
+            (
+                "/ws?Token=x&access_token=y",
+                "/ws?Token=REDACTED&access_token=REDACTED",
+            ),
+            ("/ws?tok%65n=x", "/ws?tok%65n=REDACTED"),
+            ("/ws?token=a&token=b", "/ws?token=REDACTED&token=REDACTED"),
+            ("/ws?token=", "/ws?token=REDACTED"),
+        ];
+        for (target, redacted) in cases {
+            assert_eq!(redact_target(target), redacted, "{target}");
+        }
+        for unchanged in [
+            "/ws",
+            "/ws?topic=token",
+            "/ws?tokens=1",
+            "/publish/token",
+            "/ws?token",
+        ] {
+            assert!(
+                matches!(redact_target(unchanged), std::borrow::Cow::Borrowed(t) if t == unchanged),
+                "{unchanged}"
+            );
+        }
     }
 }

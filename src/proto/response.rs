@@ -8,6 +8,10 @@ use std::io::Write;
 pub mod status {
     /// 200: the request succeeded (RFC 9110 §15.3.1).
     pub const OK: u16 = 200;
+    /// 400: a request the `--metrics-listen` listener cannot parse (RFC 9110 §15.5.1).
+    pub const BAD_REQUEST: u16 = 400;
+    /// 404: any other path on the `--metrics-listen` listener (RFC 9110 §15.5.5).
+    pub const NOT_FOUND: u16 = 404;
     /// 503: `/readyz` while draining (RFC 9110 §15.6.4).
     pub const SERVICE_UNAVAILABLE: u16 = 503;
 }

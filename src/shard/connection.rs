@@ -37,6 +37,9 @@ pub struct HttpPhase {
     /// At least one request was answered: an empty buffer at the deadline is an idle
     /// keep-alive connection, not a client that never finished its handshake.
     pub served: bool,
+    /// `--max-publish-rate` for `POST /publish` on this connection: started at its first
+    /// publish, only while the limit is on.
+    pub publish_bucket: Option<crate::auth::TokenBucket>,
 }
 
 /// `POST /publish/<topic>` whose body is still arriving.

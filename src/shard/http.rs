@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::auth::{Access, Grants, HttpPublishAccess, TokenError};
+use crate::auth::{Access, Grants, HttpPublishAccess, RateDecision, TokenBucket, TokenError};
 use crate::broker::{HttpHistory, SendKind, OVERLOADED_MESSAGE};
 use crate::engine::PayloadRef;
 use crate::mesh::ReplyTo;
@@ -220,6 +220,10 @@ impl Shard {
                 self.respond(key, bytes, keep_alive);
                 Flow::Continue
             }
+            // With `--metrics-listen`, metrics are served there only: not where clients are.
+            Target::Metrics if self.shared.config.metrics_listen.is_some() => {
+                self.refuse(key, Refusal::NotFound)
+            }
             Target::Metrics => {
                 // This turn's expiries are in the history log already: count them now.
                 self.copy_history_stats();
@@ -271,6 +275,19 @@ impl Shard {
 
     /// Validates a WebSocket upgrade and switches the connection to WebSocket.
     fn upgrade(&mut self, key: usize, head: &RequestHead, route: Route) -> Flow {
+        // First, before any token is verified: the limit protects that work too.
+        if let Some(rate) = &self.shared.handshake_rate {
+            if let Ok(peer) = self.conns[key].stream.peer_addr() {
+                match rate.check(peer.ip(), self.now_ms) {
+                    RateDecision::Allowed => {}
+                    RateDecision::Untracked => self.counters.incr(Metric::HandshakeRateUntracked),
+                    RateDecision::Limited => {
+                        self.counters.incr(Metric::HandshakeRateLimited);
+                        return self.refuse(key, Refusal::HandshakeRateLimited);
+                    }
+                }
+            }
+        }
         let policy = match route {
             Route::PubSub => &self.shared.pubsub_policy,
             Route::Echo => &self.shared.echo_policy,
@@ -504,6 +521,15 @@ impl Shard {
     /// A complete publish body: validate it and send it to the topic's owner.
     fn publish_http_body(&mut self, key: usize, pending: PendingBody) {
         let body = pending.reader.into_body();
+        if !self.http_publish_within_rate(key) {
+            // The whole request was read: the 429 keeps a keep-alive connection open.
+            let refusal = Refusal::PublishRateLimited;
+            self.counters.refuse(refusal.reason());
+            self.counters.incr(Metric::PublishRateLimited);
+            let keep_alive = self.http_mut(key).is_some_and(|http| http.keep_alive);
+            self.respond(key, refusal.response_keeping(keep_alive), keep_alive);
+            return;
+        }
         let reply = ReplyTo::Http {
             conn: self.connection_ref(key),
         };
@@ -525,6 +551,21 @@ impl Shard {
                 self.refuse(key, Refusal::PublishJson(e.to_string()));
             }
         }
+    }
+
+    /// `--max-publish-rate` for `POST /publish`: one bucket per HTTP connection, like a
+    /// WebSocket's (a backend that opens a connection per publish starts each one full).
+    fn http_publish_within_rate(&mut self, key: usize) -> bool {
+        let Some(limit) = self.shared.policy.publish_rate() else {
+            return true;
+        };
+        let now = self.now_ms;
+        let Some(http) = self.http_mut(key) else {
+            return true;
+        };
+        http.publish_bucket
+            .get_or_insert_with(|| TokenBucket::full(limit, now))
+            .try_take(limit, now)
     }
 
     fn mark_awaiting_publish(&mut self, key: usize) {
@@ -716,7 +757,8 @@ fn handshake_failure_metric(reason: RefusalReason) -> Option<Metric> {
         | RefusalReason::MaxConnectionsPerIp
         | RefusalReason::LimitReached
         | RefusalReason::Unauthorized
-        | RefusalReason::Forbidden => return None,
+        | RefusalReason::Forbidden
+        | RefusalReason::RateLimited => return None,
     })
 }
 

@@ -9,6 +9,7 @@
 
 mod address_limit;
 mod connection;
+mod handshake_rate;
 mod http;
 mod output;
 mod websocket;
@@ -47,6 +48,7 @@ use write_queue::Flushed;
 
 pub use address_limit::{AddressKey, AddressLimit};
 pub use connection::Route;
+pub use handshake_rate::{HandshakeRate, MAX_TRACKED_ADDRESSES};
 
 /// Token of this shard's listener.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -433,6 +435,7 @@ impl Shard {
                             awaiting_publish: false,
                             keep_alive: false,
                             served: false,
+                            publish_bucket: None,
                         })),
                         out: Default::default(),
                         generation: self.next_generation,
@@ -889,6 +892,9 @@ impl Shard {
         }
         for key in done_closing {
             self.doom(key);
+        }
+        if let Some(rate) = &self.shared.handshake_rate {
+            rate.sweep(self.id, self.shared.counters.len(), now);
         }
         // Tokens that expired without a refresh: `token_expired`, then close 4001.
         self.with_broker(|broker, out| broker.expire_tokens(out));

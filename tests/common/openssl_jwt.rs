@@ -115,7 +115,11 @@ pub fn signature(signer: Signer, input: &[u8]) -> Vec<u8> {
             // `-rawin` needs the message from a file: Ed25519 hashes it itself.
             let dir = std::env::temp_dir().join(format!("crier-jwt-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
-            let file = dir.join(format!("{:x}.msg", fnv(input)));
+            // One file per call: two tests signing the same input at once must not share it
+            // (one would remove it while the other's openssl reads it).
+            static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let file = dir.join(format!("{:x}-{call}.msg", fnv(input)));
             std::fs::write(&file, input).unwrap();
             let out = openssl(
                 &[
