@@ -48,14 +48,15 @@ const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
 const LISTEN_BACKLOG: i32 = 65_535;
 
 /// RSS one subscription costs with a 256-byte topic name, one subscriber per topic (measured
-/// 1,114 B with `bench/abuse_rss.py subscriptions --name-bytes 256`, rounded up; 387 B with
-/// 10-byte names; docs/configuration.md). The
-/// `--max-subscriptions` default divides a quarter of physical memory by it.
-pub const BYTES_PER_SUBSCRIPTION: u64 = 1_200;
+/// 1,790 B with `bench/abuse_rss.py subscriptions --name-bytes 256` once topics carry their
+/// history log and fan-out bookkeeping, rounded up; 588 B with 10-byte names;
+/// docs/configuration.md). The `--max-subscriptions` default divides a quarter of physical
+/// memory by it.
+pub const BYTES_PER_SUBSCRIPTION: u64 = 1_800;
 /// RSS one topic costs with a 256-byte name on top of its first subscription (the owner's
 /// entry and a second index entry); the `--max-topics` default divides an eighth of physical
 /// memory by it.
-pub const BYTES_PER_TOPIC: u64 = 1_200;
+pub const BYTES_PER_TOPIC: u64 = 1_800;
 /// Used when /proc/meminfo cannot be read: 1 GiB.
 const FALLBACK_MEMORY_BYTES: u64 = 1 << 30;
 /// The process exit code when a shard thread dies (EX_SOFTWARE, sysexits.h).
