@@ -29,6 +29,6 @@ pub mod metrics_listener;
 pub mod proto;
 pub mod server;
 pub mod shard;
-pub mod shared;
+pub(crate) mod shared;
 pub mod sys;
 pub mod topic;

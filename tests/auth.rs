@@ -63,7 +63,7 @@ fn auth_server(extra: &[&str]) -> server_handle::Handle {
 }
 
 mod server_handle {
-    pub struct Handle(pub crier::server::ServerHandle);
+    pub(crate) struct Handle(pub crier::server::ServerHandle);
     impl Drop for Handle {
         fn drop(&mut self) {
             self.0.shutdown();

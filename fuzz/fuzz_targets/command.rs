@@ -37,7 +37,9 @@ fuzz_target!(|data: &[u8]| {
             }
             if let Some(id) = command.id() {
                 assert!(matches!(id.get().as_bytes()[0], b'"' | b'-' | b'0'..=b'9'));
-                assert_json(&envelope::ack_frame(id, Some(7)));
+                assert_json(&envelope::ack_frame(id, Some((7, None))));
+                let epoch = crier::proto::epoch::Epoch::parse("e4XqT0aB").ok();
+                assert_json(&envelope::ack_frame(id, Some((7, epoch))));
             }
             if let Command::Publish { topic, data, .. } = &command {
                 assert!(serde_json::from_str::<IgnoredAny>(data.get()).is_ok());

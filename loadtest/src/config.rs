@@ -11,7 +11,7 @@ use clap::Parser;
 /// Open-loop, coordinated-omission-corrected load generator for crier protocol v1.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "crier-load", version, about, long_about = None)]
-pub struct Args {
+pub(crate) struct Args {
     /// WebSocket endpoint of the broker (`ws://host:port/path`).
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
@@ -115,14 +115,14 @@ pub struct Args {
 
 impl Args {
     /// A reconnect scenario is on (`--reconnect-every` or `--drop-all-at`).
-    pub fn reconnect_scenario(&self) -> bool {
+    pub(crate) fn reconnect_scenario(&self) -> bool {
         self.reconnect_every.is_some() || self.drop_all_at.is_some()
     }
 }
 
 /// A `--duration`-like flag that is not a duration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DurationError {
+pub(crate) enum DurationError {
     /// Not a number with an optional `ms`, `s` or `m` suffix.
     NotADuration(String),
     /// Negative, infinite or NaN.
@@ -145,7 +145,7 @@ impl fmt::Display for DurationError {
 impl std::error::Error for DurationError {}
 
 /// Parses `10s`, `250ms`, `2m`, `1.5s` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
         (n, 1e-3)
@@ -168,7 +168,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 
 /// A parsed `ws://` or `http://` URL: where to connect and what to put in the request line.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub addr: SocketAddr,
     /// The `Host` header value (`host:port` as given).
     pub host_header: String,
@@ -178,7 +178,7 @@ pub struct Target {
 
 /// A `--url` or `--http-publish` that cannot be connected to.
 #[derive(Debug)]
-pub enum UrlError {
+pub(crate) enum UrlError {
     /// Another scheme than the one expected (`wss`/`https` are not supported).
     WrongScheme {
         url: String,
@@ -228,7 +228,11 @@ impl std::error::Error for UrlError {
 }
 
 /// Parses `scheme://host[:port][/path[?query]]` for the one scheme expected.
-pub fn parse_url(url: &str, scheme: &'static str, default_port: u16) -> Result<Target, UrlError> {
+pub(crate) fn parse_url(
+    url: &str,
+    scheme: &'static str,
+    default_port: u16,
+) -> Result<Target, UrlError> {
     let rest = url
         .strip_prefix(scheme)
         .and_then(|r| r.strip_prefix("://"))
@@ -275,7 +279,7 @@ pub fn parse_url(url: &str, scheme: &'static str, default_port: u16) -> Result<T
 }
 
 /// Appends `name=value` to a path that may already carry a query.
-pub fn with_query(path_and_query: &str, name: &str, value: &str) -> String {
+pub(crate) fn with_query(path_and_query: &str, name: &str, value: &str) -> String {
     let sep = if path_and_query.contains('?') {
         '&'
     } else {
@@ -285,7 +289,7 @@ pub fn with_query(path_and_query: &str, name: &str, value: &str) -> String {
 }
 
 /// The path for `POST .../publish/<topic>` under an HTTP base URL's path.
-pub fn http_publish_path(base_path: &str, topic: &str) -> String {
+pub(crate) fn http_publish_path(base_path: &str, topic: &str) -> String {
     let base = base_path
         .split('?')
         .next()
@@ -303,7 +307,7 @@ pub fn http_publish_path(base_path: &str, topic: &str) -> String {
 /// Who talks about what. Topic indexes `0..topics` are `load-{k}`; with `all_topic`, index
 /// `topics` is `load-all`.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub topics: u32,
     pub publishers: u32,
     pub all_topic: bool,
@@ -311,16 +315,16 @@ pub struct Plan {
 
 impl Plan {
     /// The index of `load-all` (only meaningful with `all_topic`).
-    pub fn all_index(&self) -> u32 {
+    pub(crate) fn all_index(&self) -> u32 {
         self.topics
     }
 
     /// Number of topic indexes in use.
-    pub fn topic_count(&self) -> u32 {
+    pub(crate) fn topic_count(&self) -> u32 {
         self.topics + u32::from(self.all_topic)
     }
 
-    pub fn topic_name(&self, k: u32) -> String {
+    pub(crate) fn topic_name(&self, k: u32) -> String {
         if self.all_topic && k == self.all_index() {
             "load-all".to_string()
         } else {
@@ -329,7 +333,7 @@ impl Plan {
     }
 
     /// Inverse of [`Plan::topic_name`], without allocating.
-    pub fn topic_index(&self, name: &[u8]) -> Option<u32> {
+    pub(crate) fn topic_index(&self, name: &[u8]) -> Option<u32> {
         let rest = name.strip_prefix(b"load-")?;
         if rest == b"all" {
             return self.all_topic.then_some(self.all_index());
@@ -339,12 +343,12 @@ impl Plan {
     }
 
     /// The topic of subscriber `i` (besides `load-all`).
-    pub fn subscriber_topic(&self, i: u32) -> u32 {
+    pub(crate) fn subscriber_topic(&self, i: u32) -> u32 {
         i % self.topics
     }
 
     /// Topics of subscriber `i`, own topic first.
-    pub fn subscriber_topics(&self, i: u32) -> Vec<u32> {
+    pub(crate) fn subscriber_topics(&self, i: u32) -> Vec<u32> {
         let mut v = vec![self.subscriber_topic(i)];
         if self.all_topic {
             v.push(self.all_index());
@@ -354,7 +358,7 @@ impl Plan {
 
     /// The topics publisher `p` rotates over: with T >= P the topics `k % P == p`, otherwise
     /// topic `p % T`; plus `load-all` once per rotation with `all_topic`.
-    pub fn publisher_topics(&self, p: u32) -> Vec<u32> {
+    pub(crate) fn publisher_topics(&self, p: u32) -> Vec<u32> {
         let mut v: Vec<u32> = if self.topics >= self.publishers {
             (p..self.topics).step_by(self.publishers as usize).collect()
         } else {
@@ -367,7 +371,7 @@ impl Plan {
     }
 
     /// Number of publishers sending to topic `k`.
-    pub fn publishers_of(&self, k: u32) -> u32 {
+    pub(crate) fn publishers_of(&self, k: u32) -> u32 {
         let (p, t) = (self.publishers, self.topics);
         if self.all_topic && k == self.all_index() {
             p
@@ -380,7 +384,7 @@ impl Plan {
 
     /// The dense slot of publisher `p` among the publishers of topic `k`, or `None` if `p`
     /// does not publish to `k` (a message that must not exist).
-    pub fn publisher_slot(&self, k: u32, p: u32) -> Option<u32> {
+    pub(crate) fn publisher_slot(&self, k: u32, p: u32) -> Option<u32> {
         if p >= self.publishers {
             return None;
         }
@@ -399,7 +403,7 @@ impl Plan {
 }
 
 /// Parses ASCII decimal digits (the whole slice) into a u64.
-pub fn parse_u64(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }

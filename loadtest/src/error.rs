@@ -10,12 +10,12 @@ use crate::config::UrlError;
 use crate::procstat::ProcError;
 
 /// Setup failed: bad flags, fd limit, ports, connection failures beyond --max-failed-pct.
-pub const EXIT_SETUP: u8 = 2;
+pub(crate) const EXIT_SETUP: u8 = 2;
 /// The hard timeout was hit.
-pub const EXIT_TIMEOUT: u8 = 3;
+pub(crate) const EXIT_TIMEOUT: u8 = 3;
 
 #[derive(Debug)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     NoTopicsOrPublishers,
     BadRate,
     /// `--max` counts acks, and binary WebSocket publishes carry no id.
@@ -59,7 +59,7 @@ pub enum SetupError {
 }
 
 impl SetupError {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             SetupError::ConnectTimeout { .. } => EXIT_TIMEOUT,
             _ => EXIT_SETUP,

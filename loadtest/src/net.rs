@@ -11,13 +11,13 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// 127.0.0.(1 + i % 254). One source address has one ephemeral port range per destination
 /// (28,232 ports by default); staying well under that keeps TIME_WAIT from previous runs
 /// from refusing new connections.
-pub const SPREAD_ABOVE_CONNECTIONS: u64 = 25_000;
+pub(crate) const SPREAD_ABOVE_CONNECTIONS: u64 = 25_000;
 
 /// Source addresses used when spreading.
-pub const LOOPBACK_SOURCES: u32 = 254;
+pub(crate) const LOOPBACK_SOURCES: u32 = 254;
 
 /// The source address connection `i` of `total` should bind, if any.
-pub fn source_addr(i: u64, total: u64, target: SocketAddr) -> Option<IpAddr> {
+pub(crate) fn source_addr(i: u64, total: u64, target: SocketAddr) -> Option<IpAddr> {
     if total <= SPREAD_ABOVE_CONNECTIONS {
         return None;
     }
@@ -32,7 +32,7 @@ pub fn source_addr(i: u64, total: u64, target: SocketAddr) -> Option<IpAddr> {
 }
 
 /// Starts a non-blocking connect (completion shows as writability).
-pub fn start_connect(
+pub(crate) fn start_connect(
     target: SocketAddr,
     source: Option<IpAddr>,
 ) -> io::Result<mio::net::TcpStream> {
@@ -56,7 +56,7 @@ pub fn start_connect(
 }
 
 /// The kernel's ephemeral port range, for the "too many connections" check.
-pub fn ephemeral_ports() -> Option<u64> {
+pub(crate) fn ephemeral_ports() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     let mut it = text.split_whitespace().map(|s| s.parse::<u64>());
     let (lo, hi) = (it.next()?.ok()?, it.next()?.ok()?);

@@ -6,7 +6,7 @@ use crate::error::SetupError;
 use crate::plot;
 use crate::report::Report;
 
-pub fn write(args: &Args, report: &Report) -> Result<(), SetupError> {
+pub(crate) fn write(args: &Args, report: &Report) -> Result<(), SetupError> {
     if let Some(path) = &args.hdr {
         write_file(path, plot::hdr_percentile_text(&report.histogram))?;
     }

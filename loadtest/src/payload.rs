@@ -9,7 +9,7 @@ use crate::config::parse_u64;
 
 /// The fields every load message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     pub publisher: u32,
     pub topic: u32,
     pub seq: u64,
@@ -17,13 +17,13 @@ pub struct Stamp {
 }
 
 /// Bytes of the binary stamp: p u32, k u32, n u64, t u64, all little-endian.
-pub const BINARY_STAMP_BYTES: usize = 24;
+pub(crate) const BINARY_STAMP_BYTES: usize = 24;
 
 /// Appends the JSON `data` value for `stamp`, padded to exactly `size` bytes when `size` is
 /// large enough (otherwise the unpadded minimum, about 60 bytes). The padding reads like
 /// market data (symbols and prices that vary per message), not one repeated byte, so
 /// permessage-deflate measurements (`--compression`) see a realistic ratio for JSON.
-pub fn encode_json_data(stamp: &Stamp, size: usize, out: &mut Vec<u8>) {
+pub(crate) fn encode_json_data(stamp: &Stamp, size: usize, out: &mut Vec<u8>) {
     use std::io::Write;
     let start = out.len();
     // Writing into a Vec cannot fail.
@@ -61,7 +61,7 @@ pub fn encode_json_data(stamp: &Stamp, size: usize, out: &mut Vec<u8>) {
 }
 
 /// Appends the binary payload for `stamp`, zero-padded to `size` bytes (at least the stamp).
-pub fn encode_binary_payload(stamp: &Stamp, size: usize, out: &mut Vec<u8>) {
+pub(crate) fn encode_binary_payload(stamp: &Stamp, size: usize, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&stamp.publisher.to_le_bytes());
     out.extend_from_slice(&stamp.topic.to_le_bytes());
@@ -74,7 +74,7 @@ pub fn encode_binary_payload(stamp: &Stamp, size: usize, out: &mut Vec<u8>) {
 }
 
 /// Appends a protocol v1 text publish command carrying `data`, with an ack `id` if given.
-pub fn encode_text_publish(topic: &str, data: &[u8], id: Option<u64>, out: &mut Vec<u8>) {
+pub(crate) fn encode_text_publish(topic: &str, data: &[u8], id: Option<u64>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"op\":\"publish\",\"topic\":\"");
     out.extend_from_slice(topic.as_bytes());
     out.extend_from_slice(b"\",\"data\":");
@@ -87,7 +87,7 @@ pub fn encode_text_publish(topic: &str, data: &[u8], id: Option<u64>, out: &mut 
 }
 
 /// Appends a protocol v1 binary publish: `[1 byte N][topic][payload]`.
-pub fn encode_binary_publish(topic: &str, payload: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn encode_binary_publish(topic: &str, payload: &[u8], out: &mut Vec<u8>) {
     debug_assert!(topic.len() <= 255);
     out.push(topic.len() as u8);
     out.extend_from_slice(topic.as_bytes());
@@ -96,7 +96,7 @@ pub fn encode_binary_publish(topic: &str, payload: &[u8], out: &mut Vec<u8>) {
 
 /// One message from the broker, as far as the load generator cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Incoming<'a> {
+pub(crate) enum Incoming<'a> {
     /// A delivery: the topic name it came on, our stamp from its data, and the broker's seq
     /// (`None` from a broker that sends none).
     Message {
@@ -141,7 +141,7 @@ fn field<'a>(s: &'a [u8], key: &[u8]) -> Option<(u64, &'a [u8])> {
 }
 
 /// Parses our stamp from the start of a JSON data value written by [`encode_json_data`].
-pub fn parse_json_stamp(data: &[u8]) -> Option<Stamp> {
+pub(crate) fn parse_json_stamp(data: &[u8]) -> Option<Stamp> {
     let (p, r) = field(data, b"{\"p\":")?;
     let (k, r) = field(r, b",\"k\":")?;
     let (n, r) = field(r, b",\"n\":")?;
@@ -157,7 +157,7 @@ pub fn parse_json_stamp(data: &[u8]) -> Option<Stamp> {
 /// Parses a text message from the broker. The fast path locates the fields in the compact
 /// form the broker writes (`{"op":"message","topic":"t","seq":42,"data":...}`); anything else
 /// goes through serde_json, so a broker that reorders keys or adds spaces still works.
-pub fn parse_text(msg: &[u8]) -> Incoming<'_> {
+pub(crate) fn parse_text(msg: &[u8]) -> Incoming<'_> {
     if let Some(rest) = msg.strip_prefix(b"{\"op\":\"message\",\"topic\":\"") {
         if let Some(end) = rest.iter().position(|&b| b == b'"') {
             let topic = &rest[..end];
@@ -239,7 +239,7 @@ fn parse_text_slow(msg: &[u8]) -> Incoming<'_> {
 }
 
 /// Parses a binary delivery: `[1 byte N][topic][8 byte seq BE][payload]`.
-pub fn parse_binary(msg: &[u8]) -> Incoming<'_> {
+pub(crate) fn parse_binary(msg: &[u8]) -> Incoming<'_> {
     let Some((&n, rest)) = msg.split_first() else {
         return Incoming::Error("empty binary message".into());
     };

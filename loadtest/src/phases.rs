@@ -66,7 +66,7 @@ fn sample_server(args: &Args, ticks: u64) -> Result<Option<ProcSample>, SetupErr
 }
 
 /// Runs the scenario once and totals it; `label` (e.g. "run 2/5") prefixes the status line.
-pub fn run_once(
+pub(crate) fn run_once(
     args: &Args,
     setup: &Setup,
     ctx: &Context<'_>,

@@ -11,14 +11,14 @@ const NS_PER_MS: f64 = 1e6;
 
 /// One point of the percentile distribution: latency in ms, quantile, cumulative count.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
+pub(crate) struct Point {
     pub value_ms: f64,
     pub quantile: f64,
     pub total_count: u64,
 }
 
 /// The distribution as HdrHistogram prints it (5 ticks per half distance), values in ms.
-pub fn percentile_points(h: &Histogram<u64>) -> Vec<Point> {
+pub(crate) fn percentile_points(h: &Histogram<u64>) -> Vec<Point> {
     let mut total = 0;
     h.iter_quantiles(5)
         .map(|v| {
@@ -34,7 +34,7 @@ pub fn percentile_points(h: &Histogram<u64>) -> Vec<Point> {
 
 /// HdrHistogram's `outputPercentileDistribution` format (values scaled to milliseconds), as
 /// read by HdrHistogram's plotter and `hdr-plot`.
-pub fn hdr_percentile_text(h: &Histogram<u64>) -> String {
+pub(crate) fn hdr_percentile_text(h: &Histogram<u64>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -103,7 +103,7 @@ const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 
 /// A latency-by-percentile SVG chart.
-pub fn latency_svg(h: &Histogram<u64>, title: &str) -> String {
+pub(crate) fn latency_svg(h: &Histogram<u64>, title: &str) -> String {
     let points = percentile_points(h);
     let mut svg = String::new();
     let _ = write!(

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 /// One sample of a process.
 #[derive(Debug, Clone, Copy)]
-pub struct ProcSample {
+pub(crate) struct ProcSample {
     pub cpu: Duration,
     pub rss_bytes: u64,
 }
 
 /// utime + stime from the text of /proc/PID/stat. The command name (field 2) may contain
 /// spaces and parentheses, so fields are counted after the last `)`.
-pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 1..];
     let mut fields = after.split_whitespace();
     // After the name: state is field 3, so utime (14) and stime (15) are the 12th and 13th.
@@ -24,7 +24,7 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// VmRSS in bytes from the text of /proc/PID/status.
-pub fn parse_status_rss(status: &str) -> Option<u64> {
+pub(crate) fn parse_status_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
@@ -32,7 +32,7 @@ pub fn parse_status_rss(status: &str) -> Option<u64> {
 
 /// Why process `pid` could not be sampled.
 #[derive(Debug)]
-pub enum ProcError {
+pub(crate) enum ProcError {
     /// /proc/PID/stat unreadable: most likely no such process.
     ReadStat {
         pid: u32,
@@ -72,7 +72,7 @@ impl std::error::Error for ProcError {
 }
 
 /// Samples process `pid`, or explains why it cannot.
-pub fn sample(pid: u32, ticks_per_second: u64) -> Result<ProcSample, ProcError> {
+pub(crate) fn sample(pid: u32, ticks_per_second: u64) -> Result<ProcSample, ProcError> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|error| ProcError::ReadStat { pid, error })?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

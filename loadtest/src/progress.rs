@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::worker::{new_histogram, Shared};
 
-pub struct Progress {
+pub(crate) struct Progress {
     tty: bool,
     total: u64,
     /// Which run this is, with `--repeat`.
@@ -18,7 +18,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(tty: bool, total: u64, label: Option<String>) -> Progress {
+    pub(crate) fn new(tty: bool, total: u64, label: Option<String>) -> Progress {
         Progress {
             tty,
             total,
@@ -32,7 +32,7 @@ impl Progress {
 
     /// Draws the line if a second has passed; `window` is (start, measure, end) in ns once
     /// publishing has started.
-    pub fn tick(&mut self, shared: &Shared, window: Option<(u64, u64, u64)>) {
+    pub(crate) fn tick(&mut self, shared: &Shared, window: Option<(u64, u64, u64)>) {
         let now = shared.now_ns();
         if self.last_ns == 0 {
             self.last_ns = now;
@@ -81,7 +81,7 @@ impl Progress {
     }
 
     /// Ends the line on a terminal so what follows starts on its own.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if self.tty && self.drawn {
             eprintln!();
         }

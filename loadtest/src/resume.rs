@@ -9,11 +9,11 @@ use hdrhistogram::Histogram;
 
 /// A `since` seq past any topic's top: nothing is replayed and the ack tells the top and the
 /// epoch (docs/protocol.md, "Resume"). The first subscription starts live this way.
-pub const LIVE_SEQ: u64 = 9_007_199_254_740_991;
+pub(crate) const LIVE_SEQ: u64 = 9_007_199_254_740_991;
 
 /// Counts over all reconnects of a thread (merged over threads for the report).
 #[derive(Debug)]
-pub struct ResumeStats {
+pub(crate) struct ResumeStats {
     /// Connections dropped and opened again with `since`.
     pub reconnects: u64,
     /// Resume acks with `recovered: true` / `false`.
@@ -50,7 +50,7 @@ impl Default for ResumeStats {
 
 impl ResumeStats {
     /// Adds another thread's counts.
-    pub fn merge(&mut self, other: &ResumeStats) {
+    pub(crate) fn merge(&mut self, other: &ResumeStats) {
         self.reconnects += other.reconnects;
         self.acks_recovered += other.acks_recovered;
         self.acks_lost += other.acks_lost;
@@ -62,7 +62,7 @@ impl ResumeStats {
     }
 
     /// Reconnects whose catch-up was measured (the rest were still catching up at the end).
-    pub fn caught_up(&self) -> u64 {
+    pub(crate) fn caught_up(&self) -> u64 {
         self.catch_up_ns.len()
     }
 }
@@ -77,7 +77,7 @@ struct Pending {
 
 /// What a subscriber knows of one topic.
 #[derive(Debug, Default, Clone)]
-pub struct TopicResume {
+pub(crate) struct TopicResume {
     last: Option<u64>,
     epoch: Option<String>,
     pending: Option<Pending>,
@@ -85,7 +85,7 @@ pub struct TopicResume {
 
 impl TopicResume {
     /// The URL form of where to resume `topic` from: `topic:seq:epoch`, or a live start.
-    pub fn since(&self, topic: &str) -> String {
+    pub(crate) fn since(&self, topic: &str) -> String {
         match (&self.epoch, self.last) {
             (Some(epoch), Some(last)) => format!("{topic}:{last}:{epoch}"),
             (Some(epoch), None) => format!("{topic}:0:{epoch}"),
@@ -94,7 +94,7 @@ impl TopicResume {
     }
 
     /// A new connection is being opened to resume (at `now_ns`).
-    pub fn reconnecting(&mut self, now_ns: u64, stats: &mut ResumeStats) {
+    pub(crate) fn reconnecting(&mut self, now_ns: u64, stats: &mut ResumeStats) {
         stats.reconnects += 1;
         self.pending = Some(Pending {
             started_ns: now_ns,
@@ -103,7 +103,7 @@ impl TopicResume {
     }
 
     /// The resume ack: the topic's `top` and `epoch`, and whether the gap was recovered.
-    pub fn on_ack(
+    pub(crate) fn on_ack(
         &mut self,
         top: u64,
         epoch: &str,
@@ -144,7 +144,7 @@ impl TopicResume {
     }
 
     /// A delivery of broker seq `seq` at `now_ns`.
-    pub fn on_message(&mut self, seq: u64, now_ns: u64, stats: &mut ResumeStats) {
+    pub(crate) fn on_message(&mut self, seq: u64, now_ns: u64, stats: &mut ResumeStats) {
         if let Some(last) = self.last {
             if seq <= last {
                 stats.duplicates += 1;

@@ -6,7 +6,7 @@
 
 /// One publisher's schedule.
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     start_ns: u64,
     end_ns: u64,
     period_ns: f64,
@@ -18,7 +18,7 @@ impl Schedule {
     /// Publisher `index` of `publishers`, sharing `total_rate` messages/s between them, from
     /// `start_ns` up to (excluding) `end_ns`. Publishers are staggered by `period / publishers`
     /// so the combined stream is evenly spaced rather than in bursts of `publishers`.
-    pub fn new(
+    pub(crate) fn new(
         start_ns: u64,
         end_ns: u64,
         total_rate: f64,
@@ -38,19 +38,19 @@ impl Schedule {
     }
 
     /// Intended send time of message `i` (computed from `i`, not accumulated, so no drift).
-    pub fn intended_ns(&self, i: u64) -> u64 {
+    pub(crate) fn intended_ns(&self, i: u64) -> u64 {
         self.start_ns + (self.offset_ns + i as f64 * self.period_ns) as u64
     }
 
     /// The next message not yet taken: its index and intended time, or `None` once the
     /// schedule is past its end.
-    pub fn peek(&self) -> Option<(u64, u64)> {
+    pub(crate) fn peek(&self) -> Option<(u64, u64)> {
         let t = self.intended_ns(self.next);
         (t < self.end_ns).then_some((self.next, t))
     }
 
     /// Takes the next message if it is due at `now_ns`.
-    pub fn take_due(&mut self, now_ns: u64) -> Option<(u64, u64)> {
+    pub(crate) fn take_due(&mut self, now_ns: u64) -> Option<(u64, u64)> {
         let (i, t) = self.peek()?;
         if t <= now_ns {
             self.next += 1;
@@ -61,7 +61,7 @@ impl Schedule {
     }
 
     /// Messages that were due by `now_ns` but not taken (the publisher's backlog).
-    pub fn backlog(&self, now_ns: u64) -> u64 {
+    pub(crate) fn backlog(&self, now_ns: u64) -> u64 {
         let now = now_ns.min(self.end_ns.saturating_sub(1));
         if now < self.start_ns {
             return 0;

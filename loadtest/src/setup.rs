@@ -17,7 +17,7 @@ const FD_HEADROOM: u64 = 64;
 
 /// What every run of the scenario shares.
 #[derive(Debug)]
-pub struct Setup {
+pub(crate) struct Setup {
     pub cfg: Arc<RunConfig>,
     pub threads: usize,
     /// CPUs this process may use.
@@ -31,13 +31,13 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn plan(&self) -> &Plan {
+    pub(crate) fn plan(&self) -> &Plan {
         &self.cfg.plan
     }
 
     /// (global connection index, role) per thread: connection g goes to thread g % threads,
     /// subscribers first, then publishers.
-    pub fn roles(&self, args: &Args) -> Vec<Vec<(u64, Role)>> {
+    pub(crate) fn roles(&self, args: &Args) -> Vec<Vec<(u64, Role)>> {
         let threads = self.threads;
         let mut roles: Vec<Vec<(u64, Role)>> = vec![Vec::new(); threads];
         for s in 0..args.subscribers {
@@ -52,7 +52,7 @@ impl Setup {
 }
 
 /// Checks the flags and the machine's limits (raising the fd limit), or says what to change.
-pub fn prepare(args: &Args) -> Result<Setup, SetupError> {
+pub(crate) fn prepare(args: &Args) -> Result<Setup, SetupError> {
     check_flags(args)?;
     let plan = Plan {
         topics: args.topics,

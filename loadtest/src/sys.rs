@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit and returns the (soft, hard) now in force.
-pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+pub(crate) fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -43,17 +43,17 @@ fn rusage_cpu(who: libc::c_int) -> Duration {
 }
 
 /// User + system CPU time of this whole process.
-pub fn process_cpu() -> Duration {
+pub(crate) fn process_cpu() -> Duration {
     rusage_cpu(libc::RUSAGE_SELF)
 }
 
 /// User + system CPU time of the calling thread.
-pub fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     rusage_cpu(RUSAGE_THREAD)
 }
 
 /// Clock ticks per second, the unit of utime/stime in /proc/PID/stat.
-pub fn clock_ticks_per_second() -> u64 {
+pub(crate) fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no memory preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
@@ -66,12 +66,12 @@ pub fn clock_ticks_per_second() -> u64 {
 /// A non-blocking CLOCK_MONOTONIC timerfd: mio's own poll timeout is rounded up to whole
 /// milliseconds, which would add up to 1 ms of client-made lateness to every publish.
 #[derive(Debug)]
-pub struct TimerFd {
+pub(crate) struct TimerFd {
     fd: OwnedFd,
 }
 
 impl TimerFd {
-    pub fn new() -> io::Result<TimerFd> {
+    pub(crate) fn new() -> io::Result<TimerFd> {
         // SAFETY: no pointers; the flags are valid for timerfd_create.
         let fd = unsafe {
             libc::timerfd_create(
@@ -90,7 +90,7 @@ impl TimerFd {
 
     /// Arms a one-shot expiry `after` from now (a zero duration is bumped to 1 ns, since zero
     /// would disarm the timer).
-    pub fn arm(&self, after: Duration) -> io::Result<()> {
+    pub(crate) fn arm(&self, after: Duration) -> io::Result<()> {
         let after = after.max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
             it_interval: libc::timespec {
@@ -112,13 +112,13 @@ impl TimerFd {
     }
 
     /// Consumes a pending expiry so the (edge-triggered) fd can fire again.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let mut expirations = [0u8; 8];
         // SAFETY: reads at most 8 bytes into an 8-byte buffer; EAGAIN when nothing expired.
         let _ = unsafe { libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
     }
 
-    pub fn raw_fd(&self) -> RawFd {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }
@@ -126,7 +126,7 @@ impl TimerFd {
 /// Sets IP_BIND_ADDRESS_NO_PORT so that binding a source address before connect() defers the
 /// port choice to connect(), which can then reuse a port for different destinations: without
 /// it each source address is limited to one ephemeral range in total.
-pub fn set_bind_address_no_port(fd: RawFd) -> io::Result<()> {
+pub(crate) fn set_bind_address_no_port(fd: RawFd) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: `one` outlives the call and its size is passed; `fd` is an open socket.
     let rc = unsafe {

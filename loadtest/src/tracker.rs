@@ -8,11 +8,11 @@ use std::collections::HashMap;
 
 /// Missing ranges remembered per stream; past this, the oldest range is written off as lost
 /// and a late arrival from it is counted as a duplicate.
-pub const MAX_GAPS_PER_STREAM: usize = 1024;
+pub(crate) const MAX_GAPS_PER_STREAM: usize = 1024;
 
 /// What one arrival was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arrival {
+pub(crate) enum Arrival {
     /// The next expected message.
     InOrder,
     /// Ahead of the next expected: `skipped` messages are now missing (maybe late, maybe lost).
@@ -24,7 +24,7 @@ pub enum Arrival {
 }
 
 #[derive(Debug, Default)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     next: Vec<u64>,
     gaps: HashMap<u32, Vec<(u64, u64)>>,
     written_off: u64,
@@ -35,14 +35,14 @@ pub struct Tracker {
 
 impl Tracker {
     /// Adds `count` streams and returns the index of the first.
-    pub fn add_streams(&mut self, count: usize) -> u32 {
+    pub(crate) fn add_streams(&mut self, count: usize) -> u32 {
         let base = self.next.len();
         self.next.resize(base + count, 0);
         u32::try_from(base).expect("fewer than 4 billion streams")
     }
 
     /// Records the arrival of `seq` on `stream`.
-    pub fn observe(&mut self, stream: u32, seq: u64) -> Arrival {
+    pub(crate) fn observe(&mut self, stream: u32, seq: u64) -> Arrival {
         let next = &mut self.next[stream as usize];
         if seq == *next {
             *next += 1;
@@ -88,7 +88,7 @@ impl Tracker {
     }
 
     /// Messages of `stream` never received, given that `published` were sent on it.
-    pub fn lost(&self, stream: u32, published: u64) -> u64 {
+    pub(crate) fn lost(&self, stream: u32, published: u64) -> u64 {
         let next = self.next[stream as usize];
         let in_gaps: u64 = self
             .gaps
@@ -99,7 +99,7 @@ impl Tracker {
 
     /// Messages written off because a stream had too many gaps; not included in
     /// [`Tracker::lost`], so add them to the sum over streams.
-    pub fn written_off(&self) -> u64 {
+    pub(crate) fn written_off(&self) -> u64 {
         self.written_off
     }
 }

@@ -8,16 +8,16 @@ use crier::proto::prepared::encode_client_frame;
 use crier::proto::session::{Decoded, Event, PeerDeflate, Role, Session, SessionLimits};
 
 /// A rule of RFC 6455 §4.1 the broker's handshake response broke.
-pub use crier::proto::handshake::ClientHandshakeError as HandshakeError;
+pub(crate) use crier::proto::handshake::ClientHandshakeError as HandshakeError;
 /// A rule of RFC 6455 the broker's frames broke.
-pub use crier::proto::ProtocolError;
+pub(crate) use crier::proto::ProtocolError;
 
 /// Largest delivery we accept (the broker's messages are our own payloads plus an envelope).
-pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// What the broker sent, one frame or message at a time.
 #[derive(Debug)]
-pub enum WsEvent<'a> {
+pub(crate) enum WsEvent<'a> {
     Text(&'a [u8]),
     Binary(&'a [u8]),
     Ping(&'a [u8]),
@@ -25,11 +25,11 @@ pub enum WsEvent<'a> {
 }
 
 /// The permessage-deflate offer `--compression` sends (RFC 7692 §7.1.3's simplest one).
-pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+pub(crate) const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// The upgrade request for `path_and_query` and the `Sec-WebSocket-Accept` value to expect;
 /// with `compression`, it offers permessage-deflate.
-pub fn upgrade_request(
+pub(crate) fn upgrade_request(
     host: &str,
     path_and_query: &str,
     key: [u8; 16],
@@ -49,7 +49,7 @@ pub fn upgrade_request(
 
 /// Checks the response head in `buf`: the head length once complete, `None` while partial;
 /// with it, whether the broker accepted compression (then `reader` inflates).
-pub fn check_response(
+pub(crate) fn check_response(
     buf: &[u8],
     expected_accept: &str,
     offered_compression: bool,
@@ -69,12 +69,12 @@ pub fn check_response(
 }
 
 /// Appends one masked client frame (RFC 6455 §5.3: every client frame is masked).
-pub fn client_frame(opcode: OpCode, payload: &[u8], mask_key: [u8; 4], out: &mut Vec<u8>) {
+pub(crate) fn client_frame(opcode: OpCode, payload: &[u8], mask_key: [u8; 4], out: &mut Vec<u8>) {
     encode_client_frame(true, opcode, payload, mask_key, out);
 }
 
 /// Decodes server frames for one connection.
-pub struct Reader {
+pub(crate) struct Reader {
     session: Session,
 }
 
@@ -85,7 +85,7 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
-    pub fn new() -> Reader {
+    pub(crate) fn new() -> Reader {
         Reader {
             session: Session::new(
                 Role::Client,
@@ -98,7 +98,7 @@ impl Reader {
 
     /// Feeds `buf` (just read from the socket) and calls `on_event` for every complete
     /// message; partial frames stay inside the session until the next call.
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         buf: &mut [u8],
         mut on_event: impl FnMut(WsEvent<'_>),

@@ -3,7 +3,7 @@
 //! Pure: bytes and `now` (Unix seconds) in, [`Claims`] or a [`TokenError`] out. No files (the
 //! caller reads key files at start-up), no clock, no I/O.
 //!
-//! Key files are parsed by `jsonwebtoken`'s PEM reader, once, into a [`PreparedKey`] (an RSA
+//! Key files are parsed by `jsonwebtoken`'s PEM reader, once, into a `PreparedKey` (an RSA
 //! key, an EC or Ed25519 point, keyed HMAC states) whose check is the same RustCrypto call
 //! jsonwebtoken's `rust_crypto` backend makes, without rebuilding the key for every token.
 //! Everything around it (header, key choice, time and audience rules) is here, so the rules

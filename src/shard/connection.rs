@@ -21,7 +21,7 @@ pub enum Route {
 /// A request being read: head, then (for `POST /publish/...`) body, then possibly waiting for
 /// the topic's owner to sequence the publish. Boxed: only connections mid-request pay for it.
 #[derive(Debug)]
-pub struct HttpPhase {
+pub(super) struct HttpPhase {
     /// Bytes read and not yet consumed (a partial head, a body, or pipelined requests).
     pub buf: Vec<u8>,
     /// When the current request started (coarse milliseconds); the handshake deadline runs
@@ -44,7 +44,7 @@ pub struct HttpPhase {
 
 /// `POST /publish/<topic>` whose body is still arriving.
 #[derive(Debug)]
-pub struct PendingBody {
+pub(super) struct PendingBody {
     pub topic: Box<str>,
     pub binary: bool,
     pub reader: BodyReader,
@@ -52,7 +52,7 @@ pub struct PendingBody {
 
 /// An open WebSocket.
 #[derive(Debug)]
-pub struct WebSocketPhase {
+pub(super) struct WebSocketPhase {
     /// `None` only while the shard is decoding this connection's input.
     pub session: Option<Session>,
     pub route: Route,
@@ -64,14 +64,14 @@ pub struct WebSocketPhase {
 impl WebSocketPhase {
     /// Counted in `Shared::compressing_subscribers` while open: a `/ws` connection that
     /// negotiated permessage-deflate.
-    pub fn is_compressing_subscriber(&self) -> bool {
+    pub(super) fn is_compressing_subscriber(&self) -> bool {
         self.route == Route::PubSub && self.deflate_bits != 0
     }
 }
 
 /// Where a connection is in its life.
 #[derive(Debug)]
-pub enum Phase {
+pub(super) enum Phase {
     Http(Box<HttpPhase>),
     WebSocket(WebSocketPhase),
     /// A final frame or response is queued; once it is written the write side is shut and
@@ -82,23 +82,23 @@ pub enum Phase {
 }
 
 /// Flags kept in one byte.
-pub mod flags {
+pub(super) mod flags {
     /// Listed in the shard's dirty list for a flush at the end of this turn.
-    pub const DIRTY: u8 = 1 << 0;
+    pub(crate) const DIRTY: u8 = 1 << 0;
     /// A ping went out and no traffic came back since.
-    pub const PING_SENT: u8 = 1 << 1;
+    pub(crate) const PING_SENT: u8 = 1 << 1;
     /// The write side is shut down (Closing only).
-    pub const WRITE_SHUT: u8 = 1 << 2;
+    pub(crate) const WRITE_SHUT: u8 = 1 << 2;
     /// Reading stopped because the output queue is over the backlog cap.
-    pub const READ_PAUSED: u8 = 1 << 3;
+    pub(crate) const READ_PAUSED: u8 = 1 << 3;
     /// Listed for removal at the end of this turn.
-    pub const DOOMED: u8 = 1 << 4;
+    pub(crate) const DOOMED: u8 = 1 << 4;
     /// Registered for writable readiness too (only while a write is blocked).
-    pub const WANT_WRITABLE: u8 = 1 << 5;
+    pub(crate) const WANT_WRITABLE: u8 = 1 << 5;
 }
 
 #[derive(Debug)]
-pub struct Connection {
+pub(super) struct Connection {
     pub stream: TcpStream,
     pub phase: Phase,
     pub out: WriteQueue,
@@ -110,21 +110,21 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn has(&self, flag: u8) -> bool {
+    pub(super) fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
 
-    pub fn set(&mut self, flag: u8) {
+    pub(super) fn set(&mut self, flag: u8) {
         self.flags |= flag;
     }
 
-    pub fn clear(&mut self, flag: u8) {
+    pub(super) fn clear(&mut self, flag: u8) {
         self.flags &= !flag;
     }
 }
 
 /// Milliseconds between two coarse timestamps that may have wrapped.
-pub fn elapsed_ms(now_ms: u32, since_ms: u32) -> u32 {
+pub(super) fn elapsed_ms(now_ms: u32, since_ms: u32) -> u32 {
     now_ms.wrapping_sub(since_ms)
 }
 
@@ -134,7 +134,7 @@ pub fn elapsed_ms(now_ms: u32, since_ms: u32) -> u32 {
 /// and all their pongs read in one turn, in the middle of whatever fan-out is being flushed;
 /// spread over a quarter of the interval, a 1 s sweep sees a slice of them at a time. A
 /// connection is still closed only after `2 * ping_ms` of silence.
-pub fn ping_after_ms(ping_ms: u32, key: usize) -> u32 {
+pub(super) fn ping_after_ms(ping_ms: u32, key: usize) -> u32 {
     let spread = u64::from(ping_ms / 4);
     if spread == 0 {
         return ping_ms;

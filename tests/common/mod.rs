@@ -3,7 +3,7 @@
 //! a read timeout, so a missing answer fails the test instead of stalling it).
 #![allow(dead_code)]
 
-pub mod redis;
+pub(crate) mod redis;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,12 +16,12 @@ use tungstenite::protocol::WebSocket;
 use tungstenite::Message;
 
 /// How long any single expected answer may take before the test fails.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub type Client = WebSocket<TcpStream>;
+pub(crate) type Client = WebSocket<TcpStream>;
 
 /// A configuration for tests: loopback, an ephemeral port, and the given tweaks.
-pub fn config(args: &[&str]) -> Config {
+pub(crate) fn config(args: &[&str]) -> Config {
     use clap::Parser;
     let mut all = vec!["crier", "--listen", "127.0.0.1:0"];
     // Clients left open at the end of a test never answer the drain's close frame; a short
@@ -33,12 +33,12 @@ pub fn config(args: &[&str]) -> Config {
     Config::parse_from(all)
 }
 
-pub fn start(args: &[&str]) -> ServerHandle {
+pub(crate) fn start(args: &[&str]) -> ServerHandle {
     server::start(config(args)).expect("server starts")
 }
 
 /// Stops a server and waits for it, failing the test if that takes longer than `within`.
-pub fn stop(handle: ServerHandle, within: Duration) {
+pub(crate) fn stop(handle: ServerHandle, within: Duration) {
     handle.shutdown();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -51,7 +51,7 @@ pub fn stop(handle: ServerHandle, within: Duration) {
     }
 }
 
-pub fn tcp(addr: SocketAddr) -> TcpStream {
+pub(crate) fn tcp(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).unwrap();
     stream.set_nodelay(true).unwrap();
@@ -59,11 +59,11 @@ pub fn tcp(addr: SocketAddr) -> TcpStream {
 }
 
 /// Opens a WebSocket to `path` (with query) on `addr`.
-pub fn connect(addr: SocketAddr, path: &str) -> Client {
+pub(crate) fn connect(addr: SocketAddr, path: &str) -> Client {
     try_connect(addr, path).expect("WebSocket handshake succeeds")
 }
 
-pub fn try_connect(addr: SocketAddr, path: &str) -> Result<Client, tungstenite::Error> {
+pub(crate) fn try_connect(addr: SocketAddr, path: &str) -> Result<Client, tungstenite::Error> {
     let url = format!("ws://{addr}{path}");
     let request = url.into_client_request().unwrap();
     let (client, _response) = tungstenite::client(request, tcp(addr)).map_err(|e| match e {
@@ -74,7 +74,7 @@ pub fn try_connect(addr: SocketAddr, path: &str) -> Result<Client, tungstenite::
 }
 
 /// Reads the next data message, answering pings on the way; panics on anything else.
-pub fn next_data(client: &mut Client) -> Message {
+pub(crate) fn next_data(client: &mut Client) -> Message {
     loop {
         match client.read().expect("a message arrives") {
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -84,19 +84,19 @@ pub fn next_data(client: &mut Client) -> Message {
 }
 
 /// Reads the next text message as JSON.
-pub fn next_json(client: &mut Client) -> serde_json::Value {
+pub(crate) fn next_json(client: &mut Client) -> serde_json::Value {
     match next_data(client) {
         Message::Text(text) => serde_json::from_str(&text).expect("valid JSON"),
         other => panic!("expected a text message, got {other:?}"),
     }
 }
 
-pub fn send_json(client: &mut Client, value: serde_json::Value) {
+pub(crate) fn send_json(client: &mut Client, value: serde_json::Value) {
     client.send(Message::text(value.to_string())).expect("send");
 }
 
 /// Sends raw bytes and reads until the peer closes or `ANSWER_TIMEOUT` passes.
-pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+pub(crate) fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = tcp(addr);
     stream.write_all(request).unwrap();
     let mut out = Vec::new();
@@ -106,7 +106,7 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 
 /// One `GET` on a fresh connection that the server closes after answering.
 /// Returns (status, head, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     let response = raw_exchange(addr, request.as_bytes());
     let (head, body) = response
@@ -120,7 +120,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
 }
 
 /// Subscribes by command and waits for the ack, which comes once the topic's owner knows.
-pub fn subscribe(client: &mut Client, topic: &str) {
+pub(crate) fn subscribe(client: &mut Client, topic: &str) {
     send_json(
         client,
         serde_json::json!({"op": "subscribe", "topic": topic, "id": 1}),
@@ -129,14 +129,14 @@ pub fn subscribe(client: &mut Client, topic: &str) {
 }
 
 /// Reads one HTTP response (head + Content-Length body) from a keep-alive connection.
-pub fn read_response(stream: &mut TcpStream) -> (u16, String) {
+pub(crate) fn read_response(stream: &mut TcpStream) -> (u16, String) {
     let (status, _head, body) = read_response_with_head(stream);
     (status, body)
 }
 
 /// Like [`read_response`], also returning the head (status line and header fields). A response
 /// without `Content-Length` (a 304, say) has an empty body.
-pub fn read_response_with_head(stream: &mut TcpStream) -> (u16, String, String) {
+pub(crate) fn read_response_with_head(stream: &mut TcpStream) -> (u16, String, String) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -157,7 +157,7 @@ pub fn read_response_with_head(stream: &mut TcpStream) -> (u16, String, String) 
 }
 
 /// The value of header field `name` (case-insensitive) in a response head.
-pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().skip(1).find_map(|line| {
         let (key, value) = line.split_once(':')?;
         key.eq_ignore_ascii_case(name).then(|| value.trim())
@@ -165,7 +165,7 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Waits until `condition` holds, failing after `within`.
-pub fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
@@ -174,7 +174,7 @@ pub fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> b
 }
 
 /// A POST /publish/<topic> on a fresh connection; returns (status, body).
-pub fn http_publish(
+pub(crate) fn http_publish(
     addr: SocketAddr,
     topic: &str,
     content_type: &str,

@@ -13,7 +13,7 @@ use base64::Engine as _;
 
 /// How to sign: the JWS algorithm and the key openssl signs with.
 #[derive(Debug, Clone, Copy)]
-pub enum Signer {
+pub(super) enum Signer {
     /// HMAC-SHA-256/384/512 (`bits`) with the secret in this fixture file (trailing newline trimmed).
     Hs(u16, &'static str),
     Rs256(&'static str),
@@ -23,7 +23,7 @@ pub enum Signer {
 }
 
 impl Signer {
-    pub fn alg(self) -> &'static str {
+    pub(super) fn alg(self) -> &'static str {
         match self {
             Signer::Hs(256, _) => "HS256",
             Signer::Hs(384, _) => "HS384",
@@ -37,18 +37,18 @@ impl Signer {
 }
 
 /// The path of a fixture under tests/fixtures/auth.
-pub fn fixture(name: &str) -> PathBuf {
+pub(super) fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/auth")
         .join(name)
 }
 
-pub fn b64(bytes: &[u8]) -> String {
+pub(super) fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A compact JWS: `header` gets `alg` (and `kid` when given) added; `claims` as given.
-pub fn sign(signer: Signer, kid: Option<&str>, claims: &serde_json::Value) -> String {
+pub(super) fn sign(signer: Signer, kid: Option<&str>, claims: &serde_json::Value) -> String {
     let mut header = serde_json::json!({ "alg": signer.alg(), "typ": "JWT" });
     if let Some(kid) = kid {
         header["kid"] = kid.into();
@@ -57,7 +57,7 @@ pub fn sign(signer: Signer, kid: Option<&str>, claims: &serde_json::Value) -> St
 }
 
 /// A compact JWS with exactly this header (which may lie about `alg`).
-pub fn sign_with_header(
+pub(super) fn sign_with_header(
     signer: Signer,
     header: &serde_json::Value,
     claims: &serde_json::Value,
@@ -72,7 +72,7 @@ pub fn sign_with_header(
 }
 
 /// The raw signature openssl makes over `input`.
-pub fn signature(signer: Signer, input: &[u8]) -> Vec<u8> {
+pub(super) fn signature(signer: Signer, input: &[u8]) -> Vec<u8> {
     let key = |name: &str| fixture(name).to_string_lossy().into_owned();
     match signer {
         Signer::Hs(bits, secret) => {

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A redis-server child process.
-pub struct Redis {
+pub(crate) struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
@@ -18,7 +18,7 @@ pub struct Redis {
 }
 
 /// A port nobody listens on right now (bind port 0, read it, let it go).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().unwrap().port()
 }
@@ -36,11 +36,11 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 impl Redis {
     /// Starts redis-server with no persistence and `extra` arguments.
-    pub fn start(extra: &[&str]) -> Redis {
+    pub(crate) fn start(extra: &[&str]) -> Redis {
         Redis::start_on(free_port(), extra)
     }
 
-    pub fn start_on(port: u16, extra: &[&str]) -> Redis {
+    pub(crate) fn start_on(port: u16, extra: &[&str]) -> Redis {
         let mut redis = Redis {
             child: None,
             port,
@@ -96,16 +96,16 @@ impl Redis {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("running")
     }
 
     /// One command in RESP, the raw answer back (enough for PING, DBSIZE, CONFIG, FLUSHALL).
-    pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
+    pub(crate) fn command(&self, args: &[&str]) -> std::io::Result<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut request = format!("*{}\r\n", args.len());
@@ -127,17 +127,17 @@ impl Redis {
     }
 
     /// SIGSTOP: the server stops answering, connections stay open.
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         self.signal("-STOP");
     }
 
     /// SIGCONT.
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.signal("-CONT");
     }
 
     /// SIGKILL, and wait for it to be gone.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -145,7 +145,7 @@ impl Redis {
     }
 
     /// Starts it again on the same port and directory (an AOF there is replayed).
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         self.spawn();
     }

@@ -7,7 +7,7 @@ use super::totals::{ServerUse, Totals};
 use super::Context;
 
 /// The whole report for `t` (one run, or several merged).
-pub fn render(ctx: &Context<'_>, t: &Totals) -> Value {
+pub(super) fn render(ctx: &Context<'_>, t: &Totals) -> Value {
     let args = ctx.args;
     let c = &t.counts;
     let secs = t.secs();

@@ -11,15 +11,15 @@ use hdrhistogram::Histogram;
 
 use crate::config::{Args, Plan};
 
-pub use totals::{RunInputs, ServerSamples, Totals};
+pub(crate) use totals::{RunInputs, ServerSamples, Totals};
 
 /// Above this share of its usable cores (or of one core, for any one worker thread) the
 /// client is the bottleneck and the numbers describe the client.
-pub const CLIENT_SATURATED_FRACTION: f64 = 0.85;
+pub(crate) const CLIENT_SATURATED_FRACTION: f64 = 0.85;
 
 /// What is the same for every run: the flags, the plan and the machine.
 #[derive(Debug)]
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     pub args: &'a Args,
     pub plan: &'a Plan,
     pub threads: usize,
@@ -30,18 +30,18 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// The cores the client can use: `min(threads, cores)`.
-    pub fn usable_cores(&self) -> f64 {
+    pub(crate) fn usable_cores(&self) -> f64 {
         self.threads.min(self.cores).max(1) as f64
     }
 
     /// `--rate`, or `None` with `--max`.
-    pub fn target_rate(&self) -> Option<f64> {
+    pub(crate) fn target_rate(&self) -> Option<f64> {
         (!self.args.max).then_some(self.args.rate)
     }
 }
 
 #[derive(Debug)]
-pub struct Report {
+pub(crate) struct Report {
     pub histogram: Histogram<u64>,
     json: serde_json::Value,
     text: String,
@@ -51,7 +51,7 @@ pub struct Report {
 impl Report {
     /// The report on `runs` (at least one; with `--repeat`, in order): the top-level numbers
     /// describe them merged, and `repeat`/`runs` keep each run's latency.
-    pub fn build(ctx: &Context<'_>, runs: Vec<Totals>) -> Report {
+    pub(crate) fn build(ctx: &Context<'_>, runs: Vec<Totals>) -> Report {
         let spread = repeat::Repeat::of(&runs);
         let merged = repeat::merge(runs);
         let mut json = json::render(ctx, &merged);
@@ -67,16 +67,16 @@ impl Report {
         }
     }
 
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         self.json.to_string()
     }
 
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         &self.text
     }
 
     /// Protocol errors, disconnects or misrouted messages: the run found a broker bug.
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         self.failure
     }
 }

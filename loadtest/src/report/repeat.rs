@@ -11,7 +11,7 @@ use crate::worker::new_histogram;
 
 /// One run's latency and the counts that say whether it is comparable to the others.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RunSummary {
+pub(super) struct RunSummary {
     pub samples: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -22,7 +22,7 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    pub fn of(t: &Totals) -> RunSummary {
+    pub(super) fn of(t: &Totals) -> RunSummary {
         RunSummary {
             samples: t.histogram.len(),
             p50_ms: t.latency_ms(0.5),
@@ -37,7 +37,7 @@ impl RunSummary {
 
 /// The smallest, median and largest of some per-run values.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Spread {
+pub(super) struct Spread {
     pub min: f64,
     /// The middle value; for an even count, the mean of the two middle values.
     pub median: f64,
@@ -46,7 +46,7 @@ pub struct Spread {
 
 impl Spread {
     /// All zero for no values.
-    pub fn of(values: &[f64]) -> Spread {
+    pub(super) fn of(values: &[f64]) -> Spread {
         if values.is_empty() {
             return Spread::default();
         }
@@ -72,12 +72,12 @@ impl Spread {
 
 /// Every run's summary, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Repeat {
+pub(super) struct Repeat {
     pub runs: Vec<RunSummary>,
 }
 
 impl Repeat {
-    pub fn of(runs: &[Totals]) -> Repeat {
+    pub(super) fn of(runs: &[Totals]) -> Repeat {
         Repeat {
             runs: runs.iter().map(RunSummary::of).collect(),
         }
@@ -85,13 +85,13 @@ impl Repeat {
 
     /// The spread of `f` over the runs that recorded latencies (a run without samples has
     /// no percentiles to compare).
-    pub fn spread(&self, f: fn(&RunSummary) -> f64) -> Spread {
+    pub(super) fn spread(&self, f: fn(&RunSummary) -> f64) -> Spread {
         let values: Vec<f64> = self.runs.iter().filter(|r| r.samples > 0).map(f).collect();
         Spread::of(&values)
     }
 
     /// The `repeat` and `runs` keys.
-    pub fn json(&self) -> (Value, Value) {
+    pub(super) fn json(&self) -> (Value, Value) {
         let summary = json!({
             "count": self.runs.len(),
             "p50_ms": self.spread(|r| r.p50_ms).json(),
@@ -116,7 +116,7 @@ impl Repeat {
     }
 
     /// One line per run and one for the spread, after the merged latency line.
-    pub fn text(&self, out: &mut String) {
+    pub(super) fn text(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "  runs         {} runs on fresh connections; the lines above merge them all",
@@ -160,7 +160,7 @@ impl Repeat {
 /// totals over total time); maxima kept; flags set if any run's was; the first run's first
 /// error. Broker RSS: the first run's before-connect, the largest connected and
 /// per-connection values, the last run's end. Empty `runs` give empty totals.
-pub fn merge(runs: Vec<Totals>) -> Totals {
+pub(super) fn merge(runs: Vec<Totals>) -> Totals {
     let mut histogram = new_histogram();
     for t in &runs {
         let _ = histogram.add(&t.histogram);

@@ -10,7 +10,7 @@ use super::{Context, CLIENT_SATURATED_FRACTION};
 
 /// The whole report for `t` (one run, or several merged, then with each run's latency and
 /// their spread after the merged latency line).
-pub fn render(ctx: &Context<'_>, t: &Totals, repeat: Option<&Repeat>) -> String {
+pub(super) fn render(ctx: &Context<'_>, t: &Totals, repeat: Option<&Repeat>) -> String {
     let mut out = String::new();
     setup(&mut out, ctx, t);
     traffic(&mut out, t, repeat);

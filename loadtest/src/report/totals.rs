@@ -15,7 +15,7 @@ use super::{Context, CLIENT_SATURATED_FRACTION};
 
 /// Broker samples: before connecting, after connecting, and at the edges of the window.
 #[derive(Debug, Clone, Copy)]
-pub struct ServerSamples {
+pub(crate) struct ServerSamples {
     pub before: ProcSample,
     pub connected: ProcSample,
     pub start: ProcSample,
@@ -24,7 +24,7 @@ pub struct ServerSamples {
 
 /// What the main thread measured in one run (the workers know the rest).
 #[derive(Debug)]
-pub struct RunInputs {
+pub(crate) struct RunInputs {
     pub total_connections: u64,
     pub connections_up: u64,
     pub connections_failed: u64,
@@ -38,7 +38,7 @@ pub struct RunInputs {
 
 /// The connect phase.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Connections {
+pub(crate) struct Connections {
     pub target: u64,
     pub up: u64,
     pub failed: u64,
@@ -49,7 +49,7 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn handshakes_per_second(&self) -> f64 {
+    pub(crate) fn handshakes_per_second(&self) -> f64 {
         if self.connect_secs > 0.0 {
             self.handshakes as f64 / self.connect_secs
         } else {
@@ -57,7 +57,7 @@ impl Connections {
         }
     }
 
-    pub fn handshake_mean_ms(&self) -> f64 {
+    pub(crate) fn handshake_mean_ms(&self) -> f64 {
         self.handshake_ns_sum
             .checked_div(self.handshakes)
             .map_or(0.0, |ns| ns as f64 / 1e6)
@@ -66,7 +66,7 @@ impl Connections {
 
 /// Messages counted over all threads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub published_in_window: u64,
     pub delivered_in_window: u64,
     pub published_total: u64,
@@ -87,7 +87,7 @@ pub struct Counts {
 
 impl Counts {
     /// Protocol errors, disconnects, misrouted messages or HTTP errors: the broker misbehaved.
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         self.protocol_errors > 0
             || self.disconnects > 0
             || self.misrouted > 0
@@ -97,7 +97,7 @@ impl Counts {
 
 /// The client's own CPU use in the window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ClientCpu {
+pub(crate) struct ClientCpu {
     pub cpu: Duration,
     /// The busiest worker thread's CPU as a share of one core.
     pub busiest_thread_fraction: f64,
@@ -107,7 +107,7 @@ pub struct ClientCpu {
 
 /// The broker's CPU in the window and its RSS around connecting.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ServerUse {
+pub(crate) struct ServerUse {
     pub cpu: Duration,
     pub rss_before: u64,
     pub rss_connected: u64,
@@ -134,7 +134,7 @@ impl ServerUse {
 
 /// Everything the report renders about one run (or, merged, about several).
 #[derive(Debug)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Latency from the intended send time, of messages intended in the window.
     pub histogram: Histogram<u64>,
     pub measured: Duration,
@@ -149,7 +149,11 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub fn from_run(ctx: &Context<'_>, run: RunInputs, results: Vec<ThreadResult>) -> Totals {
+    pub(crate) fn from_run(
+        ctx: &Context<'_>,
+        run: RunInputs,
+        results: Vec<ThreadResult>,
+    ) -> Totals {
         let mut histogram = new_histogram();
         for r in &results {
             let _ = histogram.add(&r.histogram);
@@ -185,12 +189,12 @@ impl Totals {
     }
 
     /// Measured seconds, never zero (it divides).
-    pub fn secs(&self) -> f64 {
+    pub(crate) fn secs(&self) -> f64 {
         self.measured.as_secs_f64().max(1e-9)
     }
 
     /// The latency at `quantile` in ms, 0 with no samples.
-    pub fn latency_ms(&self, quantile: f64) -> f64 {
+    pub(crate) fn latency_ms(&self, quantile: f64) -> f64 {
         if self.histogram.is_empty() {
             0.0
         } else {
@@ -199,7 +203,7 @@ impl Totals {
     }
 
     /// The largest latency in ms, 0 with no samples.
-    pub fn max_ms(&self) -> f64 {
+    pub(crate) fn max_ms(&self) -> f64 {
         if self.histogram.is_empty() {
             0.0
         } else {

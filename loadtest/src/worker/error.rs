@@ -10,7 +10,7 @@ use crate::ws::{HandshakeError, ProtocolError};
 
 /// A connection that failed before it was ready, or was closed after.
 #[derive(Debug)]
-pub enum ConnError {
+pub(super) enum ConnError {
     /// The TCP connect failed (at once, or when it completed).
     Connect {
         target: SocketAddr,

@@ -27,7 +27,9 @@ use crate::tracker::Tracker;
 
 use conn::{Conn, Phase};
 use encode::Encoder;
-pub use shared::{new_histogram, PublishMode, Reconnect, Role, RunConfig, Shared, ThreadResult};
+pub(crate) use shared::{
+    new_histogram, PublishMode, Reconnect, Role, RunConfig, Shared, ThreadResult,
+};
 
 /// Socket reads of one connection per loop turn before others get a go (edge-triggered, so a
 /// connection that hit the cap is revisited with a zero poll timeout).
@@ -90,7 +92,7 @@ fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-pub struct Worker {
+pub(crate) struct Worker {
     index: usize,
     cfg: Arc<RunConfig>,
     shared: Arc<Shared>,
@@ -129,7 +131,7 @@ pub struct Worker {
 
 impl Worker {
     /// `roles` are (global connection index, role) for this thread's connections.
-    pub fn new(
+    pub(crate) fn new(
         index: usize,
         cfg: Arc<RunConfig>,
         shared: Arc<Shared>,
@@ -175,7 +177,7 @@ impl Worker {
     }
 
     /// Runs until the main thread sets `stop`.
-    pub fn run(mut self) -> ThreadResult {
+    pub(crate) fn run(mut self) -> ThreadResult {
         let mut events = Events::with_capacity(1024);
         let mut rbuf = vec![0u8; READ_BUFFER_BYTES];
         self.thread_start_ns = self.shared.now_ns();

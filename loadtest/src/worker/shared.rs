@@ -14,7 +14,7 @@ use crate::tracker::Tracker;
 
 /// How publishers send.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum PublishMode {
+pub(crate) enum PublishMode {
     /// `--rate`: open loop.
     Rate(f64),
     /// `--max`: at most `window` awaiting their ack (over HTTP: one response at a time).
@@ -23,7 +23,7 @@ pub enum PublishMode {
 
 /// Everything the workers read and never change.
 #[derive(Debug)]
-pub struct RunConfig {
+pub(crate) struct RunConfig {
     pub plan: Plan,
     pub ws: Target,
     pub http: Option<Target>,
@@ -43,7 +43,7 @@ pub struct RunConfig {
 
 /// When subscribers drop and come back (the reconnect scenarios).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reconnect {
+pub(crate) enum Reconnect {
     /// Each subscriber drops every `period` (subscriber `s` first at `period * s / S`), and
     /// reconnects at once.
     Every { period: Duration },
@@ -53,7 +53,7 @@ pub enum Reconnect {
 
 /// Written by workers, read by the main thread (and the start/stop flags the other way).
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub epoch: Instant,
     /// Publishing start in ns since `epoch`; 0 until the main thread sets it.
     pub start_ns: AtomicU64,
@@ -72,7 +72,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(threads: usize, topics: usize) -> Shared {
+    pub(crate) fn new(threads: usize, topics: usize) -> Shared {
         Shared {
             epoch: Instant::now(),
             start_ns: AtomicU64::new(0),
@@ -90,12 +90,12 @@ impl Shared {
         }
     }
 
-    pub fn now_ns(&self) -> u64 {
+    pub(crate) fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
 
     /// Keeps the first problem of the run for the report (later ones only count).
-    pub fn note_error(&self, problem: impl Display) {
+    pub(crate) fn note_error(&self, problem: impl Display) {
         let mut first = self.first_error.lock().expect("no panics while holding");
         if first.is_none() {
             *first = Some(problem.to_string());
@@ -103,7 +103,7 @@ impl Shared {
     }
 
     /// The first problem noted, if any.
-    pub fn first_error(&self) -> Option<String> {
+    pub(crate) fn first_error(&self) -> Option<String> {
         self.first_error
             .lock()
             .expect("no panics while holding")
@@ -112,13 +112,13 @@ impl Shared {
 }
 
 /// Latency histogram in nanoseconds, 1 µs to 1 hour, 3 significant digits.
-pub fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 3_600_000_000_000, 3).expect("valid bounds")
 }
 
 /// What a worker hands back when it stops.
 #[derive(Debug)]
-pub struct ThreadResult {
+pub(crate) struct ThreadResult {
     pub histogram: Histogram<u64>,
     pub tracker: Tracker,
     /// (stream base, topic) per subscriber topic, to compute losses against what was published.
@@ -147,7 +147,7 @@ pub struct ThreadResult {
 
 /// A connection a thread is responsible for, before it is opened.
 #[derive(Debug, Clone, Copy)]
-pub enum Role {
+pub(crate) enum Role {
     Subscriber(u32),
     Publisher(u32),
 }

@@ -18,7 +18,7 @@ pub struct TopicPolicy {
     pub size: usize,
     /// How long a message is kept, in milliseconds.
     pub ttl_ms: u64,
-    /// Index of this policy's TTL among the distinct TTLs ([`HistoryPolicy::ttl_classes`]).
+    /// Index of this policy's TTL among the distinct TTLs ([`HistoryPolicy::ttl_classes_ms`]).
     pub class: usize,
 }
 

@@ -24,15 +24,15 @@ use super::script::ChannelMessage;
 
 /// How long an ack may wait for its message before the node reads the stream for it (the
 /// pub/sub copy may have been lost).
-pub const HOLD_BEFORE_FETCH_MS: u64 = 200;
+pub(super) const HOLD_BEFORE_FETCH_MS: u64 = 200;
 /// How long an ack may wait at all (Redis unreachable, say) before it is answered anyway.
-pub const HOLD_AT_MOST_MS: u64 = 5_000;
+pub(super) const HOLD_AT_MOST_MS: u64 = 5_000;
 /// Entries one stream read asks for; a longer gap is read in several.
-pub const FETCH_BATCH: u64 = 1_000;
+pub(super) const FETCH_BATCH: u64 = 1_000;
 
 /// Counted events of the merge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeEvent {
+pub(super) enum NodeEvent {
     /// Messages delivered from a stream read (a gap filled).
     Recovered,
     /// Messages announced as lost (`dropped`): gone from the stream.
@@ -44,7 +44,7 @@ pub enum NodeEvent {
 }
 
 /// The effects the node's decisions produce.
-pub trait NodeOut {
+pub(super) trait NodeOut {
     /// Hand `frame` to `shard`'s subscribers of `topic` (a `Deliver`); `epoch` is the topic's
     /// current one (a subscriber closed as slow is told where to resume in it).
     fn deliver(&mut self, shard: u16, topic: &str, frame: Bytes, epoch: Option<Epoch>);
@@ -111,7 +111,7 @@ struct Topic {
 
 /// One node's topics. See the module documentation.
 #[derive(Debug)]
-pub struct Node {
+pub(super) struct Node {
     topics: HashMap<Box<str>, Topic>,
     /// The most messages one resume replays (`--max-replay-messages`).
     max_replay_messages: usize,
@@ -124,7 +124,7 @@ impl Default for Node {
 }
 
 impl Node {
-    pub fn new(max_replay_messages: usize) -> Node {
+    pub(super) fn new(max_replay_messages: usize) -> Node {
         Node {
             topics: HashMap::new(),
             max_replay_messages,
@@ -132,17 +132,23 @@ impl Node {
     }
 
     /// Topics the node listens to.
-    pub fn topic_count(&self) -> usize {
+    pub(super) fn topic_count(&self) -> usize {
         self.topics.len()
     }
 
     /// Every topic, for a resubscribe after a reconnect.
-    pub fn topics(&self) -> impl Iterator<Item = &str> {
+    pub(super) fn topics(&self) -> impl Iterator<Item = &str> {
         self.topics.keys().map(|t| &**t)
     }
 
     /// Shard `shard`'s interest in `topic` started or ended.
-    pub fn interest<O: NodeOut>(&mut self, topic: &str, shard: u16, interested: bool, out: &mut O) {
+    pub(super) fn interest<O: NodeOut>(
+        &mut self,
+        topic: &str,
+        shard: u16,
+        interested: bool,
+        out: &mut O,
+    ) {
         if interested {
             let t = match self.topics.get_mut(topic) {
                 Some(t) => t,
@@ -186,7 +192,13 @@ impl Node {
     }
 
     /// The node is subscribed to `topic`'s channel and read its top: `seq` in `epoch`.
-    pub fn subscribed<O: NodeOut>(&mut self, topic: &str, seq: u64, epoch: Epoch, out: &mut O) {
+    pub(super) fn subscribed<O: NodeOut>(
+        &mut self,
+        topic: &str,
+        seq: u64,
+        epoch: Epoch,
+        out: &mut O,
+    ) {
         let Some(t) = self.topics.get_mut(topic) else {
             return;
         };
@@ -217,7 +229,7 @@ impl Node {
     }
 
     /// A message on `topic`'s channel.
-    pub fn message<O: NodeOut>(&mut self, topic: &str, msg: ChannelMessage, out: &mut O) {
+    pub(super) fn message<O: NodeOut>(&mut self, topic: &str, msg: ChannelMessage, out: &mut O) {
         let Some(t) = self.topics.get_mut(topic) else {
             return;
         };
@@ -231,7 +243,7 @@ impl Node {
 
     /// A stream read asked for by [`NodeOut::fetch`] came back: the topic's current `epoch`
     /// and the entries (seq, payload) of the range that are still kept, in order.
-    pub fn fetched<O: NodeOut>(
+    pub(super) fn fetched<O: NodeOut>(
         &mut self,
         topic: &str,
         epoch: Option<Epoch>,
@@ -294,7 +306,7 @@ impl Node {
     /// is registered at once (its deliveries skip the connection until the `Replay`); the
     /// answer follows a stream read made once the topic is live and settled (subscribe, then
     /// read, then merge: the read's top is where the replay ends and live delivery resumes).
-    pub fn resume<O: NodeOut>(&mut self, topic: &str, waiter: Waiter, out: &mut O) {
+    pub(super) fn resume<O: NodeOut>(&mut self, topic: &str, waiter: Waiter, out: &mut O) {
         let shard = waiter.conn.shard;
         let t = match self.topics.get_mut(topic) {
             Some(t) => t,
@@ -317,7 +329,7 @@ impl Node {
     /// `top`, its `oldest` kept seq and the kept entries from the asked seq on. The node first
     /// catches up to `top` (the entries, the messages heard meanwhile, the rest announced
     /// lost), then answers each resume by the pure decision of `history::resume`.
-    pub fn resume_read<O: NodeOut>(
+    pub(super) fn resume_read<O: NodeOut>(
         &mut self,
         topic: &str,
         epoch: Epoch,
@@ -392,7 +404,7 @@ impl Node {
     }
 
     /// A publish from this node was sequenced by Redis as `seq` in `epoch`.
-    pub fn published<O: NodeOut>(
+    pub(super) fn published<O: NodeOut>(
         &mut self,
         topic: &str,
         seq: u64,
@@ -419,7 +431,7 @@ impl Node {
     }
 
     /// The connection to Redis is gone: every topic must be resubscribed and caught up.
-    pub fn disconnected(&mut self) {
+    pub(super) fn disconnected(&mut self) {
         for t in self.topics.values_mut() {
             t.live = false;
             t.fetching = None;
@@ -431,7 +443,7 @@ impl Node {
 
     /// The periodic check: acks whose message is late make the node read the stream; acks
     /// that waited too long are answered anyway.
-    pub fn tick<O: NodeOut>(&mut self, now_ms: u64, out: &mut O) {
+    pub(super) fn tick<O: NodeOut>(&mut self, now_ms: u64, out: &mut O) {
         for (topic, t) in self.topics.iter_mut() {
             while t
                 .held

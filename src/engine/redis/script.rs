@@ -19,7 +19,7 @@ use crate::mesh::Payload;
 ///
 /// KEYS: meta, stream, channel. ARGV: kind (`j`/`b`), payload, history size, history TTL (ms),
 /// meta TTL (ms), epoch candidate, `1` for SPUBLISH (Cluster).
-pub const PUBLISH: &str = r#"
+pub(super) const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 local listeners
 if ARGV[7] == '1' then
@@ -59,7 +59,7 @@ return {seq, epoch}
 /// nothing published in between is lost (subscribe, then read the top, then merge).
 ///
 /// KEYS: meta, stream. ARGV: epoch candidate, meta TTL (ms).
-pub const ENSURE: &str = r#"
+pub(super) const ENSURE: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[1]
@@ -74,7 +74,7 @@ return {tonumber(redis.call('HGET', KEYS[1], 's')), epoch}
 /// belongs to, read atomically: `{epoch or nil, {{id, {field, value, ...}}, ...}}`.
 ///
 /// KEYS: meta, stream. ARGV: from, to, count.
-pub const FETCH: &str = r#"
+pub(super) const FETCH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 local entries = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', ARGV[2] .. '-0', 'COUNT', ARGV[3])
 return {epoch or false, entries}
@@ -86,7 +86,7 @@ return {epoch or false, entries}
 /// is trimmed to the history size, so the read is bounded by it.
 ///
 /// KEYS: meta, stream. ARGV: epoch candidate, meta TTL (ms), from.
-pub const RESUME: &str = r#"
+pub(super) const RESUME: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[1]
@@ -107,7 +107,7 @@ return {top, epoch, oldest, entries}
 /// The names of one topic's keys and channel. All share one hash tag: the topic itself when
 /// it has no braces, else a hash of it (a brace inside a topic would cut the tag short).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicKeys {
+pub(super) struct TopicKeys {
     /// The hash with the topic's seq (`s`) and epoch (`e`).
     pub meta: String,
     /// The history stream (IDs `seq-0`).
@@ -117,7 +117,7 @@ pub struct TopicKeys {
 }
 
 impl TopicKeys {
-    pub fn new(prefix: &str, topic: &str) -> TopicKeys {
+    pub(super) fn new(prefix: &str, topic: &str) -> TopicKeys {
         let tag = if topic.contains(['{', '}']) {
             format!("#{:016x}", fnv1a(topic.as_bytes()))
         } else {
@@ -141,7 +141,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The kind byte of a payload in a channel message and a stream entry.
-pub fn kind_of(payload: &Payload) -> &'static str {
+pub(super) fn kind_of(payload: &Payload) -> &'static str {
     match payload {
         Payload::Json(_) => "j",
         Payload::Binary(_) => "b",
@@ -149,7 +149,7 @@ pub fn kind_of(payload: &Payload) -> &'static str {
 }
 
 /// A payload from its kind byte and bytes (`None`: an unknown kind).
-pub fn payload_of(kind: &[u8], data: Bytes) -> Option<Payload> {
+pub(super) fn payload_of(kind: &[u8], data: Bytes) -> Option<Payload> {
     match kind {
         b"j" => Some(Payload::Json(data)),
         b"b" => Some(Payload::Binary(data)),
@@ -159,7 +159,7 @@ pub fn payload_of(kind: &[u8], data: Bytes) -> Option<Payload> {
 
 /// A message as it arrives on a topic's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelMessage {
+pub(super) struct ChannelMessage {
     pub seq: u64,
     pub epoch: Epoch,
     pub payload: Payload,
@@ -167,14 +167,14 @@ pub struct ChannelMessage {
 
 /// Why a channel message could not be read (someone else published on crier's channel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecodeError {
+pub(super) enum DecodeError {
     UnknownKind,
     BadSeq,
     MissingEpoch,
 }
 
 /// Reads `kind seq ":" epoch ":" payload`; the payload is a slice of `bytes`, not a copy.
-pub fn decode(bytes: Bytes) -> Result<ChannelMessage, DecodeError> {
+pub(super) fn decode(bytes: Bytes) -> Result<ChannelMessage, DecodeError> {
     let Some(&kind) = bytes.first() else {
         return Err(DecodeError::UnknownKind);
     };
@@ -206,7 +206,7 @@ pub fn decode(bytes: Bytes) -> Result<ChannelMessage, DecodeError> {
 }
 
 /// A stream entry ID `seq-0` read back as its seq.
-pub fn seq_of_id(id: &[u8]) -> Option<u64> {
+pub(super) fn seq_of_id(id: &[u8]) -> Option<u64> {
     let dash = id.iter().position(|&b| b == b'-')?;
     std::str::from_utf8(&id[..dash]).ok()?.parse().ok()
 }
