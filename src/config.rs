@@ -675,8 +675,8 @@ fn read_topics(value: &toml::Value) -> Result<Vec<TopicOverride>, String> {
                             found(value)
                         )));
                     };
-                    crate::broker::history::policy::check_pattern(pattern)
-                        .map_err(|e| at(format!("pattern {pattern:?}: {}", e.reason())))?;
+                    TopicPattern::parse(pattern)
+                        .map_err(|e| at(format!("pattern {pattern:?}: {e}")))?;
                     topic.pattern = pattern.clone();
                 }
                 "history_size" => {

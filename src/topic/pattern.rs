@@ -1,7 +1,7 @@
 //! Topic patterns (`--metrics-topic`): `.`-separated segments where `*` matches exactly one
 //! segment and a final `>` one or more trailing segments. Parsing and matching only; matching
-//! allocates nothing. (A stop-gap: `src/auth/pattern.rs` on branch `auth` has the grant
-//! matcher with `{sub}`; the two should become one once both are merged.)
+//! allocates nothing. Used by `--metrics-topic` and the history's `[[topics]]` overrides; the
+//! grant matcher (`src/auth/pattern.rs`) adds `{sub}` and compiled grants on top of the same rules.
 
 use std::fmt;
 
@@ -10,6 +10,8 @@ use super::name::{validate_topic_str, TopicError};
 /// Why a pattern was refused, named after the broken rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatternError {
+    /// The pattern is empty.
+    Empty,
     /// A literal part breaks the topic name rules.
     Name(TopicError),
     /// A segment is empty (`a..b`, a leading or trailing `.`).
@@ -23,12 +25,13 @@ pub enum PatternError {
 impl fmt::Display for PatternError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            PatternError::Empty => f.write_str("the pattern is empty"),
             PatternError::Name(e) => write!(f, "{e}"),
             PatternError::EmptySegment => f.write_str("a pattern segment is empty"),
             PatternError::WildcardInsideSegment => {
                 f.write_str("'*' and '>' must be a whole segment")
             }
-            PatternError::TailNotLast => f.write_str("'>' may only be the last segment"),
+            PatternError::TailNotLast => f.write_str("'>' must be the last segment"),
         }
     }
 }
@@ -47,6 +50,9 @@ impl TopicPattern {
     /// Parses `text`: literal segments follow the topic name rules; `*` and `>` stand alone.
     pub fn parse(text: &str) -> Result<TopicPattern, PatternError> {
         let text = text.trim();
+        if text.is_empty() {
+            return Err(PatternError::Empty);
+        }
         let segments: Vec<&str> = text.split('.').collect();
         for (index, segment) in segments.iter().enumerate() {
             match *segment {

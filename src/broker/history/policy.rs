@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use crate::config::{Config, TopicOverride};
+use crate::topic::TopicPattern;
 
 /// What one topic keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub struct TopicPolicy {
 /// A `[[topics]]` override, checked and ready to match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Override {
-    pattern: Box<str>,
+    pattern: TopicPattern,
     policy: TopicPolicy,
 }
 
@@ -76,16 +77,19 @@ impl HistoryPolicy {
         };
         let overrides = overrides
             .iter()
-            .map(|o| {
+            .filter_map(|o| {
+                // The configuration checked every pattern (`read_topics`); one that does not
+                // parse could match nothing anyway.
+                let pattern = TopicPattern::parse(&o.pattern).ok()?;
                 let ttl_ms = o.history_ttl.map_or(default.ttl_ms, millis);
-                Override {
-                    pattern: o.pattern.as_str().into(),
+                Some(Override {
+                    pattern,
                     policy: TopicPolicy {
                         size: o.history_size.unwrap_or(size),
                         ttl_ms,
                         class: class_of(ttl_ms),
                     },
-                }
+                })
             })
             .collect();
         HistoryPolicy {
@@ -113,7 +117,7 @@ impl HistoryPolicy {
     pub fn for_topic(&self, topic: &str) -> TopicPolicy {
         self.overrides
             .iter()
-            .find(|o| pattern_matches(&o.pattern, topic))
+            .find(|o| o.pattern.matches(topic))
             .map_or(self.default, |o| o.policy)
     }
 
@@ -128,70 +132,10 @@ impl HistoryPolicy {
     }
 }
 
-/// Why a topic pattern was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatternError {
-    /// No bytes.
-    Empty,
-    /// Two dots in a row or a dot at either end.
-    EmptySegment,
-    /// `*` or `>` inside a segment: wildcards are whole segments.
-    WildcardInSegment,
-    /// `>` other than as the last segment.
-    TailNotLast,
-}
-
-impl PatternError {
-    /// A short reason for a configuration error.
-    pub fn reason(self) -> &'static str {
-        match self {
-            PatternError::Empty => "empty topic pattern",
-            PatternError::EmptySegment => "topic pattern has an empty segment",
-            PatternError::WildcardInSegment => "'*' and '>' must be whole segments",
-            PatternError::TailNotLast => "'>' must be the last segment",
-        }
-    }
-}
-
-/// Checks a pattern: dot-separated non-empty segments; `*` is a whole segment matching exactly
-/// one topic segment; `>` is the whole last segment matching one or more trailing segments.
-pub fn check_pattern(pattern: &str) -> Result<(), PatternError> {
-    if pattern.is_empty() {
-        return Err(PatternError::Empty);
-    }
-    let mut segments = pattern.split('.').peekable();
-    while let Some(segment) = segments.next() {
-        match segment {
-            "" => return Err(PatternError::EmptySegment),
-            "*" => {}
-            ">" if segments.peek().is_none() => {}
-            ">" => return Err(PatternError::TailNotLast),
-            literal if literal.contains(['*', '>']) => return Err(PatternError::WildcardInSegment),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Whether `topic` matches a pattern that passed [`check_pattern`]. Walks segments without
-/// allocating; runs once per topic incarnation.
-fn pattern_matches(pattern: &str, topic: &str) -> bool {
-    let mut topic_segments = topic.split('.');
-    for segment in pattern.split('.') {
-        match (segment, topic_segments.next()) {
-            (">", Some(_)) => return true,
-            (_, None) => return false,
-            ("*", Some(_)) => {}
-            (literal, Some(part)) if literal == part => {}
-            _ => return false,
-        }
-    }
-    topic_segments.next().is_none()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic::PatternError;
 
     fn over(pattern: &str, size: Option<usize>, ttl_s: Option<u64>) -> TopicOverride {
         TopicOverride {
@@ -199,6 +143,14 @@ mod tests {
             history_size: size,
             history_ttl: ttl_s.map(Duration::from_secs),
         }
+    }
+
+    fn pattern_matches(pattern: &str, topic: &str) -> bool {
+        TopicPattern::parse(pattern).unwrap().matches(topic)
+    }
+
+    fn check_pattern(pattern: &str) -> Result<(), PatternError> {
+        TopicPattern::parse(pattern).map(|_| ())
     }
 
     #[test]
@@ -219,7 +171,10 @@ mod tests {
     fn bad_patterns_name_the_broken_rule() {
         assert_eq!(check_pattern(""), Err(PatternError::Empty));
         assert_eq!(check_pattern("a..b"), Err(PatternError::EmptySegment));
-        assert_eq!(check_pattern("a.b*"), Err(PatternError::WildcardInSegment));
+        assert_eq!(
+            check_pattern("a.b*"),
+            Err(PatternError::WildcardInsideSegment)
+        );
         assert_eq!(check_pattern(">.a"), Err(PatternError::TailNotLast));
         assert_eq!(check_pattern("a.*.>"), Ok(()));
     }
