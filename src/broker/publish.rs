@@ -116,7 +116,8 @@ impl<E: Engine> Broker<E> {
             if let Some(waiting) = self.resuming.get(topic) {
                 // Connections waiting for their replay get this message in it (or after it).
                 let waiting = waiting.clone();
-                skipped += deliver_except(subscribers, &waiting, &lost, policy, conns, slow, out);
+                skipped +=
+                    deliver_with_notices(subscribers, &waiting, &lost, policy, conns, slow, out);
                 let queued = subscribers.len() as u64 - skipped;
                 out.count(Metric::Deliveries, queued);
                 out.fanned_out(topic, queued, sequenced_us);
@@ -137,37 +138,8 @@ impl<E: Engine> Broker<E> {
                 }
             }
         } else {
-            for &conn in subscribers {
-                if let Some(count) = conns.dropped(conn, topic) {
-                    // The notice goes out only together with the message after it.
-                    let notice = envelope::dropped_frame(topic, count);
-                    let kind = SendKind::Notice {
-                        reserve_bytes: frames.plain.len(),
-                    };
-                    match out.send(conn, notice, kind) {
-                        SendStatus::Queued | SendStatus::QueuedOverBudget => {
-                            conns.clear_dropped(conn, topic)
-                        }
-                        SendStatus::OverBudget => {
-                            skipped += 1;
-                            over_budget(policy, conns, slow, conn, &lost, out);
-                            continue;
-                        }
-                        SendStatus::Closed => {
-                            skipped += 1;
-                            continue;
-                        }
-                    }
-                }
-                match out.send_delivery(conn, frames, SendKind::Delivery) {
-                    SendStatus::Queued | SendStatus::QueuedOverBudget => {}
-                    SendStatus::Closed => skipped += 1,
-                    SendStatus::OverBudget => {
-                        skipped += 1;
-                        over_budget(policy, conns, slow, conn, &lost, out);
-                    }
-                }
-            }
+            // Some subscriber here has skipped messages to announce first.
+            skipped += deliver_with_notices(subscribers, &[], &lost, policy, conns, slow, out);
         }
         let queued = subscribers.len() as u64 - skipped;
         out.count(Metric::Deliveries, queued);
@@ -295,12 +267,13 @@ pub(super) fn over_budget<O: Outputs>(
     }
 }
 
-/// The rare path of a delivery while some subscribers of the topic wait for their replay:
-/// every subscriber but those, one by one, with the `dropped` notices. Returns how many were
-/// skipped.
+/// The rare paths of a delivery: some subscriber has skipped messages to announce first (a
+/// `dropped` notice goes out only together with the message after it), or some wait for their
+/// replay (`waiting`, skipped: the replay brings them this message). Every subscriber one by one;
+/// returns how many were skipped.
 #[cold]
 #[allow(clippy::too_many_arguments)]
-fn deliver_except<O: Outputs>(
+fn deliver_with_notices<O: Outputs>(
     subscribers: &[ConnId],
     waiting: &[ConnId],
     lost: &Lost<'_>,
