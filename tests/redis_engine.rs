@@ -19,26 +19,9 @@ use tungstenite::Message;
 
 /// A crier node using `redis`, two shards, with `extra` flags.
 fn node(redis: &Redis, extra: &[&str]) -> ServerHandle {
-    let url = redis.url();
-    let mut args = vec![
-        "--engine",
-        "redis",
-        "--redis-url",
-        &url,
-        "--threads",
-        "2",
-        "--redis-timeout",
-        "500ms",
-        "--engine-unready-after",
-        "1s",
-    ];
+    let mut args = vec!["--engine-unready-after", "1s"];
     args.extend_from_slice(extra);
-    let server = start(&args);
-    let status = server.engine_status().expect("the Redis engine runs");
-    eventually(Duration::from_secs(10), "the engine connects", || {
-        status.is_up()
-    });
-    server
+    common::redis::start_node(redis, "500ms", &args)
 }
 
 /// A subscriber to `topics` on `addr` (acks awaited: subscribed for real), reading on its own

@@ -10,35 +10,14 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::redis::Redis;
+use common::redis::{wait_engine_up, Redis};
 use common::*;
 use crier::server::ServerHandle;
 use serde_json::{json, Value};
 use tungstenite::Message;
 
 fn node(redis: &Redis) -> ServerHandle {
-    let url = redis.url();
-    let server = start(&[
-        "--engine",
-        "redis",
-        "--redis-url",
-        &url,
-        "--threads",
-        "2",
-        "--redis-timeout",
-        "300ms",
-        "--engine-unready-after",
-        "500ms",
-    ]);
-    wait_up(&server);
-    server
-}
-
-fn wait_up(server: &ServerHandle) {
-    let status = server.engine_status().expect("the Redis engine runs");
-    eventually(Duration::from_secs(15), "the engine connects", || {
-        status.is_up()
-    });
+    common::redis::start_node(redis, "300ms", &["--engine-unready-after", "500ms"])
 }
 
 /// Reads text frames until `done(frames)` or `within`; pings are answered by tungstenite.
@@ -130,7 +109,7 @@ fn redis_paused_during_publishing_loses_nothing_acked_and_readyz_tells() {
         unavailable > 0,
         "publishes were refused while Redis was paused"
     );
-    wait_up(&a);
+    wait_engine_up(&a);
     eventually(Duration::from_secs(5), "/readyz is 200 again", || {
         http_get(a.local_addr(), "/readyz").0 == 200
     });
@@ -189,8 +168,8 @@ fn redis_restarted_without_persistence_gives_a_new_epoch_announced_as_not_recove
     assert_eq!(refused["code"], "engine_unavailable");
 
     redis.restart();
-    wait_up(&a);
-    wait_up(&b);
+    wait_engine_up(&a);
+    wait_engine_up(&b);
     let frames = read_until(&mut subscriber, ANSWER_TIMEOUT, |f| {
         f.iter().any(|f| f["op"] == "epoch")
     });
@@ -230,8 +209,8 @@ fn redis_restarted_with_its_aof_recovers_fully() {
         epoch = ack["epoch"].clone();
     }
     redis.restart();
-    wait_up(&a);
-    wait_up(&b);
+    wait_engine_up(&a);
+    wait_engine_up(&b);
     for i in 11..=15u64 {
         let ack = publish(&mut publisher, "aof", json!(i), i);
         assert_eq!(ack["seq"], i, "seq goes on after the restart");

@@ -16,24 +16,7 @@ use serde_json::{json, Value};
 use tungstenite::Message;
 
 fn node(redis: &Redis, extra: &[&str]) -> ServerHandle {
-    let url = redis.url();
-    let mut args = vec![
-        "--engine",
-        "redis",
-        "--redis-url",
-        &url,
-        "--threads",
-        "2",
-        "--redis-timeout",
-        "300ms",
-    ];
-    args.extend_from_slice(extra);
-    let server = start(&args);
-    let status = server.engine_status().expect("the Redis engine runs");
-    eventually(Duration::from_secs(15), "the engine connects", || {
-        status.is_up()
-    });
-    server
+    common::redis::start_node(redis, "300ms", extra)
 }
 
 /// Publishes one message with an id; returns (seq, epoch) from its ack.

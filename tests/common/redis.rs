@@ -164,3 +164,35 @@ impl Drop for Redis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A crier node (in-process, two shards) on the Redis engine at `redis`, with
+/// `--redis-timeout redis_timeout` and `extra` flags, returned once its engine is connected.
+pub(crate) fn start_node(
+    redis: &Redis,
+    redis_timeout: &str,
+    extra: &[&str],
+) -> crier::server::ServerHandle {
+    let url = redis.url();
+    let mut args = vec![
+        "--engine",
+        "redis",
+        "--redis-url",
+        &url,
+        "--threads",
+        "2",
+        "--redis-timeout",
+        redis_timeout,
+    ];
+    args.extend_from_slice(extra);
+    let server = super::start(&args);
+    wait_engine_up(&server);
+    server
+}
+
+/// Waits (up to 15 s) until `server`'s Redis engine is connected.
+pub(crate) fn wait_engine_up(server: &crier::server::ServerHandle) {
+    let status = server.engine_status().expect("the Redis engine runs");
+    super::eventually(Duration::from_secs(15), "the engine connects", || {
+        status.is_up()
+    });
+}
