@@ -7,7 +7,7 @@
 //! "Completed" is defined through the shard's dirty list, which is FIFO: every connection a
 //! fan-out queued a frame on is in the list at a position before `popped + len` as the fan-out
 //! ends (appended by it, or already waiting). Once the flush has popped that many entries in
-//! total, every such connection has had its `writev`, and the end of that flush pass is the
+//! total, every such connection has had its write, and the end of that flush pass is the
 //! completion time. A connection whose socket buffer was full then (`crier_writes_blocked_total`)
 //! is not waited for: its remainder goes out when the socket is writable again.
 

@@ -12,6 +12,7 @@ mod connection;
 mod handshake_rate;
 mod http;
 mod output;
+mod socket_sink;
 mod websocket;
 pub mod write_queue;
 
@@ -44,6 +45,7 @@ use crate::shared::{Fault, Shared};
 
 use connection::{elapsed_ms, flags, ping_after_ms, Connection, Phase};
 use output::Effects;
+use socket_sink::SocketSink;
 use write_queue::Flushed;
 
 pub use address_limit::{AddressKey, AddressLimit};
@@ -712,7 +714,7 @@ impl Shard {
                 continue;
             }
             if !conn.out.is_empty() {
-                match conn.out.flush(&mut conn.stream) {
+                match conn.out.flush(&mut SocketSink::new(&conn.stream)) {
                     Ok((state, written)) => {
                         self.counters.add(Metric::BytesOut, written as u64);
                         self.counters.incr(Metric::Writes);
