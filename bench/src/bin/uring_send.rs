@@ -1,8 +1,10 @@
 //! One small frame to each of N loopback TCP sockets per round: one `writev` per socket (what
 //! the shard's flush does at low publish rates) against batches of `IORING_OP_SEND`/`SENDMSG`
 //! submitted with one `io_uring_enter` each. Reports wall time and the writer thread's CPU time
-//! per send, median over rounds, and the ratio uring/writev. A measurement, not broker code:
-//! nothing here is used by crier itself.
+//! per send, median over rounds, and the ratio uring/writev. `--mode all` adds one plain
+//! `sendmsg(2)` per socket: a syscall per send like `writev`, without the VFS write path, which
+//! separates what batching saves from what skipping `vfs_writev` saves. A measurement, not
+//! broker code: nothing here is used by crier itself.
 //!
 //! The reading ends are drained by a second thread (epoll through mio, edge-triggered, read and
 //! discard), pinnable with `--reader-cpu`, so sockets never fill up, like a subscriber load
@@ -27,10 +29,16 @@ use crier_bench::median_sorted;
 enum Mode {
     /// One `writev` per socket.
     Writev,
+    /// One `sendmsg(2)` per socket with `MSG_DONTWAIT`: a syscall per send without the VFS
+    /// write path (`vfs_writev`, `fdget_pos`) that `writev` goes through.
+    Sendmsg,
     /// Batches of io_uring send SQEs, one `io_uring_enter` per batch.
     Uring,
-    /// Alternate rounds of each (writev-uring, uring-writev, ...), same machine conditions.
+    /// Alternate rounds of writev and uring (writev-uring, uring-writev, ...), same machine
+    /// conditions.
     Both,
+    /// Alternate rounds of writev, sendmsg and uring.
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,9 +139,33 @@ impl std::fmt::Display for BenchError {
     }
 }
 
-/// CPU-time clocks of the calling thread: the only `unsafe` of this program besides the ring.
+/// The plain `sendmsg(2)` and the calling thread's CPU-time clocks: with the ring, the only
+/// `unsafe` of this program.
 #[allow(unsafe_code)]
-mod thread_clock {
+mod sys {
+    use std::io;
+    use std::os::fd::RawFd;
+
+    /// One `sendmsg(2)` of `buf` on `fd` with `MSG_DONTWAIT`; the byte count or the error.
+    pub(crate) fn sendmsg(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; all-zero is "no name, no iovec, no control".
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        // SAFETY: `msg` points to one iovec describing `buf`, both alive for the call; the
+        // kernel only reads them. A bad or closed fd is an error return, not UB.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
     /// The calling thread's CPU time (user + system), in nanoseconds.
     pub(crate) fn cpu_ns() -> u64 {
         let mut ts = libc::timespec {
@@ -514,12 +546,22 @@ struct Round {
     enters: u64,
 }
 
-/// One writev per socket.
-fn writev_round(writers: &[TcpStream], frame: &[u8]) -> Result<Round, BenchError> {
+/// One writev (or, with `sendmsg`, one `sendmsg(2)`) per socket.
+fn syscall_round(
+    writers: &[TcpStream],
+    fds: &[RawFd],
+    frame: &[u8],
+    sendmsg: bool,
+) -> Result<Round, BenchError> {
     let mut r = Round::default();
     let bufs = [IoSlice::new(frame)];
-    for w in writers {
-        match (&*w).write_vectored(&bufs) {
+    for (w, &fd) in writers.iter().zip(fds) {
+        let written = if sendmsg {
+            sys::sendmsg(fd, frame)
+        } else {
+            (&*w).write_vectored(&bufs)
+        };
+        match written {
             Ok(n) if n == frame.len() => r.bytes += n as u64,
             Ok(n) => {
                 r.short += 1;
@@ -543,16 +585,13 @@ fn run_round(
     timed: bool,
 ) -> Result<Round, BenchError> {
     let (wall0, cpu0, (u0, s0)) = if timed {
-        (
-            Some(Instant::now()),
-            thread_clock::cpu_ns(),
-            thread_clock::user_sys_us(),
-        )
+        (Some(Instant::now()), sys::cpu_ns(), sys::user_sys_us())
     } else {
         (None, 0, (0, 0))
     };
     let mut r = match mode {
-        Mode::Writev => writev_round(writers, frame)?,
+        Mode::Writev => syscall_round(writers, fds, frame, false)?,
+        Mode::Sendmsg => syscall_round(writers, fds, frame, true)?,
         _ => {
             let sender = sender.expect("uring mode has a sender");
             let c = sender.send_round(fds).map_err(BenchError::UringSubmit)?;
@@ -571,8 +610,8 @@ fn run_round(
     };
     if let Some(wall0) = wall0 {
         r.wall_ns = wall0.elapsed().as_nanos() as u64;
-        r.cpu_ns = thread_clock::cpu_ns() - cpu0;
-        let (u1, s1) = thread_clock::user_sys_us();
+        r.cpu_ns = sys::cpu_ns() - cpu0;
+        let (u1, s1) = sys::user_sys_us();
         r.user_us = u1 - u0;
         r.sys_us = s1 - s0;
     }
@@ -694,12 +733,12 @@ fn run(args: &Args) -> Result<(), BenchError> {
 
     let mut mode = args.mode;
     let mut uring_error = None;
-    let mut sender = if mode == Mode::Writev {
+    let mut sender = if matches!(mode, Mode::Writev | Mode::Sendmsg) {
         None
     } else {
         match uring::Sender::new(batch, args.op, args.setup, &frame) {
             Ok(s) => Some(s),
-            Err(e) if mode == Mode::Both => {
+            Err(e) if matches!(mode, Mode::Both | Mode::All) => {
                 eprintln!(
                     "uring_send: {}; measuring writev only",
                     BenchError::UringSetup(io::Error::new(e.kind(), e.to_string()))
@@ -723,7 +762,9 @@ fn run(args: &Args) -> Result<(), BenchError> {
 
     let modes: &[Mode] = match mode {
         Mode::Both => &[Mode::Writev, Mode::Uring],
+        Mode::All => &[Mode::Writev, Mode::Sendmsg, Mode::Uring],
         Mode::Writev => &[Mode::Writev],
+        Mode::Sendmsg => &[Mode::Sendmsg],
         Mode::Uring => &[Mode::Uring],
     };
     let mut series: Vec<Series> = modes.iter().map(|_| Series::default()).collect();
@@ -821,6 +862,7 @@ fn report(
     let (op, setup) = (value_name(args.op), value_name(args.setup));
     let name = |m: Mode| match m {
         Mode::Writev => "writev",
+        Mode::Sendmsg => "sendmsg",
         _ => "uring",
     };
     let stats: Vec<_> = modes
@@ -836,12 +878,29 @@ fn report(
             )
         })
         .collect();
-    let ratio = (stats.len() == 2 && timed).then(|| {
-        (
-            stats[1].4 .0 / stats[0].4 .0.max(f64::MIN_POSITIVE),
-            stats[1].3 .0 / stats[0].3 .0.max(f64::MIN_POSITIVE),
-        )
-    });
+    // (mode, CPU ratio, wall ratio) of each other mode against writev, medians.
+    let ratios: Vec<(&str, f64, f64)> = match stats.iter().find(|s| s.0 == "writev") {
+        Some(base) if timed => stats
+            .iter()
+            .filter(|s| s.0 != "writev")
+            .map(|s| {
+                (
+                    s.0,
+                    s.4 .0 / base.4 .0.max(f64::MIN_POSITIVE),
+                    s.3 .0 / base.3 .0.max(f64::MIN_POSITIVE),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let ratio_json = |mode: &str| {
+        ratios
+            .iter()
+            .find(|r| r.0 == mode)
+            .map_or("null".to_string(), |(_, cpu, wall)| {
+                format!("{{\"cpu\":{cpu:.3},\"wall\":{wall:.3}}}")
+            })
+    };
     let rounds = series.first().map_or(0, |s| s.rounds.len());
     if args.json {
         let modes_json: Vec<String> = stats
@@ -856,13 +915,12 @@ fn report(
             })
             .collect();
         println!(
-            "{{\"connections\":{n},\"frame_bytes\":{},\"rounds\":{rounds},\"batch\":{batch},\"op\":\"{op}\",\"setup\":\"{setup}\",\"uring_error\":{},{},\"ratio_uring_writev\":{}}}",
+            "{{\"connections\":{n},\"frame_bytes\":{},\"rounds\":{rounds},\"batch\":{batch},\"op\":\"{op}\",\"setup\":\"{setup}\",\"uring_error\":{},{},\"ratio_uring_writev\":{},\"ratio_sendmsg_writev\":{}}}",
             args.size.clamp(3, 127),
             uring_error.map_or("null".to_string(), |e| format!("{e:?}")),
             modes_json.join(","),
-            ratio.map_or("null".to_string(), |(cpu, wall)| format!(
-                "{{\"cpu\":{cpu:.3},\"wall\":{wall:.3}}}"
-            )),
+            ratio_json("uring"),
+            ratio_json("sendmsg"),
         );
         return;
     }
@@ -903,7 +961,7 @@ fn report(
             t.errors
         );
     }
-    if let Some((cpu, wall)) = ratio {
-        println!("  ratio uring/writev (medians): CPU {cpu:.3}, wall {wall:.3}");
+    for (mode, cpu, wall) in &ratios {
+        println!("  ratio {mode}/writev (medians): CPU {cpu:.3}, wall {wall:.3}");
     }
 }
