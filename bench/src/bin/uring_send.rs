@@ -946,15 +946,27 @@ fn report(
         "short",
         "errors"
     );
+    // Fixed mode reads no clocks: no timing columns.
+    let timing = |(median, min): (f64, f64)| {
+        if timed {
+            format!("{median:.3} ({min:.3})")
+        } else {
+            "-".to_string()
+        }
+    };
     for (name, sends, t, wall, cpu) in &stats {
         let cpu_total = (t.user_us + t.sys_us).max(1) as f64;
         println!(
-            "  {:<7} {:>10} {:>22} {:>22} {:>6.1} {:>12.1} {:>7} {:>6} {:>6}",
+            "  {:<7} {:>10} {:>22} {:>22} {:>6} {:>12.1} {:>7} {:>6} {:>6}",
             name,
             sends,
-            format!("{:.3} ({:.3})", wall.0, wall.1),
-            format!("{:.3} ({:.3})", cpu.0, cpu.1),
-            100.0 * t.sys_us as f64 / cpu_total,
+            timing(*wall),
+            timing(*cpu),
+            if timed {
+                format!("{:.1}", 100.0 * t.sys_us as f64 / cpu_total)
+            } else {
+                "-".to_string()
+            },
             t.enters as f64 / rounds.max(1) as f64,
             t.eagain,
             t.short,
