@@ -67,13 +67,14 @@ fn main() -> ExitCode {
     };
     let limit = handle.file_limit();
     eprintln!(
-        "crier {} listening on {} with {} threads; open files {} (hard {}), max connections {}; {summary}",
+        "crier {} listening on {} with {} threads; open files {} (hard {}), max connections {}; {summary}; sends: {}",
         env!("CARGO_PKG_VERSION"),
         handle.local_addr(),
         handle.threads(),
         limit.soft,
         limit.hard,
         handle.max_connections(),
+        handle.sends(),
     );
     if let Some(addr) = handle.metrics_addr() {
         eprintln!("crier: /metrics on {addr} only (--metrics-listen)");

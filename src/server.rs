@@ -3,6 +3,7 @@
 //! [`ServerHandle`] is what the binary and the tests use alike. Also the process-wide caps'
 //! defaults (derived from physical memory) and what happens when a shard thread dies.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::panic::AssertUnwindSafe;
@@ -15,7 +16,7 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::broker::history::HistoryPolicy;
-use crate::config::{CompressionMode, Config, EngineKind};
+use crate::config::{CompressionMode, Config, EngineKind, IoUringMode};
 use crate::engine::redis::{self, EngineLink, EngineStatus};
 use crate::engine::InterestFilter;
 use crate::mesh::{self, Mesh, PeerLink};
@@ -27,6 +28,7 @@ use crate::proto::permessage_deflate::DeflatePolicy;
 use crate::shard::{AddressLimit, HandshakeRate, Shard, MAX_TRACKED_ADDRESSES, WAKER};
 use crate::shared::Shared;
 use crate::sys;
+use crate::sys::send_ring::{SendRing, SEND_RING_ENTRIES};
 
 pub use crate::shared::Fault;
 
@@ -112,6 +114,8 @@ pub struct ServerHandle {
     metrics: Option<MetricsListener>,
     /// The Redis engine's thread (`--engine redis`); it ends once every shard has.
     engine_thread: Option<JoinHandle<()>>,
+    /// How the shards send: io_uring batches, or why not (`--io-uring`).
+    sends: String,
 }
 
 impl ServerHandle {
@@ -131,6 +135,11 @@ impl ServerHandle {
 
     pub fn max_connections(&self) -> usize {
         self.shared.max_connections
+    }
+
+    /// How the shards send (`--io-uring`): "io_uring batches" or the syscalls and why.
+    pub fn sends(&self) -> &str {
+        &self.sends
     }
 
     pub fn file_limit(&self) -> sys::FileLimit {
@@ -379,6 +388,7 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
         }
     }
 
+    let (mut send_rings, sends) = send_rings(shared.config.io_uring, threads)?;
     let cpus = sys::allowed_cpus();
     let mut handles = Vec::with_capacity(threads);
     for (id, ((poll, inbox), listener)) in polls.into_iter().zip(inboxes).zip(listeners).enumerate()
@@ -391,7 +401,16 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
             None
         };
         let listener = mio::net::TcpListener::from_std(listener);
-        let shard = Shard::new(id, shared, poll, listener, mesh, engine_link.clone())?;
+        let send_ring = send_rings.pop_front().flatten();
+        let shard = Shard::new(
+            id,
+            shared,
+            poll,
+            listener,
+            mesh,
+            engine_link.clone(),
+            send_ring,
+        )?;
         let handle = std::thread::Builder::new()
             .name(format!("crier-shard-{id}"))
             .spawn(move || {
@@ -426,5 +445,39 @@ pub fn start_supervised(config: Config, supervision: Supervision) -> io::Result<
         file_limit,
         metrics,
         engine_thread,
+        sends,
     })
+}
+
+/// One io_uring per shard under `--io-uring auto|on`, and a description of how the shards
+/// will send. `auto` falls back to syscalls for every shard if any ring cannot be set up;
+/// `on` refuses to start instead.
+fn send_rings(
+    mode: IoUringMode,
+    threads: usize,
+) -> io::Result<(VecDeque<Option<SendRing>>, String)> {
+    if mode == IoUringMode::Off {
+        let none = (0..threads).map(|_| None).collect();
+        return Ok((
+            none,
+            "send/sendmsg per connection (--io-uring off)".to_string(),
+        ));
+    }
+    match (0..threads).map(|_| SendRing::new().map(Some)).collect() {
+        Ok(rings) => Ok((
+            rings,
+            format!("io_uring batches of up to {SEND_RING_ENTRIES} sends"),
+        )),
+        Err(e) if mode == IoUringMode::On => Err(io::Error::new(
+            e.kind(),
+            format!("--io-uring on, but io_uring cannot be set up here: {e}"),
+        )),
+        Err(e) => {
+            let none = (0..threads).map(|_| None).collect();
+            Ok((
+                none,
+                format!("send/sendmsg per connection (io_uring cannot be set up here: {e})"),
+            ))
+        }
+    }
 }

@@ -17,8 +17,9 @@ mod websocket;
 pub mod write_queue;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read};
+use std::io::{self, IoSlice, Read};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +43,7 @@ use crate::proto::deflate::Deflater;
 use crate::proto::http_refusal::Refusal;
 use crate::proto::prepared;
 use crate::shared::{Fault, Shared};
+use crate::sys::send_ring::{SendRing, MAX_SLICES_PER_SEND, SEND_RING_ENTRIES};
 
 use connection::{elapsed_ms, flags, ping_after_ms, Connection, Phase};
 use output::Effects;
@@ -68,6 +70,9 @@ const ACCEPTS_PER_TURN: usize = 512;
 /// non-blocking poll in between, so a publish that arrives mid-sweep is queued on the
 /// connections not yet written and leaves with them, instead of waiting a whole sweep.
 const FLUSHES_PER_TURN: usize = 256;
+// A flush chunk fits one io_uring batch, and a batched send carries what a syscall would.
+const _: () = assert!(FLUSHES_PER_TURN <= SEND_RING_ENTRIES);
+const _: () = assert!(MAX_SLICES_PER_SEND == write_queue::MAX_FRAMES_PER_WRITE);
 /// Events taken from one `poll` call.
 const EVENTS_PER_POLL: usize = 1024;
 /// Longest sleep when nothing is due: the sweep cadence bounds it anyway.
@@ -130,6 +135,13 @@ pub struct Shard {
     /// The address each connection is counted under by `--max-connections-per-ip` (only
     /// while it is on), released when the connection is removed.
     addresses: HashMap<usize, AddressKey>,
+    /// `--io-uring`: the batch that carries each flush chunk's sends, if set up.
+    send_ring: Option<SendRing>,
+    /// The connections of the flush chunk being written, and (with a send ring) which of them
+    /// got a batched send and its result: kept to reuse their capacity.
+    flush_keys: Vec<usize>,
+    batch_positions: Vec<usize>,
+    batch_results: Vec<i32>,
 }
 
 impl Shard {
@@ -140,6 +152,7 @@ impl Shard {
         listener: TcpListener,
         mesh: Mesh,
         engine: Option<EngineLink>,
+        send_ring: Option<SendRing>,
     ) -> io::Result<Shard> {
         let mut listener = listener;
         poll.registry()
@@ -209,6 +222,10 @@ impl Shard {
             accept_more: false,
             drain_deadline_ms: None,
             addresses: HashMap::new(),
+            send_ring,
+            flush_keys: Vec::with_capacity(FLUSHES_PER_TURN),
+            batch_positions: Vec::with_capacity(FLUSHES_PER_TURN),
+            batch_results: Vec::with_capacity(FLUSHES_PER_TURN),
             shared,
         })
     }
@@ -697,10 +714,13 @@ impl Shard {
         self.with_broker(|broker, out| broker.publish(topic, payload, reply, out));
     }
 
-    /// One vectored write for each of the next `FLUSHES_PER_TURN` dirty connections, oldest
-    /// first; the rest go in the next turns, which do not sleep while any are left.
+    /// One write for each of the next `FLUSHES_PER_TURN` dirty connections, oldest first; the
+    /// rest go in the next turns, which do not sleep while any are left. With a send ring the
+    /// chunk's writes go to the kernel in one io_uring batch, else a syscall each.
     fn flush_dirty(&mut self) {
         let chunk = self.dirty.len().min(FLUSHES_PER_TURN);
+        let mut keys = std::mem::take(&mut self.flush_keys);
+        keys.clear();
         for _ in 0..chunk {
             let Some(key) = self.dirty.pop_front() else {
                 break;
@@ -710,38 +730,92 @@ impl Shard {
                 continue;
             };
             conn.clear(flags::DIRTY);
-            if conn.has(flags::DOOMED) {
-                continue;
+            if !conn.has(flags::DOOMED) {
+                keys.push(key);
             }
-            if !conn.out.is_empty() {
-                match conn.out.flush(&mut SocketSink::new(&conn.stream)) {
-                    Ok((state, written)) => {
-                        self.counters.add(Metric::BytesOut, written as u64);
-                        self.counters.incr(Metric::Writes);
-                        if state == Flushed::Blocked {
-                            self.counters.incr(Metric::WritesBlocked);
-                            self.want_writable(key);
-                            continue;
-                        }
-                    }
-                    Err(_) => {
-                        self.doom(key);
-                        continue;
-                    }
+        }
+        let mut positions = std::mem::take(&mut self.batch_positions);
+        let mut results = std::mem::take(&mut self.batch_results);
+        positions.clear();
+        if let Some(ring) = &mut self.send_ring {
+            if let Err(e) = send_batch(ring, &self.conns, &keys, &mut positions, &mut results) {
+                // The kernel took none of the sends: they go out as syscalls below.
+                eprintln!(
+                    "crier: shard {}: io_uring send failed ({e}); sending with syscalls from now on",
+                    self.id
+                );
+                self.send_ring = None;
+            }
+        }
+        let mut batched = positions
+            .iter()
+            .copied()
+            .zip(results.iter().copied())
+            .peekable();
+        for (position, &key) in keys.iter().enumerate() {
+            let batch_result = batched
+                .next_if(|&(at, _)| at == position)
+                .map(|(_, result)| result);
+            self.finish_flush(key, batch_result);
+        }
+        self.batch_positions = positions;
+        self.batch_results = results;
+        self.flush_keys = keys;
+    }
+
+    /// Completes one connection's flush: takes in what its batched send wrote (`batch_result`:
+    /// bytes or `-errno`), writes whatever is still queued with syscalls until the socket is
+    /// full, then shuts a closing connection's write side or resumes reading a paused one.
+    fn finish_flush(&mut self, key: usize, batch_result: Option<i32>) {
+        let conn = &mut self.conns[key];
+        let mut blocked = false;
+        match batch_result {
+            None => {}
+            Some(written) if written >= 0 => {
+                conn.out.sent(written as usize);
+                self.counters.add(Metric::BytesOut, written as u64);
+                self.counters.incr(Metric::Writes);
+            }
+            Some(error) if error == -libc::EAGAIN => {
+                self.counters.incr(Metric::Writes);
+                blocked = true;
+            }
+            // Interrupted: try again below as a syscall.
+            Some(error) if error == -libc::EINTR => {}
+            Some(_) => {
+                self.doom(key);
+                return;
+            }
+        }
+        if !blocked && !conn.out.is_empty() {
+            match conn.out.flush(&mut SocketSink::new(&conn.stream)) {
+                Ok((state, written)) => {
+                    self.counters.add(Metric::BytesOut, written as u64);
+                    self.counters.incr(Metric::Writes);
+                    blocked = state == Flushed::Blocked;
                 }
-            }
-            let conn = &mut self.conns[key];
-            if matches!(conn.phase, Phase::Closing { .. }) && !conn.has(flags::WRITE_SHUT) {
-                conn.set(flags::WRITE_SHUT);
-                if conn.stream.shutdown(Shutdown::Write).is_err() {
+                Err(_) => {
                     self.doom(key);
+                    return;
                 }
-            } else if conn.has(flags::READ_PAUSED)
-                && conn.out.queued_bytes() <= self.shared.config.max_backlog_bytes / 2
-            {
-                conn.clear(flags::READ_PAUSED);
-                self.again.push(key);
             }
+        }
+        if blocked {
+            self.counters.incr(Metric::WritesBlocked);
+            self.want_writable(key);
+            return;
+        }
+        let conn = &mut self.conns[key];
+        if matches!(conn.phase, Phase::Closing { .. }) && !conn.has(flags::WRITE_SHUT) {
+            conn.set(flags::WRITE_SHUT);
+            if conn.stream.shutdown(Shutdown::Write).is_err() {
+                self.doom(key);
+            }
+        } else if conn.has(flags::READ_PAUSED)
+            && conn.out.queued_bytes() <= self.shared.config.max_backlog_bytes / 2
+        {
+            conn.clear(flags::READ_PAUSED);
+            self.again.push(key);
         }
     }
 
@@ -957,6 +1031,33 @@ impl Shard {
         }
         any
     }
+}
+
+/// Hands the queued frames of each connection in `keys` that has any to `ring` as one batch
+/// of sends: `positions` gets the index in `keys` of each send, `results` its outcome (bytes
+/// or `-errno`), in the same order. An error means nothing was sent.
+fn send_batch(
+    ring: &mut SendRing,
+    conns: &Slab<Connection>,
+    keys: &[usize],
+    positions: &mut Vec<usize>,
+    results: &mut Vec<i32>,
+) -> io::Result<()> {
+    positions.clear();
+    let mut batch = ring.batch();
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_SEND];
+    for (position, &key) in keys.iter().enumerate() {
+        let conn = &conns[key];
+        let count = conn.out.unwritten(&mut slices);
+        if count > 0 && batch.push(conn.stream.as_raw_fd(), &slices[..count]) {
+            positions.push(position);
+        }
+    }
+    let submitted = batch.submit(results);
+    if submitted.is_err() {
+        positions.clear();
+    }
+    submitted
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it), the unit of JWT `exp`.

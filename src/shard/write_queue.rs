@@ -235,6 +235,25 @@ impl WriteQueue {
         Ok((Flushed::All, written_total))
     }
 
+    /// The unwritten bytes of the first frames, at most `slices.len()` of them, for a write
+    /// made elsewhere (an io_uring batch); returns how many slices were filled. Report what
+    /// the write took with [`WriteQueue::sent`].
+    pub fn unwritten<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut count = 0;
+        for (slot, (index, frame)) in slices.iter_mut().zip(self.frames.iter().enumerate()) {
+            let start = if index == 0 { self.head_written } else { 0 };
+            *slot = IoSlice::new(&frame[start..]);
+            count += 1;
+        }
+        count
+    }
+
+    /// `written` bytes of what [`WriteQueue::unwritten`] showed went out.
+    pub fn sent(&mut self, written: usize) {
+        self.advance(written);
+        self.shrink_if_idle();
+    }
+
     /// One vectored write of the first (at most) `N` frames. `N` is a constant so the iovec
     /// array lives on the stack; a small batch does not pay to set up 64 entries.
     fn write_batch<const N: usize>(&self, sink: &mut impl Write) -> io::Result<usize> {

@@ -1,6 +1,9 @@
 //! The only `unsafe` code in crier: thin wrappers over libc for the open-file limit, signal
-//! handling and CPU affinity. Each block says why it is sound.
+//! handling and CPU affinity, and the io_uring batch of socket sends (`send_ring`). Each block
+//! says why it is sound.
 #![allow(unsafe_code)]
+
+pub mod send_ring;
 
 use std::io;
 
