@@ -868,31 +868,32 @@ fn duration_value(duration: Duration) -> toml::Value {
     toml::Value::String(text)
 }
 
-fn read_policy(value: &toml::Value) -> Result<SlowConsumerPolicy, String> {
-    let choices = "one of \"disconnect\", \"drop\"";
+/// One of a `ValueEnum`'s names, as on the command line (surrounding spaces ignored).
+fn read_choice<T: ValueEnum>(value: &toml::Value) -> Result<T, String> {
+    let names: Vec<String> = T::value_variants()
+        .iter()
+        .filter_map(|v| v.to_possible_value())
+        .map(|v| format!("{:?}", v.get_name()))
+        .collect();
+    let choices = format!("one of {}", names.join(", "));
     match value {
-        toml::Value::String(text) => SlowConsumerPolicy::from_str(text.trim(), false)
-            .map_err(|_| format!("{text:?} is not {choices}")),
+        toml::Value::String(text) => {
+            T::from_str(text.trim(), false).map_err(|_| format!("{text:?} is not {choices}"))
+        }
         other => Err(format!("expected {choices}, found {}", found(other))),
     }
+}
+
+fn read_policy(value: &toml::Value) -> Result<SlowConsumerPolicy, String> {
+    read_choice(value)
 }
 
 fn read_compression(value: &toml::Value) -> Result<CompressionMode, String> {
-    let choices = "one of \"on\", \"off\"";
-    match value {
-        toml::Value::String(text) => CompressionMode::from_str(text.trim(), false)
-            .map_err(|_| format!("{text:?} is not {choices}")),
-        other => Err(format!("expected {choices}, found {}", found(other))),
-    }
+    read_choice(value)
 }
 
 fn read_io_uring(value: &toml::Value) -> Result<IoUringMode, String> {
-    let choices = "one of \"auto\", \"on\", \"off\"";
-    match value {
-        toml::Value::String(text) => IoUringMode::from_str(text.trim(), false)
-            .map_err(|_| format!("{text:?} is not {choices}")),
-        other => Err(format!("expected {choices}, found {}", found(other))),
-    }
+    read_choice(value)
 }
 
 fn read_origins(value: &toml::Value) -> Result<Vec<String>, String> {
@@ -910,12 +911,7 @@ fn read_origins(value: &toml::Value) -> Result<Vec<String>, String> {
 }
 
 fn read_engine(value: &toml::Value) -> Result<EngineKind, String> {
-    let choices = "one of \"local\", \"redis\"";
-    match value {
-        toml::Value::String(text) => EngineKind::from_str(text.trim(), false)
-            .map_err(|_| format!("{text:?} is not {choices}")),
-        other => Err(format!("expected {choices}, found {}", found(other))),
-    }
+    read_choice(value)
 }
 
 fn read_redis_urls(value: &toml::Value) -> Result<Vec<String>, String> {
