@@ -44,7 +44,10 @@ fn deliveries_arrive_whole_and_in_order(mode: &str, sends: &str) {
         .collect();
     for subscriber in &mut subscribers {
         // Acked: the URL subscription before it is in place.
-        send_json(subscriber, json!({"op": "subscribe", "topic": "sync", "id": 0}));
+        send_json(
+            subscriber,
+            json!({"op": "subscribe", "topic": "sync", "id": 0}),
+        );
         assert_eq!(next_json(subscriber), json!({"op": "ack", "id": 0}));
     }
     let mut publisher = connect(addr, "/ws");
