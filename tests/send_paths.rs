@@ -20,7 +20,7 @@ const MESSAGES: usize = 150;
 /// the rest 100 bytes, so a subscriber's queue holds both long runs of small frames and big
 /// frames that go out in pieces.
 fn payload(i: usize) -> Vec<u8> {
-    let len = if i % 10 == 0 { 300_000 } else { 100 };
+    let len = if i.is_multiple_of(10) { 300_000 } else { 100 };
     (0..len).map(|j| (i * 31 + j) as u8).collect()
 }
 
