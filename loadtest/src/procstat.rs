@@ -1,9 +1,13 @@
 //! Samples another process (the broker) from /proc: CPU time from /proc/PID/stat and resident
-//! memory from /proc/PID/status. Linux only; read-only.
+//! memory from /proc/PID/status; parses kernel CPU lists. Linux only; read-only.
 
 use std::fmt;
 use std::io;
 use std::time::Duration;
+
+/// CPU numbers above this in a CPU list are taken as malformed input (Linux allows at most
+/// 8,192 CPUs), so a bad range cannot make the parser allocate without bound.
+const MAX_CPU: u32 = 65_535;
 
 /// One sample of a process.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +32,29 @@ pub(crate) fn parse_status_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// The CPUs of a kernel CPU list ("0", "0-1,3", as in `Cpus_allowed_list:` or
+/// /sys/devices/system/cpu/online), ascending and without repeats; `None` if malformed (an
+/// empty item, a reversed range, a CPU above `MAX_CPU`).
+pub(crate) fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let cpu = |s: &str| s.parse::<u32>().ok().filter(|&c| c <= MAX_CPU);
+    let mut cpus = Vec::new();
+    for item in text.trim().split(',') {
+        match item.split_once('-') {
+            Some((low, high)) => {
+                let (low, high) = (cpu(low)?, cpu(high)?);
+                if low > high {
+                    return None;
+                }
+                cpus.extend(low..=high);
+            }
+            None => cpus.push(cpu(item)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Some(cpus)
 }
 
 /// Why process `pid` could not be sampled.
@@ -104,5 +131,39 @@ mod tests {
     fn samples_this_process() {
         let s = sample(std::process::id(), crate::sys::clock_ticks_per_second()).unwrap();
         assert!(s.rss_bytes > 0);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(parse_cpu_list("0-1\n"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0-1,3"), Some(vec![0, 1, 3]));
+        assert_eq!(parse_cpu_list("0,2-3,7-8"), Some(vec![0, 2, 3, 7, 8]));
+        assert_eq!(
+            parse_cpu_list("5,1-2,2"),
+            Some(vec![1, 2, 5]),
+            "sorted, no repeats"
+        );
+        assert_eq!(parse_cpu_list("4-4"), Some(vec![4]));
+    }
+
+    #[test]
+    fn malformed_cpu_lists() {
+        for bad in [
+            "",
+            "x",
+            "0-",
+            "-1",
+            "3-1",
+            "0,,1",
+            "0-1-2",
+            "1 2",
+            "0x1",
+            "-",
+            "70000",
+            "0-4294967295",
+        ] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use crate::config::{parse_url, Args, Plan};
 use crate::error::SetupError;
 use crate::net;
 use crate::payload;
+use crate::procstat;
 use crate::sys;
 use crate::worker::{PublishMode, Reconnect, Role, RunConfig};
 
@@ -179,21 +180,8 @@ fn check_ports(total: u64, target: std::net::SocketAddr) -> Result<(), SetupErro
 /// CPUs online on this machine (not only those this process may use, which `taskset` limits),
 /// from `/sys/devices/system/cpu/online` ("0-1", "0,2-3").
 fn online_cpus() -> Option<usize> {
-    parse_cpu_list(&std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?)
-}
-
-fn parse_cpu_list(text: &str) -> Option<usize> {
-    let mut count = 0;
-    for range in text.trim().split(',') {
-        count += match range.split_once('-') {
-            Some((low, high)) => high.parse::<usize>().ok()? - low.parse::<usize>().ok()? + 1,
-            None => {
-                range.parse::<usize>().ok()?;
-                1
-            }
-        };
-    }
-    Some(count)
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    procstat::parse_cpu_list(&text).map(|cpus| cpus.len())
 }
 
 #[cfg(test)]
@@ -227,12 +215,5 @@ mod tests {
             flags(&["--repeat", "0"]),
             Err(SetupError::ZeroRepeat)
         ));
-    }
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
-        assert_eq!(parse_cpu_list("0,2-3"), Some(3));
-        assert_eq!(parse_cpu_list("x"), None);
     }
 }
