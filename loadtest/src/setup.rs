@@ -8,7 +8,7 @@ use crate::config::{parse_url, Args, Plan};
 use crate::error::SetupError;
 use crate::net;
 use crate::payload;
-use crate::procstat;
+use crate::procstat::{self, SoftirqThreads};
 use crate::sys;
 use crate::worker::{PublishMode, Reconnect, Role, RunConfig};
 
@@ -29,6 +29,8 @@ pub(crate) struct Setup {
     pub total: u64,
     /// Clock ticks per second, to read /proc/PID/stat.
     pub ticks: u64,
+    /// The ksoftirqd threads of the broker's CPUs (with `--server-pid`, if found).
+    pub softirq: Option<SoftirqThreads>,
 }
 
 impl Setup {
@@ -118,7 +120,31 @@ pub(crate) fn prepare(args: &Args) -> Result<Setup, SetupError> {
         machine_cores: online_cpus().unwrap_or(cores),
         total,
         ticks: sys::clock_ticks_per_second(),
+        softirq: args.server_pid.and_then(softirq_threads),
     })
+}
+
+/// The ksoftirqd threads of the broker's CPUs, said on stderr; `None` (the with-softirq
+/// figures are then left out) with a note saying why.
+fn softirq_threads(pid: u32) -> Option<SoftirqThreads> {
+    match procstat::find_softirq_threads(pid) {
+        Ok(t) => {
+            let names: Vec<String> = t
+                .threads
+                .iter()
+                .map(|(cpu, kpid)| format!("ksoftirqd/{cpu} (pid {kpid})"))
+                .collect();
+            eprintln!("crier-load: broker softirq threads: {}", names.join(", "));
+            if t.unpinned {
+                eprintln!("crier-load: note: the broker may run on every CPU, so these threads also carry other processes' softirqs (this client's too): the with-softirq CPU is an upper bound; pin the broker (taskset) to separate them");
+            }
+            Some(t)
+        }
+        Err(e) => {
+            eprintln!("crier-load: note: {e}; reporting the broker's CPU without ksoftirqd");
+            None
+        }
+    }
 }
 
 fn check_flags(args: &Args) -> Result<(), SetupError> {
