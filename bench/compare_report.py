@@ -91,7 +91,7 @@ def num(value, digits=0):
 def row(scen, broker, rc, d, peer_dropped=None):
     name = BROKER_NAMES.get(broker, broker)
     if d is None:
-        return [scen, name] + ["-"] * 12 + [f"no result (exit {rc})"]
+        return [scen, name] + ["-"] * (len(HEADER) - 3) + [f"no result (exit {rc})"]
     lat = d.get("latency_ms") or {}
     server = d.get("server") or {}
     conns = d.get("connections") or {}
@@ -128,6 +128,7 @@ def row(scen, broker, rc, d, peer_dropped=None):
         num(lat.get("p99_9"), 3) if has_latency else "-",
         num(lat.get("max"), 3) if has_latency else "-",
         num(server.get("cpu_us_per_delivery"), 2),
+        num(server.get("cpu_us_per_delivery_with_softirq"), 2),
         num(server.get("cpu_cores_used"), 2),
         rss_text,
         num(conns.get("handshakes_per_second")),
@@ -140,7 +141,8 @@ def row(scen, broker, rc, d, peer_dropped=None):
 
 HEADER = [
     "scenario", "broker", "deliveries/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
-    "broker CPU µs/delivery", "broker cores", "broker RSS KiB/conn (growth)",
+    "broker CPU µs/delivery", "broker + ksoftirqd µs/delivery", "broker cores",
+    "broker RSS KiB/conn (growth)",
     "handshakes/s", "lost", "dup", "out-of-order / drop notices", "notes",
 ]
 
@@ -191,7 +193,10 @@ def section(facts, rows, commands, quick):
         "there), and `crier-load --threads 1` runs pinned to CPU 1. Latency is from the "
         "intended send time (open loop, corrected for coordinated omission) to the "
         "subscriber's read; in B (`--max`) it is closed loop and only indicative. Broker CPU "
-        "and RSS come from `/proc/PID` (`--server-pid`); RSS/conn is RSS after connecting "
+        "and RSS come from `/proc/PID` (`--server-pid`); \"broker + ksoftirqd\" adds the CPU of the "
+        "`ksoftirqd/N` threads of the broker's CPUs (network softirq work its sends cause that "
+        "the kernel deferred out of the broker's own time; for crier2, on CPUs 0-1, it also "
+        "holds the load generator's and is an upper bound); RSS/conn is RSS after connecting "
         "divided by connections, and in parentheses the growth from before connecting. "
         "Handshakes/s is crier-load's connect phase (at most 256 handshakes in flight).",
         "",

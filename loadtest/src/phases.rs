@@ -39,15 +39,16 @@ struct Edges {
 }
 
 impl Edges {
-    /// Samples the client's and the broker's CPU once each edge has passed.
-    fn sample(&mut self, now: u64, args: &Args, ticks: u64) -> Result<(), SetupError> {
+    /// Samples the client's and the broker's CPU (and its ksoftirqd threads') once each edge
+    /// has passed.
+    fn sample(&mut self, now: u64, args: &Args, setup: &Setup) -> Result<(), SetupError> {
         if self.client_cpu_start.is_none() && now >= self.measure_ns {
             self.client_cpu_start = Some(sys::process_cpu());
-            self.server_start = sample_server(args, ticks)?;
+            self.server_start = sample_server(args, setup)?;
         }
         if self.client_cpu_end.is_none() && now >= self.end_ns {
             self.client_cpu_end = Some(sys::process_cpu());
-            self.server_end = sample_server(args, ticks)?;
+            self.server_end = sample_server(args, setup)?;
         }
         Ok(())
     }
@@ -60,8 +61,11 @@ impl Edges {
     }
 }
 
-fn sample_server(args: &Args, ticks: u64) -> Result<Option<ProcSample>, SetupError> {
-    let sample = args.server_pid.map(|pid| procstat::sample(pid, ticks));
+fn sample_server(args: &Args, setup: &Setup) -> Result<Option<ProcSample>, SetupError> {
+    let softirq = setup.softirq.as_ref();
+    let sample = args
+        .server_pid
+        .map(|pid| procstat::sample(pid, softirq, setup.ticks));
     Ok(sample.transpose()?)
 }
 
@@ -72,7 +76,7 @@ pub(crate) fn run_once(
     ctx: &Context<'_>,
     label: Option<String>,
 ) -> Result<Totals, SetupError> {
-    let server_before = sample_server(args, setup.ticks)?;
+    let server_before = sample_server(args, setup)?;
     let shared = Arc::new(Shared::new(
         setup.threads,
         setup.plan().topic_count() as usize,
@@ -91,7 +95,7 @@ pub(crate) fn run_once(
         return Err(e);
     }
     let connected_ns = shared.last_ready_ns.load(Relaxed).max(connect_started_ns);
-    let server_connected = sample_server(args, setup.ticks)?;
+    let server_connected = sample_server(args, setup)?;
     let (edges, timed_out) = publish(args, setup, &shared, &mut progress, hard_deadline_ns)?;
     shared.stop.store(true, Relaxed);
     let results: Vec<ThreadResult> = handles
@@ -206,7 +210,7 @@ fn publish(
     loop {
         std::thread::sleep(Duration::from_millis(10));
         let now = shared.now_ns();
-        edges.sample(now, args, setup.ticks)?;
+        edges.sample(now, args, setup)?;
         progress.tick(shared, Some((start_ns, measure_ns, end_ns)));
         if now >= end_ns && (all_delivered(shared, now, end_ns) || now >= grace_end_ns) {
             return Ok((edges, false));

@@ -8,6 +8,7 @@ use crate::config::{parse_url, Args, Plan};
 use crate::error::SetupError;
 use crate::net;
 use crate::payload;
+use crate::procstat::{self, SoftirqThreads};
 use crate::sys;
 use crate::worker::{PublishMode, Reconnect, Role, RunConfig};
 
@@ -28,6 +29,8 @@ pub(crate) struct Setup {
     pub total: u64,
     /// Clock ticks per second, to read /proc/PID/stat.
     pub ticks: u64,
+    /// The ksoftirqd threads of the broker's CPUs (with `--server-pid`, if found).
+    pub softirq: Option<SoftirqThreads>,
 }
 
 impl Setup {
@@ -117,7 +120,31 @@ pub(crate) fn prepare(args: &Args) -> Result<Setup, SetupError> {
         machine_cores: online_cpus().unwrap_or(cores),
         total,
         ticks: sys::clock_ticks_per_second(),
+        softirq: args.server_pid.and_then(softirq_threads),
     })
+}
+
+/// The ksoftirqd threads of the broker's CPUs, said on stderr; `None` (the with-softirq
+/// figures are then left out) with a note saying why.
+fn softirq_threads(pid: u32) -> Option<SoftirqThreads> {
+    match procstat::find_softirq_threads(pid) {
+        Ok(t) => {
+            let names: Vec<String> = t
+                .threads
+                .iter()
+                .map(|(cpu, kpid)| format!("ksoftirqd/{cpu} (pid {kpid})"))
+                .collect();
+            eprintln!("crier-load: broker softirq threads: {}", names.join(", "));
+            if t.unpinned {
+                eprintln!("crier-load: note: the broker may run on every CPU, so these threads also carry other processes' softirqs (this client's too): the with-softirq CPU is an upper bound; pin the broker (taskset) to separate them");
+            }
+            Some(t)
+        }
+        Err(e) => {
+            eprintln!("crier-load: note: {e}; reporting the broker's CPU without ksoftirqd");
+            None
+        }
+    }
 }
 
 fn check_flags(args: &Args) -> Result<(), SetupError> {
@@ -179,21 +206,8 @@ fn check_ports(total: u64, target: std::net::SocketAddr) -> Result<(), SetupErro
 /// CPUs online on this machine (not only those this process may use, which `taskset` limits),
 /// from `/sys/devices/system/cpu/online` ("0-1", "0,2-3").
 fn online_cpus() -> Option<usize> {
-    parse_cpu_list(&std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?)
-}
-
-fn parse_cpu_list(text: &str) -> Option<usize> {
-    let mut count = 0;
-    for range in text.trim().split(',') {
-        count += match range.split_once('-') {
-            Some((low, high)) => high.parse::<usize>().ok()? - low.parse::<usize>().ok()? + 1,
-            None => {
-                range.parse::<usize>().ok()?;
-                1
-            }
-        };
-    }
-    Some(count)
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    procstat::parse_cpu_list(&text).map(|cpus| cpus.len())
 }
 
 #[cfg(test)]
@@ -227,12 +241,5 @@ mod tests {
             flags(&["--repeat", "0"]),
             Err(SetupError::ZeroRepeat)
         ));
-    }
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
-        assert_eq!(parse_cpu_list("0,2-3"), Some(3));
-        assert_eq!(parse_cpu_list("x"), None);
     }
 }

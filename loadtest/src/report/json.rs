@@ -110,12 +110,15 @@ fn server(ctx: &Context<'_>, t: &Totals, s: &ServerUse) -> Value {
     let cpu = s.cpu.as_secs_f64();
     let secs = t.secs();
     let delivered = t.counts.delivered_in_window;
-    let per_delivery = (delivered > 0).then(|| cpu * 1e6 / delivered as f64);
+    let us_per_delivery = |cpu: f64| (delivered > 0).then(|| cpu * 1e6 / delivered as f64);
+    let with_softirq = s.cpu_with_softirq().map(|c| c.as_secs_f64());
     let machine_busy = (cpu + t.client.cpu.as_secs_f64()) / secs / ctx.machine_cores as f64;
     json!({
         "cpu_seconds": cpu,
         "cpu_cores_used": cpu / secs,
-        "cpu_us_per_delivery": per_delivery,
+        "cpu_us_per_delivery": us_per_delivery(cpu),
+        "softirq_thread_cpu_seconds": s.softirq_cpu.map(|c| c.as_secs_f64()),
+        "cpu_us_per_delivery_with_softirq": with_softirq.and_then(us_per_delivery),
         "rss_before_connect_bytes": s.rss_before,
         "rss_connected_bytes": s.rss_connected,
         "rss_end_bytes": s.rss_end,

@@ -131,18 +131,45 @@ mod tests {
         (repeat, runs)
     }
 
-    fn sample(cpu_ms: u64, rss: u64) -> ProcSample {
+    fn sample(cpu_ms: u64, rss: u64, softirq_ms: Option<u64>) -> ProcSample {
         ProcSample {
             cpu: Duration::from_millis(cpu_ms),
             rss_bytes: rss,
+            softirq_cpu: softirq_ms.map(Duration::from_millis),
         }
     }
 
-    /// The report's text and JSON for fixed inputs, pinned: bench/compare, .ci/run and the
-    /// README read these keys and lines.
-    #[test]
-    fn report_is_pinned() {
-        let args = Args::parse_from([
+    /// The pinned run's inputs; `softirq` says whether the ksoftirqd threads were sampled
+    /// (30 ms at the window's start, 130 ms at its end).
+    fn pinned_inputs(softirq: bool) -> RunInputs {
+        let k = |ms: u64| softirq.then_some(ms);
+        RunInputs {
+            total_connections: 3,
+            connections_up: 3,
+            connections_failed: 0,
+            connect_secs: 0.5,
+            measured: Duration::from_secs(1),
+            client_cpu: Duration::from_millis(700),
+            server: Some(ServerSamples {
+                before: sample(0, 1 << 20, k(0)),
+                connected: sample(100, 2 << 20, k(10)),
+                start: sample(200, 2 << 20, k(30)),
+                end: sample(700, 3 << 20, k(130)),
+            }),
+            timed_out: false,
+            first_error: Some("broker error: x".into()),
+        }
+    }
+
+    fn pinned_results() -> Vec<ThreadResult> {
+        vec![
+            thread_result(&[1, 2, 3, 4], &[0, 1, 3, 2, 2, 5], 8),
+            thread_result(&[5, 50], &[0, 1, 2, 3], 0),
+        ]
+    }
+
+    fn pinned_args() -> Args {
+        Args::parse_from([
             "crier-load",
             "--subscribers",
             "2",
@@ -152,7 +179,14 @@ mod tests {
             "1s",
             "--warmup",
             "1s",
-        ]);
+        ])
+    }
+
+    /// The report's text and JSON for fixed inputs, pinned: bench/compare, .ci/run and the
+    /// README read these keys and lines.
+    #[test]
+    fn report_is_pinned() {
+        let args = pinned_args();
         let plan = Plan {
             topics: 1,
             publishers: 1,
@@ -165,27 +199,8 @@ mod tests {
             cores: 2,
             machine_cores: 4,
         };
-        let inputs = RunInputs {
-            total_connections: 3,
-            connections_up: 3,
-            connections_failed: 0,
-            connect_secs: 0.5,
-            measured: Duration::from_secs(1),
-            client_cpu: Duration::from_millis(700),
-            server: Some(ServerSamples {
-                before: sample(0, 1 << 20),
-                connected: sample(100, 2 << 20),
-                start: sample(200, 2 << 20),
-                end: sample(700, 3 << 20),
-            }),
-            timed_out: false,
-            first_error: Some("broker error: x".into()),
-        };
-        let results = vec![
-            thread_result(&[1, 2, 3, 4], &[0, 1, 3, 2, 2, 5], 8),
-            thread_result(&[5, 50], &[0, 1, 2, 3], 0),
-        ];
-        let report = Report::build(&ctx, vec![Totals::from_run(&ctx, inputs, results)]);
+        let inputs = pinned_inputs(true);
+        let report = Report::build(&ctx, vec![Totals::from_run(&ctx, inputs, pinned_results())]);
         assert_eq!(report.text(), PINNED_TEXT);
         let mut json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
         let pinned: serde_json::Value = serde_json::from_str(PINNED_JSON).unwrap();
@@ -197,6 +212,35 @@ mod tests {
         assert_eq!(runs[0]["lost"], 7);
         assert!(!report.is_failure());
         assert_eq!(report.histogram.len(), 6);
+    }
+
+    /// Without ksoftirqd samples (threads not found or unreadable) the two softirq keys are
+    /// null and the broker line says nothing about them; everything else is as pinned.
+    #[test]
+    fn report_without_softirq_threads() {
+        let args = pinned_args();
+        let plan = Plan {
+            topics: 1,
+            publishers: 1,
+            all_topic: false,
+        };
+        let ctx = Context {
+            args: &args,
+            plan: &plan,
+            threads: 2,
+            cores: 2,
+            machine_cores: 4,
+        };
+        let totals = Totals::from_run(&ctx, pinned_inputs(false), pinned_results());
+        let report = Report::build(&ctx, vec![totals]);
+        let broker_line = "  broker       CPU 0.500 s = 0.50 cores; 100000.000 µs per delivery; RSS 2.0 MiB connected = 699051 B/connection (349525 B/connection over the pre-connect 1.0 MiB)\n";
+        assert!(report.text().contains(broker_line), "{}", report.text());
+        let mut json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        let mut pinned: serde_json::Value = serde_json::from_str(PINNED_JSON).unwrap();
+        without_repeat_keys(&mut json);
+        pinned["server"]["softirq_thread_cpu_seconds"] = serde_json::Value::Null;
+        pinned["server"]["cpu_us_per_delivery_with_softirq"] = serde_json::Value::Null;
+        assert_eq!(json, pinned);
     }
 
     /// The other branches: --max, load-all, HTTP publishing, an empty histogram, no broker
@@ -327,13 +371,13 @@ crier-load report: ws://127.0.0.1:8080/ws (JSON text)
   integrity    lost 7, duplicate 1, out-of-order 1, broker drop notices 4, misrouted 0, foreign 6
   errors       protocol 0, disconnects 0, HTTP 0, unsent backlog 2
   client CPU   0.700 s in window = 35.0% of 2 usable cores (busiest thread 30.0% of a core)
-  broker       CPU 0.500 s = 0.50 cores; 100000.000 µs per delivery; RSS 2.0 MiB connected = 699051 B/connection (349525 B/connection over the pre-connect 1.0 MiB)
+  broker       CPU 0.500 s = 0.50 cores; 100000.000 µs per delivery (120000.000 adding ksoftirqd's 0.100 s); RSS 2.0 MiB connected = 699051 B/connection (349525 B/connection over the pre-connect 1.0 MiB)
   WARNING: 2 scheduled messages were never sent: publishers fell behind (broker not reading fast enough, or client saturated)
   WARNING: published 4 msg/s, below the target 10 msg/s
   first error  broker error: x
 ";
 
-    const PINNED_JSON: &str = r#"{"all_topic":false,"binary":false,"broker_dropped_notices":4,"client":{"busiest_thread_fraction":0.3,"cpu_fraction_of_usable_cores":0.35,"cpu_seconds":0.7,"saturated":false,"usable_cores":2.0},"connections":{"connect_seconds":0.5,"failed":0,"handshake_max_ms":3.0,"handshake_mean_ms":2.0,"handshakes_per_second":8.0,"target":3,"up":3},"cores":2,"deliveries_expected":16,"deliveries_per_second":5.0,"deliveries_total":10,"disconnects":0,"duplicates":1,"first_error":"broker error: x","foreign":6,"http_errors":0,"http_publish":null,"latency_ms":{"count":6,"max":50.003967,"mean":10.831232,"p50":3.000319,"p90":50.003967,"p99":50.003967,"p99_9":50.003967,"p99_99":50.003967},"lost":7,"measured_seconds":1.0,"misrouted":0,"mode":"rate","out_of_order":1,"protocol_errors":0,"published_per_second":4.0,"published_total":8,"publishers":1,"resume":null,"server":{"cpu_cores_used":0.5,"cpu_seconds":0.5,"cpu_us_per_delivery":100000.0,"machine_cpu_busy_fraction":0.3,"rss_before_connect_bytes":1048576,"rss_connected_bytes":2097152,"rss_delta_per_connection_bytes":349525.3333333333,"rss_end_bytes":3145728,"rss_per_connection_bytes":699050.6666666666},"size_bytes":64,"subscribers":2,"target_rate":10.0,"threads":2,"timed_out":false,"topics":1,"unsent_backlog":2,"url":"ws://127.0.0.1:8080/ws","warmup_seconds":1.0}"#;
+    const PINNED_JSON: &str = r#"{"all_topic":false,"binary":false,"broker_dropped_notices":4,"client":{"busiest_thread_fraction":0.3,"cpu_fraction_of_usable_cores":0.35,"cpu_seconds":0.7,"saturated":false,"usable_cores":2.0},"connections":{"connect_seconds":0.5,"failed":0,"handshake_max_ms":3.0,"handshake_mean_ms":2.0,"handshakes_per_second":8.0,"target":3,"up":3},"cores":2,"deliveries_expected":16,"deliveries_per_second":5.0,"deliveries_total":10,"disconnects":0,"duplicates":1,"first_error":"broker error: x","foreign":6,"http_errors":0,"http_publish":null,"latency_ms":{"count":6,"max":50.003967,"mean":10.831232,"p50":3.000319,"p90":50.003967,"p99":50.003967,"p99_9":50.003967,"p99_99":50.003967},"lost":7,"measured_seconds":1.0,"misrouted":0,"mode":"rate","out_of_order":1,"protocol_errors":0,"published_per_second":4.0,"published_total":8,"publishers":1,"resume":null,"server":{"cpu_cores_used":0.5,"cpu_seconds":0.5,"cpu_us_per_delivery":100000.0,"cpu_us_per_delivery_with_softirq":120000.0,"machine_cpu_busy_fraction":0.3,"rss_before_connect_bytes":1048576,"rss_connected_bytes":2097152,"rss_delta_per_connection_bytes":349525.3333333333,"rss_end_bytes":3145728,"rss_per_connection_bytes":699050.6666666666,"softirq_thread_cpu_seconds":0.1},"size_bytes":64,"subscribers":2,"target_rate":10.0,"threads":2,"timed_out":false,"topics":1,"unsent_backlog":2,"url":"ws://127.0.0.1:8080/ws","warmup_seconds":1.0}"#;
 
     const PINNED_FAILING_TEXT: &str = "\
 crier-load report: ws://127.0.0.1:8080/ws (JSON text)

@@ -158,8 +158,9 @@ impl Repeat {
 
 /// Several runs as one: the merged histogram; counts, seconds and CPU summed (so rates are
 /// totals over total time); maxima kept; flags set if any run's was; the first run's first
-/// error. Broker RSS: the first run's before-connect, the largest connected and
-/// per-connection values, the last run's end. Empty `runs` give empty totals.
+/// error. Broker CPU and its ksoftirqd CPU summed (the latter only if every run has it). Broker
+/// RSS: the first run's before-connect, the largest connected and per-connection values, the
+/// last run's end. Empty `runs` give empty totals.
 pub(super) fn merge(runs: Vec<Totals>) -> Totals {
     let mut histogram = new_histogram();
     for t in &runs {
@@ -238,6 +239,7 @@ fn merge_server(runs: &[ServerUse]) -> Option<ServerUse> {
     let max = |f: fn(&ServerUse) -> f64| runs.iter().map(f).fold(0.0, f64::max);
     Some(ServerUse {
         cpu: runs.iter().map(|s| s.cpu).sum(),
+        softirq_cpu: runs.iter().map(|s| s.softirq_cpu).sum(),
         rss_before: first.rss_before,
         rss_connected: runs.iter().map(|s| s.rss_connected).max().unwrap_or(0),
         rss_end: last.rss_end,
@@ -284,6 +286,7 @@ mod tests {
             },
             server: Some(ServerUse {
                 cpu: Duration::from_millis(200),
+                softirq_cpu: Some(Duration::from_millis(10 + lost)),
                 rss_before: 1000 + lost,
                 rss_connected: 2000 + lost,
                 rss_end: 3000 + lost,
@@ -372,6 +375,8 @@ mod tests {
         assert_eq!(merged.client.busiest_thread_fraction, 0.30000000000000004);
         let s = merged.server.unwrap();
         assert_eq!(s.cpu, Duration::from_millis(600));
+        assert_eq!(s.softirq_cpu, Some(Duration::from_millis(32)));
+        assert_eq!(s.cpu_with_softirq(), Some(Duration::from_millis(632)));
         assert_eq!(
             (s.rss_before, s.rss_connected, s.rss_end),
             (1000, 2002, 3000)
@@ -382,6 +387,22 @@ mod tests {
         );
         assert_eq!(merged.first_error.as_deref(), Some("run with 2 lost"));
         assert!(!merged.timed_out && !merged.client.saturated);
+    }
+
+    /// One run without ksoftirqd figures (a thread unreadable at an edge) leaves the merged
+    /// softirq CPU out rather than under-counting it; the broker's own CPU still adds up.
+    #[test]
+    fn merged_softirq_cpu_needs_every_run() {
+        let mut partial = run(&[1], 0);
+        if let Some(s) = partial.server.as_mut() {
+            s.softirq_cpu = None;
+        }
+        let merged = merge(vec![run(&[1], 0), partial, run(&[1], 0)]);
+        let s = merged.server.unwrap();
+        assert_eq!(s.cpu, Duration::from_millis(600));
+        assert_eq!((s.softirq_cpu, s.cpu_with_softirq()), (None, None));
+        let one = merge(vec![run(&[1], 3)]).server.unwrap();
+        assert_eq!(one.softirq_cpu, Some(Duration::from_millis(13)));
     }
 
     #[test]

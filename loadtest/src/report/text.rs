@@ -141,14 +141,26 @@ fn server(out: &mut String, ctx: &Context<'_>, t: &Totals, s: &ServerUse) {
     const MIB: f64 = 1048576.0;
     let cpu = s.cpu.as_secs_f64();
     let delivered = t.counts.delivered_in_window;
-    let per_delivery = if delivered > 0 {
-        format!("{:.3}", cpu * 1e6 / delivered as f64)
-    } else {
-        "n/a".to_string()
+    let us_per_delivery = |cpu: f64| {
+        if delivered > 0 {
+            format!("{:.3}", cpu * 1e6 / delivered as f64)
+        } else {
+            "n/a".to_string()
+        }
+    };
+    let per_delivery = us_per_delivery(cpu);
+    // Left out when the ksoftirqd threads were not sampled.
+    let softirq = match (s.softirq_cpu, s.cpu_with_softirq()) {
+        (Some(threads), Some(with)) => format!(
+            " ({} adding ksoftirqd's {:.3} s)",
+            us_per_delivery(with.as_secs_f64()),
+            threads.as_secs_f64()
+        ),
+        _ => String::new(),
     };
     let _ = writeln!(
         out,
-        "  broker       CPU {:.3} s = {:.2} cores; {per_delivery} µs per delivery; RSS {:.1} MiB connected = {:.0} B/connection ({:.0} B/connection over the pre-connect {:.1} MiB)",
+        "  broker       CPU {:.3} s = {:.2} cores; {per_delivery} µs per delivery{softirq}; RSS {:.1} MiB connected = {:.0} B/connection ({:.0} B/connection over the pre-connect {:.1} MiB)",
         cpu,
         cpu / t.secs(),
         s.rss_connected as f64 / MIB,

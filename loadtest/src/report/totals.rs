@@ -109,6 +109,10 @@ pub(crate) struct ClientCpu {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ServerUse {
     pub cpu: Duration,
+    /// The CPU of the ksoftirqd threads of the broker's CPUs in the window: network softirq
+    /// work (mostly its sends' loopback receive side) deferred out of the broker's own time.
+    /// `None` when they were not found or a sample could not read them.
+    pub softirq_cpu: Option<Duration>,
     pub rss_before: u64,
     pub rss_connected: u64,
     pub rss_end: u64,
@@ -117,10 +121,20 @@ pub(crate) struct ServerUse {
 }
 
 impl ServerUse {
+    /// The broker's CPU plus its ksoftirqd threads', if those were sampled.
+    pub(crate) fn cpu_with_softirq(&self) -> Option<Duration> {
+        self.softirq_cpu.map(|s| self.cpu + s)
+    }
+
     fn new(s: &ServerSamples, connections_up: u64) -> ServerUse {
         let conns = connections_up.max(1) as f64;
         ServerUse {
             cpu: s.end.cpu.saturating_sub(s.start.cpu),
+            softirq_cpu: s
+                .end
+                .softirq_cpu
+                .zip(s.start.softirq_cpu)
+                .map(|(end, start)| end.saturating_sub(start)),
             rss_before: s.before.rss_bytes,
             rss_connected: s.connected.rss_bytes,
             rss_end: s.end.rss_bytes,
