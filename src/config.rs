@@ -58,11 +58,11 @@ impl CompressionMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IoUringMode {
-    /// io_uring where the kernel allows it, else one `send`/`sendmsg` per connection (logged).
+    /// io_uring where the kernel allows it, else one `write`/`writev` per connection (logged).
     Auto,
     /// io_uring or refuse to start.
     On,
-    /// One `send`/`sendmsg` syscall per connection.
+    /// One `write`/`writev` syscall per connection.
     Off,
 }
 
@@ -232,10 +232,11 @@ pub struct Config {
     pub compression_level: u32,
 
     /// Batched sends: each flush hands up to 256 connections' writes to the kernel with one
-    /// `io_uring_enter` instead of a syscall each, 22-25% less CPU per send on a loopback
-    /// fan-out (bench/uring_send). `auto` falls back to syscalls where io_uring cannot be set
-    /// up (an old kernel, a container's seccomp profile, `kernel.io_uring_disabled`) and says
-    /// so at start-up.
+    /// `io_uring_enter` instead of a syscall each: 22-25 % less of the sending thread's own CPU
+    /// (bench/uring_send), 1-17 % less CPU on the broker's core once the softirq work the
+    /// kernel then defers to `ksoftirqd` is counted (docs/benchmarks.md). `auto` falls back to
+    /// syscalls where io_uring cannot be set up (an old kernel, a container's seccomp profile,
+    /// `kernel.io_uring_disabled`) and says so at start-up.
     #[arg(long, value_enum, default_value = "auto")]
     pub io_uring: IoUringMode,
 

@@ -460,7 +460,7 @@ fn send_rings(
         let none = (0..threads).map(|_| None).collect();
         return Ok((
             none,
-            "send/sendmsg per connection (--io-uring off)".to_string(),
+            "write/writev per connection (--io-uring off)".to_string(),
         ));
     }
     match (0..threads).map(|_| SendRing::new().map(Some)).collect() {
@@ -476,7 +476,7 @@ fn send_rings(
             let none = (0..threads).map(|_| None).collect();
             Ok((
                 none,
-                format!("send/sendmsg per connection (io_uring cannot be set up here: {e})"),
+                format!("write/writev per connection (io_uring cannot be set up here: {e})"),
             ))
         }
     }

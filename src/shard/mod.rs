@@ -12,7 +12,6 @@ mod connection;
 mod handshake_rate;
 mod http;
 mod output;
-mod socket_sink;
 mod websocket;
 pub mod write_queue;
 
@@ -47,7 +46,6 @@ use crate::sys::send_ring::{SendRing, MAX_SLICES_PER_SEND, SEND_RING_ENTRIES};
 
 use connection::{elapsed_ms, flags, ping_after_ms, Connection, Phase};
 use output::Effects;
-use socket_sink::SocketSink;
 use write_queue::Flushed;
 
 pub use address_limit::{AddressKey, AddressLimit};
@@ -788,7 +786,7 @@ impl Shard {
             }
         }
         if !blocked && !conn.out.is_empty() {
-            match conn.out.flush(&mut SocketSink::new(&conn.stream)) {
+            match conn.out.flush(&mut conn.stream) {
                 Ok((state, written)) => {
                     self.counters.add(Metric::BytesOut, written as u64);
                     self.counters.incr(Metric::Writes);
