@@ -184,8 +184,8 @@ mod tests {
 
     /// The report's text and JSON for fixed inputs, pinned: bench/compare, .ci/run and the
     /// README read these keys and lines.
-    #[test]
-    fn report_is_pinned() {
+    /// The report of the pinned inputs, with or without ksoftirqd samples.
+    fn pinned_report(with_softirq: bool) -> Report {
         let args = pinned_args();
         let plan = Plan {
             topics: 1,
@@ -199,8 +199,13 @@ mod tests {
             cores: 2,
             machine_cores: 4,
         };
-        let inputs = pinned_inputs(true);
-        let report = Report::build(&ctx, vec![Totals::from_run(&ctx, inputs, pinned_results())]);
+        let totals = Totals::from_run(&ctx, pinned_inputs(with_softirq), pinned_results());
+        Report::build(&ctx, vec![totals])
+    }
+
+    #[test]
+    fn report_is_pinned() {
+        let report = pinned_report(true);
         assert_eq!(report.text(), PINNED_TEXT);
         let mut json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
         let pinned: serde_json::Value = serde_json::from_str(PINNED_JSON).unwrap();
@@ -218,21 +223,7 @@ mod tests {
     /// null and the broker line says nothing about them; everything else is as pinned.
     #[test]
     fn report_without_softirq_threads() {
-        let args = pinned_args();
-        let plan = Plan {
-            topics: 1,
-            publishers: 1,
-            all_topic: false,
-        };
-        let ctx = Context {
-            args: &args,
-            plan: &plan,
-            threads: 2,
-            cores: 2,
-            machine_cores: 4,
-        };
-        let totals = Totals::from_run(&ctx, pinned_inputs(false), pinned_results());
-        let report = Report::build(&ctx, vec![totals]);
+        let report = pinned_report(false);
         let broker_line = "  broker       CPU 0.500 s = 0.50 cores; 100000.000 µs per delivery; RSS 2.0 MiB connected = 699051 B/connection (349525 B/connection over the pre-connect 1.0 MiB)\n";
         assert!(report.text().contains(broker_line), "{}", report.text());
         let mut json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
