@@ -189,8 +189,8 @@ impl System {
                         kept.push((to, msg));
                     }
                 }
-                for (to, msg) in refused {
-                    self.brokers[s].on_refused(to, msg, &mut self.outs[s]);
+                for (_to, msg) in refused {
+                    self.brokers[s].on_refused(msg, &mut self.outs[s]);
                 }
                 // Control messages wait for the next flush, ahead of anything newer.
                 kept.append(&mut self.outs[s].peers);

@@ -54,16 +54,15 @@ impl<E: Engine> Broker<E> {
         self.engine.has_pending()
     }
 
-    /// A message this shard sent to shard `to` was refused by its full inbox: a refused
-    /// publish (or history read) is answered `overloaded`; a refused delivery is announced to the subscribers
-    /// it skipped (the engine's business).
-    pub fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) {
-        if let MeshMsg::HistoryRead { conn, .. } = msg {
-            out.http_history(conn, HttpHistory::Refused);
-            return;
-        }
-        if let Some(reply) = self.engine.on_refused(to, msg, out) {
-            self.refuse(reply, Refused::Overloaded, out);
+    /// A message this shard sent was refused by the peer's full inbox: a refused publish (or
+    /// history read) is answered `overloaded`. A refused delivery needs nothing here: the mesh
+    /// put a `Dropped` count in its place (`MeshMsg::refusal_notice`), so the subscribers it
+    /// skipped hear of the gap.
+    pub fn on_refused<O: Outputs>(&mut self, msg: MeshMsg, out: &mut O) {
+        match msg {
+            MeshMsg::HistoryRead { conn, .. } => out.http_history(conn, HttpHistory::Refused),
+            MeshMsg::Publish { reply, .. } => self.refuse(reply, Refused::Overloaded, out),
+            _ => {}
         }
     }
 

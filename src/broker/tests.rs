@@ -329,8 +329,8 @@ fn refused_publishes_are_answered_overloaded() {
         ReplyTo::Http { conn: http },
         &mut out,
     );
-    for (to, msg) in std::mem::take(&mut out.peers) {
-        b.on_refused(to, msg, &mut out);
+    for (_to, msg) in std::mem::take(&mut out.peers) {
+        b.on_refused(msg, &mut out);
     }
     let texts = out.texts(4);
     assert!(texts[0].contains("overloaded") && texts[0].contains(r#""id":5"#));
@@ -407,7 +407,7 @@ fn a_history_read_goes_to_the_owner_and_its_page_or_refusal_comes_back() {
     out.history.clear();
     b0.read_history(&topic, 0, 10, http, &mut out);
     let (_, msg) = out.peers.pop().unwrap();
-    b0.on_refused(1, msg, &mut out);
+    b0.on_refused(msg, &mut out);
     assert_eq!(out.history, [(http, HttpHistory::Refused)]);
 }
 

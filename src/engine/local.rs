@@ -403,20 +403,6 @@ impl Engine for LocalEngine {
         self.sync_filter();
     }
 
-    fn on_refused<O: Outputs>(
-        &mut self,
-        _to: usize,
-        msg: MeshMsg,
-        _out: &mut O,
-    ) -> Option<ReplyTo> {
-        match msg {
-            MeshMsg::Publish { reply, .. } => Some(reply),
-            // The mesh put a `Dropped` count in its place (`MeshMsg::refusal_notice`), so
-            // the subscribers on `to` hear of the gap.
-            _ => None,
-        }
-    }
-
     fn topic_limit_reached(&self, topic: &str, max_topics: usize) -> bool {
         self.filter.topic_count() >= max_topics && !self.filter.may_be_heard(topic_hash(topic))
     }

@@ -205,11 +205,6 @@ pub trait Engine {
     /// The clock moved to `now_ms` (milliseconds, monotonic): expire history.
     fn tick(&mut self, now_ms: u64);
 
-    /// A message this shard sent (`msg`, for shard `to`) was refused by a full inbox. Returns
-    /// the publisher to answer `overloaded`, if it was a publish; a refused delivery must be
-    /// announced to the subscribers it skipped.
-    fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) -> Option<ReplyTo>;
-
     /// Whether subscribing to `topic` would make more than `max_topics` distinct topics
     /// (a topic some shard holds already does not count). May lag by the subscriptions in
     /// flight between shards.
@@ -334,13 +329,6 @@ impl Engine for AnyEngine {
         match self {
             AnyEngine::Local(e) => e.tick(now_ms),
             AnyEngine::Redis(e) => e.tick(now_ms),
-        }
-    }
-
-    fn on_refused<O: Outputs>(&mut self, to: usize, msg: MeshMsg, out: &mut O) -> Option<ReplyTo> {
-        match self {
-            AnyEngine::Local(e) => e.on_refused(to, msg, out),
-            AnyEngine::Redis(e) => e.on_refused(to, msg, out),
         }
     }
 

@@ -830,9 +830,9 @@ impl Shard {
         self.counters
             .add(Metric::MeshMessagesSent, outcome.messages_sent);
         self.counters.add(Metric::MeshInboxFull, outcome.inbox_full);
-        for (to, refused) in outcome.refused {
+        for (_to, refused) in outcome.refused {
             self.counters.incr(Metric::MeshDropped);
-            self.with_broker(|broker, out| broker.on_refused(to, refused, out));
+            self.with_broker(|broker, out| broker.on_refused(refused, out));
         }
     }
 

@@ -249,19 +249,6 @@ impl Engine for RedisEngine {
         // History lives in Redis, which expires it.
     }
 
-    fn on_refused<O: Outputs>(
-        &mut self,
-        _to: usize,
-        msg: MeshMsg,
-        _out: &mut O,
-    ) -> Option<ReplyTo> {
-        // Nothing crosses between shards with this engine but publish answers.
-        match msg {
-            MeshMsg::Publish { reply, .. } => Some(reply),
-            _ => None,
-        }
-    }
-
     fn topic_limit_reached(&self, topic: &str, max_topics: usize) -> bool {
         // The node's topics as the engine thread last counted them (lags by a tick).
         let topics = usize::try_from(self.link.status.get(EngineMetric::Topics)).unwrap_or(0);
