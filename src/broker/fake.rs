@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::mesh::{ConnRef, MeshMsg};
 use crate::metrics::Metric;
+use crate::proto::prepared::split_server_frame;
 use crate::shard::write_queue::WriteQueue;
 
 use super::{CloseReason, ConnId, HttpHistory, HttpPublished, Outputs, SendKind, SendStatus};
@@ -82,13 +83,8 @@ fn metric_name(metric: Metric) -> &'static str {
 
 /// The payload of an unmasked server frame (the header skipped), as text.
 pub(super) fn frame_text(frame: &[u8]) -> String {
-    let len7 = frame[1] & 0x7f;
-    let start = match len7 {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    String::from_utf8_lossy(&frame[start..]).into_owned()
+    let (_, payload) = split_server_frame(frame).expect("a server frame");
+    String::from_utf8_lossy(payload).into_owned()
 }
 
 impl Outputs for Recorder {

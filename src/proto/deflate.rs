@@ -8,6 +8,7 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 
 use super::frame::{encode_header, OpCode, MAX_HEADER_BYTES, MAX_SERVER_HEADER_BYTES};
 use super::permessage_deflate::{MAX_WINDOW_BITS, MIN_SERVER_WINDOW_BITS};
+use super::prepared::split_server_frame;
 
 /// The RSV1 bit: "Per-Message Compressed" on the first frame of a message (RFC 7692 §6).
 pub const RSV1: u8 = 0x40;
@@ -190,17 +191,6 @@ impl DeliveryFrames {
             _ => &self.plain,
         }
     }
-}
-
-/// The opcode and payload of an unmasked single server frame, as built by `prepared.rs`.
-pub fn split_server_frame(frame: &[u8]) -> Option<(OpCode, &[u8])> {
-    let opcode = OpCode::from_u8(*frame.first()? & 0x0F)?;
-    let header = match *frame.get(1)? & 0x7F {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    Some((opcode, frame.get(header..)?))
 }
 
 /// Appends one client frame whose payload is already deflated (RSV1 set when `first` is true:

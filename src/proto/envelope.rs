@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use super::command::{CommandError, ErrorCode};
 use super::epoch::Epoch;
 use super::frame::OpCode;
-use super::prepared::build_frame;
+use super::prepared::{build_frame, split_server_frame};
 use crate::topic::name::{validate_topic, TopicError};
 
 /// The longest topic the binary layout can carry: its length is one byte. Longer names (only
@@ -221,23 +221,16 @@ pub enum Delivered<'a> {
 /// is the one this module wrote.
 pub fn delivered_data(frame: &[u8]) -> Option<Delivered<'_>> {
     const DATA_KEY: &[u8] = br#","data":"#;
-    let (&first, rest) = frame.split_first()?;
-    let (&second, _) = rest.split_first()?;
-    let start = match second & 0x7f {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    let payload = frame.get(start..)?;
-    match first & 0x0f {
-        0x1 => {
+    let (opcode, payload) = split_server_frame(frame)?;
+    match opcode {
+        OpCode::Text => {
             let at = payload
                 .windows(DATA_KEY.len())
                 .position(|w| w == DATA_KEY)?;
             let data = payload.get(at + DATA_KEY.len()..payload.len().checked_sub(1)?)?;
             (payload.last() == Some(&b'}')).then_some(Delivered::Json(data))
         }
-        0x2 => {
+        OpCode::Binary => {
             let topic_len = usize::from(*payload.first()?);
             payload.get(1 + topic_len + 8..).map(Delivered::Binary)
         }
@@ -249,15 +242,9 @@ pub fn delivered_data(frame: &[u8]) -> Option<Delivered<'_>> {
 /// [`binary_message_frame`]; `None` for any other frame (another topic's, an ack, a notice).
 pub fn delivery_seq(frame: &[u8], topic: &str) -> Option<u64> {
     const MESSAGE_PREFIX: &[u8] = br#"{"op":"message","topic":"#;
-    let (&first, rest) = frame.split_first()?;
-    let start = match rest.first()? & 0x7f {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    let payload = frame.get(start..)?;
-    match first & 0x0f {
-        0x1 => {
+    let (opcode, payload) = split_server_frame(frame)?;
+    match opcode {
+        OpCode::Text => {
             let mut expected = Vec::with_capacity(MESSAGE_PREFIX.len() + topic.len() + 8);
             expected.extend_from_slice(MESSAGE_PREFIX);
             write_json_str(&mut expected, topic);
@@ -266,7 +253,7 @@ pub fn delivery_seq(frame: &[u8], topic: &str) -> Option<u64> {
             let end = digits.iter().position(|b| !b.is_ascii_digit())?;
             std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
         }
-        0x2 => {
+        OpCode::Binary => {
             let name = topic.as_bytes();
             let (&len, rest) = payload.split_first()?;
             if usize::from(len) != name.len() || !rest.starts_with(name) {

@@ -9,6 +9,17 @@ use super::mask::apply_mask;
 /// The most payload a control frame may carry (RFC 6455 §5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
+/// The opcode and payload of an unmasked single server frame, as built here.
+pub fn split_server_frame(frame: &[u8]) -> Option<(OpCode, &[u8])> {
+    let opcode = OpCode::from_u8(*frame.first()? & 0x0F)?;
+    let header = match *frame.get(1)? & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    Some((opcode, frame.get(header..)?))
+}
+
 /// Builds one unfragmented, unmasked server frame whose payload `write_payload` appends to
 /// the buffer it is given. The header is written in front of the payload afterwards, into
 /// space reserved up front, so the payload is never copied and the frame costs one allocation.
