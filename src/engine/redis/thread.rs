@@ -895,17 +895,29 @@ struct PublishArgs {
     cluster: bool,
 }
 
+/// `EVALSHA sha` (the script as loaded) or, after a NOSCRIPT answer, `EVAL source` (which
+/// also loads it); the caller adds keys and arguments.
+fn script_cmd(sha: &str, source: &str, eval: bool) -> Cmd {
+    let mut cmd = redis::cmd(if eval { "EVAL" } else { "EVALSHA" });
+    cmd.arg(if eval { source } else { sha });
+    cmd
+}
+
+/// Runs `build(false)` (EVALSHA), and `build(true)` (EVAL) if Redis does not have the script
+/// (it restarted, or a new master took over): a NOSCRIPT answer means nothing ran.
+async fn run_script<T: redis::FromRedisValue>(
+    conn: &mut Conn,
+    build: impl Fn(bool) -> Cmd,
+) -> Result<T, RedisError> {
+    match build(false).query_async(conn).await {
+        Err(e) if e.kind() == ErrorKind::NoScriptError => build(true).query_async(conn).await,
+        other => other,
+    }
+}
+
 fn publish_cmd(args: &PublishArgs, p: &Pending, eval: bool) -> Cmd {
     let keys = TopicKeys::new(&args.prefix, &p.topic);
-    let mut cmd = if eval {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(script::PUBLISH);
-        cmd
-    } else {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&args.sha);
-        cmd
-    };
+    let mut cmd = script_cmd(&args.sha, script::PUBLISH, eval);
     let data: &[u8] = match &p.payload {
         Payload::Json(b) | Payload::Binary(b) => b,
     };
@@ -948,17 +960,7 @@ async fn publish(
     }
     let futures = batch.iter().map(|p| {
         let mut conn = conn.clone();
-        async move {
-            let result = publish_cmd(args, p, false)
-                .query_async::<(u64, String)>(&mut conn)
-                .await;
-            match result {
-                Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                    publish_cmd(args, p, true).query_async(&mut conn).await
-                }
-                other => other,
-            }
-        }
+        async move { run_script(&mut conn, |eval| publish_cmd(args, p, eval)).await }
     });
     futures_util::future::join_all(futures).await
 }
@@ -989,15 +991,7 @@ struct EnsureArgs {
 
 fn ensure_cmd(args: &EnsureArgs, topic: &str, eval: bool) -> Cmd {
     let keys = TopicKeys::new(&args.prefix, topic);
-    let mut cmd = if eval {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(script::ENSURE);
-        cmd
-    } else {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&args.sha);
-        cmd
-    };
+    let mut cmd = script_cmd(&args.sha, script::ENSURE, eval);
     cmd.arg(2)
         .arg(keys.meta)
         .arg(keys.stream)
@@ -1014,17 +1008,7 @@ async fn ensure(
 ) -> Vec<Result<(u64, String), RedisError>> {
     let futures = topics.iter().map(|topic| {
         let mut conn = conn.clone();
-        async move {
-            match ensure_cmd(args, topic, false)
-                .query_async::<(u64, String)>(&mut conn)
-                .await
-            {
-                Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                    ensure_cmd(args, topic, true).query_async(&mut conn).await
-                }
-                other => other,
-            }
-        }
+        async move { run_script(&mut conn, |eval| ensure_cmd(args, topic, eval)).await }
     });
     futures_util::future::join_all(futures).await
 }
@@ -1074,15 +1058,7 @@ async fn fetch(
     to: u64,
 ) -> Result<(String, Vec<(u64, Payload)>), RedisError> {
     let build = |eval: bool| {
-        let mut cmd = if eval {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(script::FETCH);
-            cmd
-        } else {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(sha);
-            cmd
-        };
+        let mut cmd = script_cmd(sha, script::FETCH, eval);
         cmd.arg(2)
             .arg(&keys.meta)
             .arg(&keys.stream)
@@ -1091,12 +1067,7 @@ async fn fetch(
             .arg(super::node::FETCH_BATCH);
         cmd
     };
-    let value: Value = match build(false).query_async(&mut conn).await {
-        Err(e) if e.kind() == ErrorKind::NoScriptError => {
-            build(true).query_async(&mut conn).await?
-        }
-        other => other?,
-    };
+    let value: Value = run_script(&mut conn, build).await?;
     parse_fetch(value).ok_or_else(|| {
         RedisError::from((
             ErrorKind::TypeError,
@@ -1147,15 +1118,7 @@ async fn read_for_resume(
     from: u64,
 ) -> Result<ResumeRead, RedisError> {
     let build = |eval: bool| {
-        let mut cmd = if eval {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(script::RESUME);
-            cmd
-        } else {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&args.sha);
-            cmd
-        };
+        let mut cmd = script_cmd(&args.sha, script::RESUME, eval);
         cmd.arg(2)
             .arg(&keys.meta)
             .arg(&keys.stream)
@@ -1164,12 +1127,7 @@ async fn read_for_resume(
             .arg(from.max(1));
         cmd
     };
-    let value: Value = match build(false).query_async(&mut conn).await {
-        Err(e) if e.kind() == ErrorKind::NoScriptError => {
-            build(true).query_async(&mut conn).await?
-        }
-        other => other?,
-    };
+    let value: Value = run_script(&mut conn, build).await?;
     parse_resume_read(value).ok_or_else(|| {
         RedisError::from((
             ErrorKind::TypeError,
