@@ -9,13 +9,12 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::redis::Redis;
 use common::*;
 use crier::server::ServerHandle;
 use serde_json::{json, Value};
-use tungstenite::Message;
 
 /// A crier node using `redis`, two shards, with `extra` flags.
 fn node(redis: &Redis, extra: &[&str]) -> ServerHandle {
@@ -37,27 +36,7 @@ fn subscriber(
     for topic in topics {
         subscribe(&mut client, topic);
     }
-    client
-        .get_mut()
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + within;
-        let mut frames = Vec::new();
-        while !until(&frames) && Instant::now() < deadline {
-            match client.read() {
-                Ok(Message::Text(text)) => frames.push(serde_json::from_str(&text).unwrap()),
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("subscriber failed: {e}"),
-            }
-        }
-        frames
-    })
+    std::thread::spawn(move || read_until(&mut client, within, until))
 }
 
 /// Messages (`op: message`) of `topic` among `frames`.

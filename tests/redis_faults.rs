@@ -14,37 +14,9 @@ use common::redis::{wait_engine_up, Redis};
 use common::*;
 use crier::server::ServerHandle;
 use serde_json::{json, Value};
-use tungstenite::Message;
 
 fn node(redis: &Redis) -> ServerHandle {
     common::redis::start_node(redis, "300ms", &["--engine-unready-after", "500ms"])
-}
-
-/// Reads text frames until `done(frames)` or `within`; pings are answered by tungstenite.
-fn read_until(
-    client: &mut Client,
-    within: Duration,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    client
-        .get_mut()
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let deadline = Instant::now() + within;
-    let mut frames = Vec::new();
-    while !done(&frames) && Instant::now() < deadline {
-        match client.read() {
-            Ok(Message::Text(text)) => frames.push(serde_json::from_str(&text).unwrap()),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("the subscriber's connection failed: {e}"),
-        }
-    }
-    frames
 }
 
 fn seqs(frames: &[Value]) -> Vec<u64> {

@@ -33,20 +33,6 @@ fn publish(client: &mut Client, topic: &str, data: Value) -> (u64, Option<String
     )
 }
 
-fn resume(client: &mut Client, topic: &str, since: Value) -> Value {
-    send_json(
-        client,
-        json!({"op": "subscribe", "topic": topic, "since": since, "id": 3}),
-    );
-    let ack = next_json(client);
-    assert_eq!(
-        (&ack["op"], &ack["id"]),
-        (&json!("ack"), &json!(3)),
-        "{ack}"
-    );
-    ack
-}
-
 /// Reads message seqs until `last` is seen or `within` passes.
 fn read_seqs_until(client: &mut Client, last: u64, within: Duration) -> Vec<u64> {
     client

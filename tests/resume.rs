@@ -28,21 +28,6 @@ fn publish(client: &mut Client, topic: &str, data: Value) -> (u64, String) {
     )
 }
 
-/// Subscribes to `topic` with `since` and returns the ack.
-fn resume(client: &mut Client, topic: &str, since: Value) -> Value {
-    send_json(
-        client,
-        json!({"op": "subscribe", "topic": topic, "since": since, "id": 3}),
-    );
-    let ack = next_json(client);
-    assert_eq!(
-        (&ack["op"], &ack["id"]),
-        (&json!("ack"), &json!(3)),
-        "{ack}"
-    );
-    ack
-}
-
 /// A subscriber of `topic`, acknowledged: a topic starts (gets an epoch and keeps history)
 /// only once somebody listens; a publish to a topic nobody ever listened to is unheard.
 fn first_listener(addr: std::net::SocketAddr, topic: &str) -> Client {

@@ -189,3 +189,49 @@ pub(crate) fn http_publish(
     stream.write_all(body).unwrap();
     read_response(&mut stream)
 }
+
+/// Reads text frames until `done(frames)` or `within`; pings are answered by tungstenite.
+pub(crate) fn read_until(
+    client: &mut Client,
+    within: Duration,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    client
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let mut frames = Vec::new();
+    while !done(&frames) && Instant::now() < deadline {
+        match client.read() {
+            Ok(Message::Text(text)) => frames.push(serde_json::from_str(&text).unwrap()),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("the subscriber's connection failed: {e}"),
+        }
+    }
+    frames
+}
+
+/// Subscribes to `topic` with `since` and returns the ack.
+pub(crate) fn resume(
+    client: &mut Client,
+    topic: &str,
+    since: serde_json::Value,
+) -> serde_json::Value {
+    send_json(
+        client,
+        serde_json::json!({"op": "subscribe", "topic": topic, "since": since, "id": 3}),
+    );
+    let ack = next_json(client);
+    assert_eq!(
+        (&ack["op"], &ack["id"]),
+        (&serde_json::json!("ack"), &serde_json::json!(3)),
+        "{ack}"
+    );
+    ack
+}
