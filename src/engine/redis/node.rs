@@ -150,19 +150,7 @@ impl Node {
         out: &mut O,
     ) {
         if interested {
-            let t = match self.topics.get_mut(topic) {
-                Some(t) => t,
-                None => {
-                    out.subscribe(topic);
-                    self.topics.entry(topic.into()).or_insert_with(|| Topic {
-                        fresh: true,
-                        ..Topic::default()
-                    })
-                }
-            };
-            if !t.shards.contains(&shard) {
-                t.shards.push(shard);
-            }
+            let t = self.join(topic, shard, out);
             if t.live {
                 out.confirm(shard, topic);
             } else if !t.unconfirmed.contains(&shard) {
@@ -302,25 +290,33 @@ impl Node {
         settle(topic, t, out);
     }
 
+    /// `shard` is interested in `topic`: the topic's state, created (fresh, and the channel
+    /// subscribed) if the node had none.
+    fn join<O: NodeOut>(&mut self, topic: &str, shard: u16, out: &mut O) -> &mut Topic {
+        if !self.topics.contains_key(topic) {
+            out.subscribe(topic);
+            let fresh = Topic {
+                fresh: true,
+                ..Topic::default()
+            };
+            self.topics.insert(topic.into(), fresh);
+        }
+        let t = self
+            .topics
+            .get_mut(topic)
+            .expect("present or inserted above");
+        if !t.shards.contains(&shard) {
+            t.shards.push(shard);
+        }
+        t
+    }
+
     /// Connection `waiter.conn` subscribes to `topic` resuming from `waiter.since`. Its shard
     /// is registered at once (its deliveries skip the connection until the `Replay`); the
     /// answer follows a stream read made once the topic is live and settled (subscribe, then
     /// read, then merge: the read's top is where the replay ends and live delivery resumes).
     pub(super) fn resume<O: NodeOut>(&mut self, topic: &str, waiter: Waiter, out: &mut O) {
-        let shard = waiter.conn.shard;
-        let t = match self.topics.get_mut(topic) {
-            Some(t) => t,
-            None => {
-                out.subscribe(topic);
-                self.topics.entry(topic.into()).or_insert_with(|| Topic {
-                    fresh: true,
-                    ..Topic::default()
-                })
-            }
-        };
-        if !t.shards.contains(&shard) {
-            t.shards.push(shard);
-        }
+        let t = self.join(topic, waiter.conn.shard, out);
         t.waiters.push(waiter);
         settle(topic, t, out);
     }
