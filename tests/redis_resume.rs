@@ -7,13 +7,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::redis::Redis;
 use common::*;
 use crier::server::ServerHandle;
 use serde_json::{json, Value};
-use tungstenite::Message;
 
 fn node(redis: &Redis, extra: &[&str]) -> ServerHandle {
     common::redis::start_node(redis, "300ms", extra)
@@ -35,29 +34,16 @@ fn publish(client: &mut Client, topic: &str, data: Value) -> (u64, Option<String
 
 /// Reads message seqs until `last` is seen or `within` passes.
 fn read_seqs_until(client: &mut Client, last: u64, within: Duration) -> Vec<u64> {
-    client
-        .get_mut()
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let deadline = Instant::now() + within;
-    let mut seqs = Vec::new();
-    while seqs.last() != Some(&last) && Instant::now() < deadline {
-        match client.read() {
-            Ok(Message::Text(text)) => {
-                let v: Value = serde_json::from_str(&text).unwrap();
-                assert_eq!(v["op"], "message", "only messages expected: {v}");
-                seqs.push(v["seq"].as_u64().unwrap());
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("the reader's connection failed: {e}"),
-        }
-    }
-    seqs
+    let frames = read_until(client, within, |f| {
+        f.last().and_then(|v| v["seq"].as_u64()) == Some(last)
+    });
+    frames
+        .iter()
+        .map(|v| {
+            assert_eq!(v["op"], "message", "only messages expected: {v}");
+            v["seq"].as_u64().unwrap()
+        })
+        .collect()
 }
 
 #[test]
