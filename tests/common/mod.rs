@@ -140,7 +140,12 @@ pub(crate) fn read_response_with_head(stream: &mut TcpStream) -> (u16, String, S
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut byte).expect("response head");
+        let n = match stream.read(&mut byte) {
+            // A signal to the test process interrupts a blocking read (seen once, EINTR in
+            // tests/auth.rs); that is not an answer: read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other.expect("response head"),
+        };
         assert!(
             n > 0,
             "connection closed before a response head: {:?}",
