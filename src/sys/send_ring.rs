@@ -1,8 +1,8 @@
 //! Batched socket sends through io_uring: up to [`SEND_RING_ENTRIES`] sends, one per
-//! connection, handed to the kernel with one `io_uring_enter` instead of one `send`/`sendmsg`
-//! syscall each. On a loopback fan-out that is 22-25% less CPU per send than one `writev`
-//! each (bench/uring_send, docs/benchmarks.md): the syscall entry and the VFS layer are paid
-//! once per batch.
+//! connection, handed to the kernel with one `io_uring_enter` instead of one `write`/`writev`
+//! syscall each. That is 22-25% less of the sending thread's own CPU per send than a `writev`
+//! each (bench/uring_send); in the broker, counting the loopback softirq work the kernel then
+//! defers to `ksoftirqd`, 1-17% less CPU per delivery (docs/benchmarks.md).
 //!
 //! Every send carries `MSG_DONTWAIT`, which makes io_uring's `-EAGAIN` final (the kernel sets
 //! `REQ_F_NOWAIT` for it): a full socket answers at once instead of parking the request until
